@@ -1,0 +1,76 @@
+"""Matplotlib figures of training histories, written as PNG files.
+
+Uses the non-interactive Agg backend so that plots work on headless machines.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
+    """Save ``fig`` as PNG atomically (temporary name, then rename) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_history(
+    history: Mapping[str, Sequence[float]],
+    quantity: str,
+    path: str | os.PathLike,
+    title: str = "",
+    percent: bool | None = None,
+) -> Path:
+    """Training and validation ``quantity`` ("loss", "accuracy", ...) per epoch, like the study.
+
+    Reads ``history["train_<quantity>"]`` and, when present, ``history["val_<quantity>"]``.
+    Metrics other than losses are drawn in percent unless ``percent=False``.
+    """
+    if percent is None:
+        percent = quantity != "loss"
+    scale = 100.0 if percent else 1.0
+    epochs = history.get("epoch") or list(range(1, len(history[f"train_{quantity}"]) + 1))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for split, label in (("train", "training"), ("val", "validation")):
+        values = history.get(f"{split}_{quantity}")
+        if values:
+            ax.plot(epochs, [scale * v for v in values], marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{quantity} (%)" if percent else quantity)
+    ax.set_title(title or quantity)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save_figure(fig, path)
+
+
+def plot_comparison(
+    histories: Mapping[str, Mapping[str, Sequence[float]]],
+    path: str | os.PathLike,
+    title: str = "",
+) -> Path:
+    """Validation accuracy (%) and loss per epoch of several models side by side."""
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, history in histories.items():
+        epochs = history["epoch"]
+        acc_ax.plot(epochs, [100 * v for v in history["val_accuracy"]], marker="o", label=name)
+        loss_ax.plot(epochs, history["val_loss"], marker="o", label=name)
+    acc_ax.set_ylabel("validation accuracy (%)")
+    loss_ax.set_ylabel("validation loss")
+    for ax in (acc_ax, loss_ax):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title or "validation curves")
+    return save_figure(fig, path)
