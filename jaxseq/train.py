@@ -236,7 +236,7 @@ class _EvalData:
             array = np.concatenate([array, np.zeros((pad, *array.shape[1:]), array.dtype)])
             return jnp.asarray(array.reshape(num_batches, batch_size, *array.shape[1:]))
 
-        weights = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+        weights = np.ones(n, np.float32)  # batched() pads it with zeros
         return cls(batched(dataset.inputs), batched(dataset.labels), batched(weights))
 
 
