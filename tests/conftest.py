@@ -1,0 +1,35 @@
+"""Shared fixtures: where the real MNIST files are."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+MNIST_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def shared_mnist_dir() -> pathlib.Path:
+    """$JAXSEQ_DATA_DIR, else ``../shared/data/mnist`` beside the repository."""
+    env = os.environ.get("JAXSEQ_DATA_DIR")
+    return pathlib.Path(env) if env else REPO_ROOT.parent / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> pathlib.Path:
+    """The folder holding the real MNIST IDX files.
+
+    Skips the test when the files are absent on a developer machine, but fails it in CI
+    or when JAXSEQ_DATA_DIR is set: there the real-data tests must run.
+    """
+    folder = shared_mnist_dir()
+    present = all((folder / n).is_file() or (folder / f"{n}.gz").is_file() for n in MNIST_NAMES)
+    if not present:
+        message = f"real MNIST files not found in {folder} (set JAXSEQ_DATA_DIR)"
+        if os.environ.get("CI") or os.environ.get("JAXSEQ_DATA_DIR"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder
