@@ -1,0 +1,317 @@
+"""Fused recurrent layers: Flax's cell equations with a hand-written, cuDNN-style backward pass.
+
+``jax.grad`` of an ``nn.RNN`` scan differentiates one time step at a time: every step of
+the backward scan does a small matmul for the recurrent input gradient *and* another
+small matmul to accumulate each weight gradient, and the forward scan does the input
+projection of each step as yet another small matmul. Small matmuls run far below the
+machine's peak, so the work is arranged here the way cuDNN arranges it:
+
+* forward: the input projection of *all* steps is one ``[time * batch, in] @ [in, gates]``
+  matmul before the scan; the scan does only ``h @ U`` per step;
+* backward (``jax.custom_vjp``): the reverse scan does only ``dz @ U.T`` per step and
+  emits the gate gradients ``dz``; the weight gradients are then one large matmul each,
+  ``h_prev.T @ dz`` and ``x.T @ dz`` over all steps, and the input gradient ``dz @ W.T``.
+
+The equations, parameter names, shapes and initialisers are exactly those of Flax's
+``nn.SimpleCell``, ``nn.OptimizedLSTMCell`` and ``nn.GRUCell`` (tested to agree with them,
+outputs and gradients, in ``tests/test_fused.py``), so a parameter tree trained with one
+implementation runs unchanged with the other. The initial carry is zero, as in ``nn.RNN``;
+variable sequence lengths are not supported here (use the Flax layers for those).
+
+References: the LSTM of Hochreiter & Schmidhuber (1997) with forget gate (Gers et al.,
+2000); the GRU of Cho et al. (2014) in the cuDNN/PyTorch formulation (reset gate applied
+after the recurrent matmul); NVIDIA's cuDNN RNN, which batches weight gradients over time
+the same way (Appleyard et al., 2016, "Optimizing performance of recurrent neural
+networks on GPUs").
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.linen import initializers
+
+Array = jax.Array
+
+#: Cells with a fused implementation.
+FUSED_CELLS = ("rnn", "lstm", "gru")
+
+
+# ------------------------------------------------------------------------------------------
+# Shared pieces. Sequences are time-major inside, [time, batch, features], and every gate
+# is its own [.., hidden] array: XLA:CPU (jaxlib 0.10) stops vectorising a fusion that
+# applies tanh/sigmoid to static slices of one [batch, 4 * hidden] array, which made the
+# gate non-linearities ~20x slower than on separate arrays (docs/performance.md).
+# ------------------------------------------------------------------------------------------
+
+
+def _project(xs: Array, kernel: Array, bias: Array | None) -> Array:
+    """``xs [T, B, I] @ kernel [I, H] (+ bias)`` as one matmul over all steps."""
+    out = jnp.einsum("tbi,ih->tbh", xs, kernel)
+    return out if bias is None else out + bias
+
+
+def _input_grad(dz: tuple[Array, ...], kernels: tuple[Array, ...]) -> Array:
+    """``sum_k dz_k @ kernel_k.T`` over all steps: the gradient of the inputs."""
+    return sum(jnp.einsum("tbh,ih->tbi", d, k) for d, k in zip(dz, kernels, strict=True))
+
+
+def _kernel_grad(inputs: Array, dz: Array) -> Array:
+    """``sum_t inputs_t.T @ dz_t``: a weight gradient as one matmul over all steps."""
+    return jnp.einsum("tbi,tbh->ih", inputs, dz)
+
+
+def _shift(hs: Array) -> Array:
+    """``[0, h_0, ..., h_{T-2}]``: the (zero-initialised) carry each step started from."""
+    return jnp.concatenate([jnp.zeros_like(hs[:1]), hs[:-1]], axis=0)
+
+
+# ------------------------------------------------------------------------------------------
+# Elman RNN (tanh): h_t = tanh(x_t W + b + h_{t-1} U)
+# ------------------------------------------------------------------------------------------
+
+
+@jax.custom_vjp
+def rnn_sequence(xs: Array, w: Array, b: Array, u: Array) -> Array:
+    """All outputs ``[T, B, H]`` of a tanh RNN from a zero carry (time-major)."""
+    return _rnn_forward(xs, w, b, u)[0]
+
+
+def _rnn_forward(xs, w, b, u):
+    h0 = jnp.zeros(xs.shape[1:2] + u.shape[:1], xs.dtype)
+
+    def step(h, xw_t):
+        h = jnp.tanh(xw_t + h @ u)
+        return h, h
+
+    _, hs = jax.lax.scan(step, h0, _project(xs, w, b))
+    return hs, (xs, w, u, hs)
+
+
+def _rnn_backward(residuals, d_hs):
+    xs, w, u, hs = residuals
+    u_t = u.T
+
+    def step(dh_next, inputs):
+        d_h, h = inputs
+        dz = (d_h + dh_next) * (1.0 - h * h)
+        return dz @ u_t, dz
+
+    _, dz = jax.lax.scan(step, jnp.zeros_like(hs[0]), (d_hs, hs), reverse=True)
+    return (_input_grad((dz,), (w,)), _kernel_grad(xs, dz), dz.sum((0, 1)),
+            _kernel_grad(_shift(hs), dz))
+
+
+rnn_sequence.defvjp(_rnn_forward, _rnn_backward)
+
+
+# ------------------------------------------------------------------------------------------
+# LSTM, Flax's OptimizedLSTMCell: gates i, f, g, o; carry (c, h); the input kernels have
+# no bias, the recurrent ones do.
+# ------------------------------------------------------------------------------------------
+
+Gates = tuple[Array, Array, Array, Array]
+
+
+@jax.custom_vjp
+def lstm_sequence(xs: Array, w: Gates, u: Gates, b: Gates) -> Array:
+    """All outputs ``h [T, B, H]`` of an LSTM from a zero carry (time-major).
+
+    ``w``: four ``[I, H]`` input kernels, ``u``: four ``[H, H]`` recurrent kernels,
+    ``b``: four ``[H]`` biases, each in the gate order i, f, g, o.
+    """
+    return _lstm_forward(xs, w, u, b)[0]
+
+
+def _lstm_forward(xs, w, u, b):
+    xw = tuple(_project(xs, w_k, b_k) for w_k, b_k in zip(w, b, strict=True))
+    zeros = jnp.zeros(xs.shape[1:2] + u[0].shape[:1], xs.dtype)
+
+    def step(carry, x):
+        c, h = carry
+        i = jax.nn.sigmoid(x[0] + h @ u[0])
+        f = jax.nn.sigmoid(x[1] + h @ u[1])
+        g = jnp.tanh(x[2] + h @ u[2])
+        o = jax.nn.sigmoid(x[3] + h @ u[3])
+        c = f * c + i * g
+        tanh_c = jnp.tanh(c)
+        h = o * tanh_c
+        return (c, h), (h, c, tanh_c, i, f, g, o)
+
+    _, (hs, *saved) = jax.lax.scan(step, (zeros, zeros), xw)
+    return hs, (xs, w, u, hs, saved)
+
+
+def _lstm_backward(residuals, d_hs):
+    xs, w, u, hs, (cs, tanh_cs, i, f, g, o) = residuals
+    u_t = tuple(k.T for k in u)
+    zeros = jnp.zeros_like(hs[0])
+
+    def step(carry, inputs):
+        dh_next, dc_next = carry
+        d_h, c_before, tanh_c, i, f, g, o = inputs
+        dh = d_h + dh_next
+        dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
+        dz = (dc * g * i * (1.0 - i), dc * c_before * f * (1.0 - f),
+              dc * i * (1.0 - g * g), dh * tanh_c * o * (1.0 - o))
+        dh_prev = sum(d @ k for d, k in zip(dz, u_t, strict=True))
+        return (dh_prev, dc * f), dz
+
+    _, dz = jax.lax.scan(step, (zeros, zeros), (d_hs, _shift(cs), tanh_cs, i, f, g, o),
+                         reverse=True)
+    h_prev = _shift(hs)
+    return (_input_grad(dz, w), tuple(_kernel_grad(xs, d) for d in dz),
+            tuple(_kernel_grad(h_prev, d) for d in dz), tuple(d.sum((0, 1)) for d in dz))
+
+
+lstm_sequence.defvjp(_lstm_forward, _lstm_backward)
+
+
+# ------------------------------------------------------------------------------------------
+# GRU, PyTorch/cuDNN formulation (Flax's nn.GRUCell):
+#   r = σ(x W_r + b_ir + h U_r), z = σ(x W_z + b_iz + h U_z),
+#   n = tanh(x W_n + b_in + r * (h U_n + b_hn)), h' = (1 - z) n + z h
+# ------------------------------------------------------------------------------------------
+
+GruGates = tuple[Array, Array, Array]
+
+
+@jax.custom_vjp
+def gru_sequence(xs: Array, w: GruGates, b: GruGates, u: GruGates, b_hn: Array) -> Array:
+    """All outputs ``[T, B, H]`` of a GRU from a zero carry (time-major).
+
+    ``w``: three ``[I, H]`` input kernels, ``b``: their ``[H]`` biases, ``u``: three
+    ``[H, H]`` recurrent kernels, each in the gate order r, z, n; ``b_hn [H]`` is the
+    recurrent bias inside the reset product.
+    """
+    return _gru_forward(xs, w, b, u, b_hn)[0]
+
+
+def _gru_forward(xs, w, b, u, b_hn):
+    xw = tuple(_project(xs, w_k, b_k) for w_k, b_k in zip(w, b, strict=True))
+    h0 = jnp.zeros(xs.shape[1:2] + u[0].shape[:1], xs.dtype)
+
+    def step(h, x):
+        r = jax.nn.sigmoid(x[0] + h @ u[0])
+        z = jax.nn.sigmoid(x[1] + h @ u[1])
+        hn = h @ u[2] + b_hn
+        n = jnp.tanh(x[2] + r * hn)
+        h = (1.0 - z) * n + z * h
+        return h, (h, r, z, n, hn)
+
+    _, (hs, *saved) = jax.lax.scan(step, h0, xw)
+    return hs, (xs, w, u, hs, saved)
+
+
+def _gru_backward(residuals, d_hs):
+    xs, w, u, hs, (r, z, n, hn) = residuals
+    u_t = tuple(k.T for k in u)
+    h_prev = _shift(hs)
+
+    def step(dh_next, inputs):
+        d_h, h_before, r, z, n, hn = inputs
+        dh = d_h + dh_next
+        dn = dh * (1.0 - z) * (1.0 - n * n)  # at n's pre-activation
+        dr = dn * hn * r * (1.0 - r)
+        dz = dh * (h_before - n) * z * (1.0 - z)
+        dhn = dn * r
+        dh_prev = dh * z + dr @ u_t[0] + dz @ u_t[1] + dhn @ u_t[2]
+        return dh_prev, (dr, dz, dn, dhn)
+
+    _, (dr, dz, dn, dhn) = jax.lax.scan(step, jnp.zeros_like(hs[0]),
+                                        (d_hs, h_prev, r, z, n, hn), reverse=True)
+    d_input = (dr, dz, dn)
+    d_hidden = (dr, dz, dhn)
+    return (_input_grad(d_input, w), tuple(_kernel_grad(xs, d) for d in d_input),
+            tuple(d.sum((0, 1)) for d in d_input),
+            tuple(_kernel_grad(h_prev, d) for d in d_hidden), dhn.sum((0, 1)))
+
+
+gru_sequence.defvjp(_gru_forward, _gru_backward)
+
+
+# ------------------------------------------------------------------------------------------
+# The Flax module: parameters laid out exactly like Flax's cells.
+# ------------------------------------------------------------------------------------------
+
+
+class _DenseParams(nn.Module):
+    """A kernel (and optional bias) under the names Flax's ``Dense`` uses."""
+
+    in_features: int
+    features: int
+    use_bias: bool
+    kernel_init: initializers.Initializer
+
+    @nn.compact
+    def __call__(self) -> tuple[Array, Array | None]:
+        kernel = self.param("kernel", self.kernel_init, (self.in_features, self.features))
+        bias = (self.param("bias", initializers.zeros_init(), (self.features,))
+                if self.use_bias else None)
+        return kernel, bias
+
+
+# Per cell: the gate names, as Flax's cells name their parameters.
+_GATES = {"rnn": ("",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
+
+
+class FusedRNN(nn.Module):
+    """A whole recurrent layer, ``[batch, time, in] -> [batch, time, features]`` float32.
+
+    Computes what ``nn.RNN(cell)`` computes from a zero carry, for the cells
+    ``"rnn"`` (``nn.SimpleCell``), ``"lstm"`` (``nn.OptimizedLSTMCell``) and ``"gru"``
+    (``nn.GRUCell``), with the same parameter names, shapes and initialisers (LeCun
+    normal input kernels, orthogonal recurrent kernels, zero biases), but with the
+    batched cuDNN-style gradient described in the module docstring.
+
+    Attributes:
+      cell: ``"rnn"``, ``"lstm"`` or ``"gru"``.
+      features: hidden units.
+      reverse: process the sequence from its last step to its first; outputs stay in
+        input order (like ``nn.RNN(..., reverse=True, keep_order=True)``).
+
+    Raises:
+      ValueError: for an unknown cell or inputs that are not ``[batch, time, in]``.
+    """
+
+    cell: str
+    features: int
+    reverse: bool = False
+
+    @nn.compact
+    def __call__(self, inputs: Array) -> Array:
+        if self.cell not in _GATES:
+            raise ValueError(f"no fused implementation of cell {self.cell!r}; "
+                             f"fused cells: {', '.join(FUSED_CELLS)}")
+        if inputs.ndim != 3:
+            raise ValueError(f"inputs must be [batch, time, features], got {inputs.shape}")
+        in_features, hidden = inputs.shape[-1], self.features
+        lecun, orthogonal = initializers.lecun_normal(), initializers.orthogonal()
+
+        def dense(name, fan_in, use_bias, init):
+            return _DenseParams(fan_in, hidden, use_bias, init, name=name)()
+
+        xs = jnp.swapaxes(inputs, 0, 1)  # time-major for the scan
+        if self.reverse:
+            xs = xs[::-1]
+        if self.cell == "rnn":
+            w, b = dense("i", in_features, True, lecun)
+            u, _ = dense("h", hidden, False, orthogonal)
+            hs = rnn_sequence(xs, w, b, u)
+        elif self.cell == "lstm":
+            w = tuple(dense(f"i{g}", in_features, False, lecun)[0] for g in _GATES["lstm"])
+            u, b = zip(*(dense(f"h{g}", hidden, True, orthogonal) for g in _GATES["lstm"]),
+                       strict=True)
+            hs = lstm_sequence(xs, w, u, b)
+        else:
+            w, b = zip(*(dense(f"i{g}", in_features, True, lecun) for g in _GATES["gru"]),
+                       strict=True)
+            u_r, _ = dense("hr", hidden, False, orthogonal)
+            u_z, _ = dense("hz", hidden, False, orthogonal)
+            u_n, b_hn = dense("hn", hidden, True, orthogonal)
+            hs = gru_sequence(xs, w, b, (u_r, u_z, u_n), b_hn)
+        if self.reverse:
+            hs = hs[::-1]
+        return jnp.swapaxes(hs, 0, 1)
+
