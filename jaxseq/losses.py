@@ -41,3 +41,95 @@ def classification_metrics(logits: jax.Array, labels: jax.Array) -> dict[str, ja
     """``{"accuracy": [batch]}``: 1.0 where ``argmax(logits) == labels`` else 0.0 (a fraction)."""
     check_class_shapes(logits, labels)
     return {"accuracy": (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)}
+
+
+# --- Per-bit losses and metrics (the binary-addition task) -----------------------------
+
+#: Keras' ``backend.epsilon()``: probabilities are clipped to ``[1e-7, 1 - 1e-7]``.
+KERAS_EPSILON = 1e-7
+
+
+def check_bit_shapes(predictions: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Align per-bit predictions with labels, refusing any broadcast.
+
+    Accepts ``predictions`` shaped exactly like ``labels`` (``[batch, *bits]``), or with
+    one extra trailing axis of size 1 (``[B, T, 1]`` against ``[B, T]``), which is
+    squeezed. Anything else, e.g. ``[B, T, 1]`` against ``[B, T, 1, 1]`` or against
+    ``[B]``, raises instead of broadcasting to ``[B, T, T]``-like shapes.
+
+    Returns:
+      ``(predictions, labels)`` as float32 arrays of the same shape ``[batch, *bits]``.
+
+    Raises:
+      ValueError: if the shapes differ other than by that trailing size-1 axis, or
+        the labels are scalars.
+    """
+    if labels.ndim >= 1 and predictions.ndim == labels.ndim + 1 and predictions.shape[-1] == 1:
+        predictions = predictions[..., 0]
+    if labels.ndim < 1 or predictions.shape != labels.shape:
+        raise ValueError(
+            f"per-bit predictions must be [batch, *bits] or [batch, *bits, 1] with labels "
+            f"[batch, *bits]; got predictions {predictions.shape} and labels {labels.shape}"
+        )
+    return predictions.astype(jnp.float32), labels.astype(jnp.float32)
+
+
+def _mean_per_example(values: jax.Array) -> jax.Array:
+    return jnp.mean(values.reshape(values.shape[0], -1), axis=1)
+
+
+def binary_cross_entropy(
+    probabilities: jax.Array, labels: jax.Array, epsilon: float = KERAS_EPSILON
+) -> jax.Array:
+    """Binary cross-entropy (nats) on probabilities, averaged over bits: ``[batch]``.
+
+    Keras semantics (``keras.losses.binary_crossentropy`` on probabilities): ``p`` is
+    clipped to ``[epsilon, 1 - epsilon]`` (in float32), then
+    ``-(y log p + (1 - y) log(1 - p))`` is averaged over every non-batch axis. The
+    clip keeps value and gradient finite at ``p`` exactly 0 or 1 (the gradient is
+    0 outside the clip range, as in Keras).
+
+    Args:
+      probabilities: ``[batch, *bits]`` or ``[batch, *bits, 1]`` in ``[0, 1]``.
+      labels: ``[batch, *bits]`` 0/1 targets (any numeric dtype).
+      epsilon: clip margin (Keras' ``backend.epsilon()`` = 1e-7).
+
+    Raises:
+      ValueError: for mismatched shapes, see :func:`check_bit_shapes`.
+    """
+    p, y = check_bit_shapes(probabilities, labels)
+    p = jnp.clip(p, epsilon, 1.0 - epsilon)
+    return _mean_per_example(-(y * jnp.log(p) + (1.0 - y) * jnp.log1p(-p)))
+
+
+def mean_squared_error(predictions: jax.Array, labels: jax.Array) -> jax.Array:
+    """Squared error averaged over bits, ``[batch]`` (Keras' ``mse`` per sample).
+
+    Args:
+      predictions: ``[batch, *bits]`` or ``[batch, *bits, 1]``.
+      labels: ``[batch, *bits]`` targets.
+
+    Raises:
+      ValueError: for mismatched shapes, see :func:`check_bit_shapes`.
+    """
+    p, y = check_bit_shapes(predictions, labels)
+    return _mean_per_example(jnp.square(p - y))
+
+
+def bit_metrics(probabilities: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
+    """Per-example fractions for bit predictions thresholded at 0.5 (``p > 0.5`` is 1).
+
+    Returns:
+      ``{"bit_accuracy": [batch], "exact_accuracy": [batch]}``: the fraction of bits
+      predicted right (Keras' ``binary_accuracy``, what the study reports), and 1.0
+      where every bit of the example is right (the whole sum is exact), else 0.0.
+
+    Raises:
+      ValueError: for mismatched shapes, see :func:`check_bit_shapes`.
+    """
+    p, y = check_bit_shapes(probabilities, labels)
+    correct = ((p > 0.5).astype(jnp.float32) == y).reshape(p.shape[0], -1)
+    return {
+        "bit_accuracy": jnp.mean(correct.astype(jnp.float32), axis=1),
+        "exact_accuracy": jnp.all(correct, axis=1).astype(jnp.float32),
+    }

@@ -1,0 +1,121 @@
+"""Hand-written Flax recurrent cells.
+
+:class:`FullAdderCell` is a JAX/Flax transcription of the reference study's
+hand-written Keras full-adder cell: a tiny two-layer network that reads one bit of
+each operand and a one-number state, and emits one output bit and the next state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+__all__ = ["FullAdderCell", "keras_uniform"]
+
+Initializer = Any  # (key, shape, dtype) -> array
+
+
+def keras_uniform(minval: float = -0.05, maxval: float = 0.05) -> Initializer:
+    """Keras' ``'uniform'`` initializer (``RandomUniform(-0.05, 0.05)``) as a Flax initializer.
+
+    Flax's ``nn.initializers.uniform(scale)`` draws from ``[0, scale)``; this draws
+    from ``[minval, maxval)``.
+    """
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, minval, maxval)
+
+    return init
+
+
+class FullAdderCell(nn.RNNCellBase):
+    r"""A learnable full adder: one hidden tanh layer and a 2-unit sigmoid layer.
+
+    Per time step, with input bits ``x [*batch, 2]`` (cast to float) and state
+    ``s [*batch, 1]`` float32:
+
+    .. math::
+
+        z &= [x, s] \in \mathbb{R}^{3} \\
+        h &= \tanh(z W_h + b_h),\quad W_h \in \mathbb{R}^{3 \times H},\ b_h \in \mathbb{R}^{H} \\
+        o &= \sigma(h W_o + b_o),\quad W_o \in \mathbb{R}^{H \times 2},\ b_o \in \mathbb{R}^{2} \\
+        \text{output} &= o_{[:, :1]} \quad \text{(probability that the sum bit is 1)} \\
+        s' &= o_{[:, 1:]} \quad \text{(next state, the learned carry)}
+
+    Parameters (``H = hidden_features``; 32 in all at the default ``H = 5``):
+    ``hidden_kernel [3, H]``, ``hidden_bias [H]``, ``output_kernel [H, 2]``,
+    ``output_bias [2]``, all drawn uniformly from ``[-0.05, 0.05]`` like the study's
+    Keras ``'uniform'`` initializer. The initial state is 0 (no carry into the
+    least significant bit).
+
+    Use it under ``nn.RNN`` (``[batch, time, 2] -> [batch, time, 1]``), or call it
+    directly as ``new_state, output = cell(state, x)``.
+
+    Source: the reference study's hand-written Keras full-adder cell (a custom
+    ``Layer`` with ``state_size = 1`` wrapped in ``keras.layers.RNN``).
+
+    Attributes:
+      hidden_features: hidden tanh units ``H`` (the study: 5).
+      kernel_init: initializer of both kernels (default uniform ``[-0.05, 0.05]``).
+      bias_init: initializer of both biases (default uniform ``[-0.05, 0.05]``).
+      param_dtype: dtype of the parameters and of the computation (float32).
+    """
+
+    hidden_features: int = 5
+    kernel_init: Initializer = keras_uniform()
+    bias_init: Initializer = keras_uniform()
+    param_dtype: Any = jnp.float32
+
+    def __post_init__(self) -> None:
+        if (isinstance(self.hidden_features, bool) or not isinstance(self.hidden_features, int)
+                or self.hidden_features <= 0):
+            raise ValueError(
+                f"hidden_features must be a positive integer, got {self.hidden_features!r}"
+            )
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One step.
+
+        Args:
+          carry: state ``[*batch, 1]`` float.
+          inputs: bits ``[*batch, 2]`` (any numeric dtype; cast to ``param_dtype``).
+
+        Returns:
+          ``(new_carry [*batch, 1], output [*batch, 1])``, both float probabilities in (0, 1).
+
+        Raises:
+          ValueError: if the feature sizes are not 2 (inputs) and 1 (carry).
+        """
+        if inputs.shape[-1] != 2 or carry.shape[-1] != 1:
+            raise ValueError(
+                f"FullAdderCell expects inputs [*batch, 2] and carry [*batch, 1], "
+                f"got {inputs.shape} and {carry.shape}"
+            )
+        h = self.hidden_features
+        hidden_kernel = self.param("hidden_kernel", self.kernel_init, (3, h), self.param_dtype)
+        hidden_bias = self.param("hidden_bias", self.bias_init, (h,), self.param_dtype)
+        output_kernel = self.param("output_kernel", self.kernel_init, (h, 2), self.param_dtype)
+        output_bias = self.param("output_bias", self.bias_init, (2,), self.param_dtype)
+
+        z = jnp.concatenate(
+            [inputs.astype(self.param_dtype), carry.astype(self.param_dtype)], axis=-1
+        )
+        hidden = jnp.tanh(z @ hidden_kernel + hidden_bias)
+        o = nn.sigmoid(hidden @ output_kernel + output_bias)
+        return o[..., 1:], o[..., :1]
+
+    @nn.nowrap
+    def initialize_carry(self, rng: jax.Array, input_shape: tuple[int, ...]) -> jax.Array:
+        """Zero state ``[*batch, 1]`` for inputs of shape ``[*batch, 2]`` (``rng`` unused)."""
+        del rng
+        return jnp.zeros((*input_shape[:-1], 1), self.param_dtype)
+
+    @property
+    def num_feature_axes(self) -> int:
+        """One feature axis (the last)."""
+        return 1
