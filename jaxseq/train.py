@@ -21,6 +21,7 @@ Design (see ``docs/`` for the measurements behind it):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -100,9 +101,16 @@ def create_train_state(
         if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)
                 and learning_rate > 0):
             raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
-        optimizer = optax.adam(learning_rate)
+        optimizer = _adam(float(learning_rate))
     params = model.init(rng, jnp.asarray(example_inputs[:1]))["params"]
     return TrainState.create(apply_fn=model.apply, params=params, tx=optimizer)
+
+
+@functools.lru_cache(maxsize=32)
+def _adam(learning_rate: float) -> optax.GradientTransformation:
+    # One object per learning rate: a TrainState keeps its optimizer as static data, so
+    # a fresh optax.adam per run would recompile every jitted function of the loop.
+    return optax.adam(learning_rate)
 
 
 def _check_per_example(values: jax.Array, batch: int, what: str) -> None:
