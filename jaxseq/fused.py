@@ -256,6 +256,45 @@ class _DenseParams(nn.Module):
 _GATES = {"rnn": ("",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
 
 
+def _cell_params(cell: str, features: int, in_features: int) -> tuple:
+    """Create one direction's parameters as Flax's cell would, in the calling module.
+
+    Must be called inside a compact method: the ``_DenseParams`` children attach to the
+    module being called. Returns the argument tuple of :func:`rnn_sequence`,
+    :func:`lstm_sequence` or :func:`gru_sequence` after the inputs.
+    """
+    if cell not in _GATES:
+        raise ValueError(f"no fused implementation of cell {cell!r}; "
+                         f"fused cells: {', '.join(FUSED_CELLS)}")
+    lecun, orthogonal = initializers.lecun_normal(), initializers.orthogonal()
+
+    def dense(name, fan_in, use_bias, init):
+        return _DenseParams(fan_in, features, use_bias, init, name=name)()
+
+    if cell == "rnn":
+        w, b = dense("i", in_features, True, lecun)
+        u, _ = dense("h", features, False, orthogonal)
+        return (w, b, u)
+    if cell == "lstm":
+        w = tuple(dense(f"i{g}", in_features, False, lecun)[0] for g in _GATES["lstm"])
+        u, b = zip(*(dense(f"h{g}", features, True, orthogonal) for g in _GATES["lstm"]),
+                   strict=True)
+        return (w, u, b)
+    w, b = zip(*(dense(f"i{g}", in_features, True, lecun) for g in _GATES["gru"]), strict=True)
+    u_r, _ = dense("hr", features, False, orthogonal)
+    u_z, _ = dense("hz", features, False, orthogonal)
+    u_n, b_hn = dense("hn", features, True, orthogonal)
+    return (w, b, (u_r, u_z, u_n), b_hn)
+
+
+_SEQUENCE_FNS = {"rnn": rnn_sequence, "lstm": lstm_sequence, "gru": gru_sequence}
+
+
+def _check_inputs(inputs: Array) -> None:
+    if inputs.ndim != 3:
+        raise ValueError(f"inputs must be [batch, time, features], got {inputs.shape}")
+
+
 class FusedRNN(nn.Module):
     """A whole recurrent layer, ``[batch, time, in] -> [batch, time, features]`` float32.
 
@@ -281,37 +320,40 @@ class FusedRNN(nn.Module):
 
     @nn.compact
     def __call__(self, inputs: Array) -> Array:
-        if self.cell not in _GATES:
-            raise ValueError(f"no fused implementation of cell {self.cell!r}; "
-                             f"fused cells: {', '.join(FUSED_CELLS)}")
-        if inputs.ndim != 3:
-            raise ValueError(f"inputs must be [batch, time, features], got {inputs.shape}")
-        in_features, hidden = inputs.shape[-1], self.features
-        lecun, orthogonal = initializers.lecun_normal(), initializers.orthogonal()
-
-        def dense(name, fan_in, use_bias, init):
-            return _DenseParams(fan_in, hidden, use_bias, init, name=name)()
-
+        _check_inputs(inputs)
+        params = _cell_params(self.cell, self.features, inputs.shape[-1])
         xs = jnp.swapaxes(inputs, 0, 1)  # time-major for the scan
         if self.reverse:
             xs = xs[::-1]
-        if self.cell == "rnn":
-            w, b = dense("i", in_features, True, lecun)
-            u, _ = dense("h", hidden, False, orthogonal)
-            hs = rnn_sequence(xs, w, b, u)
-        elif self.cell == "lstm":
-            w = tuple(dense(f"i{g}", in_features, False, lecun)[0] for g in _GATES["lstm"])
-            u, b = zip(*(dense(f"h{g}", hidden, True, orthogonal) for g in _GATES["lstm"]),
-                       strict=True)
-            hs = lstm_sequence(xs, w, u, b)
-        else:
-            w, b = zip(*(dense(f"i{g}", in_features, True, lecun) for g in _GATES["gru"]),
-                       strict=True)
-            u_r, _ = dense("hr", hidden, False, orthogonal)
-            u_z, _ = dense("hz", hidden, False, orthogonal)
-            u_n, b_hn = dense("hn", hidden, True, orthogonal)
-            hs = gru_sequence(xs, w, b, (u_r, u_z, u_n), b_hn)
+        hs = _SEQUENCE_FNS[self.cell](xs, *params)
         if self.reverse:
             hs = hs[::-1]
         return jnp.swapaxes(hs, 0, 1)
 
+
+class FusedCellParams(nn.Module):
+    """One direction's parameters, laid out like Flax's cell (see :class:`FusedRNN`)."""
+
+    cell: str
+    features: int
+
+    @nn.compact
+    def __call__(self, in_features: int) -> tuple:
+        return _cell_params(self.cell, self.features, in_features)
+
+
+def fused_bidirectional(cell: str, inputs: Array, forward_params: tuple,
+                        backward_params: tuple) -> Array:
+    """Both directions of a layer, ``[batch, time, in] -> [batch, time, 2 * features]``.
+
+    What ``nn.Bidirectional`` computes (forward outputs, then backward outputs in input
+    order, concatenated), but the two directions run as one ``vmap``-ed scan: each step
+    does both directions' matmuls as one batched matmul, half the loop iterations.
+    The parameters come from two :class:`FusedCellParams`.
+    """
+    _check_inputs(inputs)
+    xs = jnp.swapaxes(inputs, 0, 1)
+    stacked = jax.tree.map(lambda f, b: jnp.stack([f, b]), forward_params, backward_params)
+    hs = jax.vmap(_SEQUENCE_FNS[cell])(jnp.stack([xs, xs[::-1]]), *stacked)
+    outputs = jnp.concatenate([hs[0], hs[1][::-1]], axis=-1)
+    return jnp.swapaxes(outputs, 0, 1)

@@ -6,9 +6,8 @@ from collections.abc import Callable
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from jaxseq.fused import FusedRNN
+from jaxseq.fused import FusedCellParams, FusedRNN, fused_bidirectional
 
 # Flax's cells, by the names the reference study uses. "lstm" is Flax's
 # OptimizedLSTMCell: the same equations and parameter count as nn.LSTMCell, with
@@ -97,13 +96,14 @@ class RecurrentClassifier(nn.Module):
         outputs = inputs
         for layer in range(self.num_layers):
             names = (f"cell_{layer}", f"cell_{layer}_backward")
+            if self.implementation == "fused" and self.bidirectional:
+                in_features = outputs.shape[-1]
+                forward = FusedCellParams(self.cell, self.features, name=names[0])(in_features)
+                backward = FusedCellParams(self.cell, self.features, name=names[1])(in_features)
+                outputs = fused_bidirectional(self.cell, outputs, forward, backward)
+                continue
             if self.implementation == "fused":
-                forward = FusedRNN(self.cell, self.features, name=names[0])(outputs)
-                if self.bidirectional:
-                    backward = FusedRNN(self.cell, self.features, reverse=True,
-                                        name=names[1])(outputs)
-                    forward = jnp.concatenate([forward, backward], axis=-1)
-                outputs = forward
+                outputs = FusedRNN(self.cell, self.features, name=names[0])(outputs)
                 continue
             forward = nn.RNN(make_cell(self.cell, self.features, name=names[0]))
             if self.bidirectional:
