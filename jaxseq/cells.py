@@ -31,6 +31,16 @@ def keras_uniform(minval: float = -0.05, maxval: float = 0.05) -> Initializer:
     return init
 
 
+def _tiny_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """``x @ kernel`` for a contraction of a few elements, as broadcast multiply-adds.
+
+    XLA:CPU sends every ``dot`` to a matmul library call, which for ``[32, 3] @ [3, 5]``
+    costs far more than the arithmetic; written element-wise, the products fuse with the
+    activation into one loop (the adder trains ~2x faster, docs/performance.md).
+    """
+    return sum(x[..., k, None] * kernel[k] for k in range(kernel.shape[0]))
+
+
 class FullAdderCell(nn.RNNCellBase):
     r"""A learnable full adder: one hidden tanh layer and a 2-unit sigmoid layer.
 
@@ -105,8 +115,8 @@ class FullAdderCell(nn.RNNCellBase):
         z = jnp.concatenate(
             [inputs.astype(self.param_dtype), carry.astype(self.param_dtype)], axis=-1
         )
-        hidden = jnp.tanh(z @ hidden_kernel + hidden_bias)
-        o = nn.sigmoid(hidden @ output_kernel + output_bias)
+        hidden = jnp.tanh(_tiny_matmul(z, hidden_kernel) + hidden_bias)
+        o = nn.sigmoid(_tiny_matmul(hidden, output_kernel) + output_bias)
         return o[..., 1:], o[..., :1]
 
     @nn.nowrap

@@ -1,0 +1,54 @@
+"""Process-level JAX settings for the experiment scripts: using every CPU core.
+
+XLA:CPU runs each small matmul of a recurrent step (``[64, 128] @ [128, 128]``) on one
+thread, so a recurrent model trains on one core of a multi-core CPU. Exposing the cores
+as separate XLA host devices (``--xla_force_host_platform_device_count``) lets the
+training loop's data-parallel sharding (``jax.sharding``, see :mod:`jaxseq.train`) run a
+slice of every batch on each core. On this project's 2-core machine that is 1.4-1.5x
+the samples/s of one device for the MNIST models (``docs/performance.md``).
+
+The flag only shapes the *host* platform: on a GPU or TPU machine JAX still computes on
+the accelerators, and nothing changes. It must be set before JAX starts its backends,
+hence a function the scripts call first thing.
+"""
+
+from __future__ import annotations
+
+import os
+
+CPU_DEVICES_FLAG = "--xla_force_host_platform_device_count"
+
+
+def default_cpu_devices(batch_size: int) -> int:
+    """The largest divisor of ``batch_size`` not above the number of usable CPU cores."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(d for d in range(1, max(1, cores) + 1) if batch_size % d == 0)
+
+
+def set_cpu_devices(count: int) -> int:
+    """Expose the host CPU to JAX as ``count`` devices (before JAX starts its backends).
+
+    An explicit ``--xla_force_host_platform_device_count`` already in ``XLA_FLAGS`` wins
+    and is left alone. Returns the device count that will be used for the CPU.
+
+    Raises:
+      ValueError: if ``count`` is not a positive integer.
+      RuntimeError: if JAX's backends are already initialised (too late to change).
+    """
+    if not isinstance(count, int) or count <= 0:
+        raise ValueError(f"the CPU device count must be a positive integer, got {count!r}")
+    flags = os.environ.get("XLA_FLAGS", "")
+    for flag in flags.split():
+        if flag.startswith(CPU_DEVICES_FLAG + "="):
+            return int(flag.split("=", 1)[1])
+    from jax._src import xla_bridge  # no public API tells whether backends started
+
+    if xla_bridge.backends_are_initialized():
+        raise RuntimeError("set_cpu_devices must be called before JAX initialises its backends "
+                           "(before the first computation or jax.devices())")
+    if count > 1:
+        os.environ["XLA_FLAGS"] = f"{flags} {CPU_DEVICES_FLAG}={count}".strip()
+    return count
