@@ -15,7 +15,8 @@ import jax.numpy as jnp
 
 __all__ = ["FullAdderCell", "keras_uniform"]
 
-Initializer = Any  # (key, shape, dtype) -> array
+#: A Flax initializer: ``(key, shape, dtype) -> array``.
+Initializer = Any
 
 
 def keras_uniform(minval: float = -0.05, maxval: float = 0.05) -> Initializer:
@@ -23,6 +24,14 @@ def keras_uniform(minval: float = -0.05, maxval: float = 0.05) -> Initializer:
 
     Flax's ``nn.initializers.uniform(scale)`` draws from ``[0, scale)``; this draws
     from ``[minval, maxval)``.
+
+    Args:
+      minval: lower bound (inclusive).
+      maxval: upper bound (exclusive).
+
+    Returns:
+      An initializer ``init(key, shape, dtype=float32)`` drawing each entry
+      independently and uniformly from ``[minval, maxval)``.
     """
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
@@ -42,18 +51,16 @@ def _tiny_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 class FullAdderCell(nn.RNNCellBase):
-    r"""A learnable full adder: one hidden tanh layer and a 2-unit sigmoid layer.
+    """A learnable full adder: one hidden tanh layer and a 2-unit sigmoid layer.
 
     Per time step, with input bits ``x [*batch, 2]`` (cast to float) and state
-    ``s [*batch, 1]`` float32:
+    ``s [*batch, 1]`` float32::
 
-    .. math::
-
-        z &= [x, s] \in \mathbb{R}^{3} \\
-        h &= \tanh(z W_h + b_h),\quad W_h \in \mathbb{R}^{3 \times H},\ b_h \in \mathbb{R}^{H} \\
-        o &= \sigma(h W_o + b_o),\quad W_o \in \mathbb{R}^{H \times 2},\ b_o \in \mathbb{R}^{2} \\
-        \text{output} &= o_{[:, :1]} \quad \text{(probability that the sum bit is 1)} \\
-        s' &= o_{[:, 1:]} \quad \text{(next state, the learned carry)}
+        z      = concat([x, s], axis=-1)   [*batch, 3]
+        h      = tanh(z @ W_h + b_h)       W_h [3, H], b_h [H]
+        o      = sigmoid(h @ W_o + b_o)    W_o [H, 2], b_o [2]
+        output = o[..., :1]                probability that the sum bit is 1
+        s'     = o[..., 1:]                next state, the learned carry
 
     Parameters (``H = hidden_features``; 32 in all at the default ``H = 5``):
     ``hidden_kernel [3, H]``, ``hidden_bias [H]``, ``output_kernel [H, 2]``,
@@ -121,7 +128,15 @@ class FullAdderCell(nn.RNNCellBase):
 
     @nn.nowrap
     def initialize_carry(self, rng: jax.Array, input_shape: tuple[int, ...]) -> jax.Array:
-        """Zero state ``[*batch, 1]`` for inputs of shape ``[*batch, 2]`` (``rng`` unused)."""
+        """The initial state: zero, i.e. no carry into the least significant bit.
+
+        Args:
+          rng: unused (the state is not random); ``nn.RNN`` passes one.
+          input_shape: shape of one step's inputs, ``[*batch, 2]``.
+
+        Returns:
+          Zeros ``[*batch, 1]`` of ``param_dtype``.
+        """
         del rng
         return jnp.zeros((*input_shape[:-1], 1), self.param_dtype)
 

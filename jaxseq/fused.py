@@ -34,7 +34,7 @@ from flax.linen import initializers
 
 Array = jax.Array
 
-#: Cells with a fused implementation.
+#: Cells with a fused implementation (the names of :data:`jaxseq.models.CELLS`).
 FUSED_CELLS = ("rnn", "lstm", "gru")
 
 
@@ -74,7 +74,20 @@ def _shift(hs: Array) -> Array:
 
 @jax.custom_vjp
 def rnn_sequence(xs: Array, w: Array, b: Array, u: Array) -> Array:
-    """All outputs ``[T, B, H]`` of a tanh RNN from a zero carry (time-major)."""
+    """All outputs of a tanh RNN from a zero carry (time-major), ``nn.SimpleCell``'s equations.
+
+    ``h_t = tanh(x_t @ w + b + h_{t-1} @ u)`` with ``h_{-1} = 0``. Differentiable
+    (``jax.custom_vjp``: the batched backward pass of the module docstring).
+
+    Args:
+      xs: inputs ``[T, B, I]`` (time, batch, features) float32.
+      w: input kernel ``[I, H]``.
+      b: bias ``[H]``.
+      u: recurrent kernel ``[H, H]``.
+
+    Returns:
+      The hidden states ``h_0 .. h_{T-1}``, ``[T, B, H]`` float32.
+    """
     return _rnn_forward(xs, w, b, u)[0]
 
 
@@ -111,15 +124,27 @@ rnn_sequence.defvjp(_rnn_forward, _rnn_backward)
 # no bias, the recurrent ones do.
 # ------------------------------------------------------------------------------------------
 
+#: One array per LSTM gate, in the order i, f, g, o.
 Gates = tuple[Array, Array, Array, Array]
 
 
 @jax.custom_vjp
 def lstm_sequence(xs: Array, w: Gates, u: Gates, b: Gates) -> Array:
-    """All outputs ``h [T, B, H]`` of an LSTM from a zero carry (time-major).
+    """All outputs ``h`` of an LSTM from a zero carry (time-major), Flax's ``OptimizedLSTMCell``.
 
-    ``w``: four ``[I, H]`` input kernels, ``u``: four ``[H, H]`` recurrent kernels,
-    ``b``: four ``[H]`` biases, each in the gate order i, f, g, o.
+    Per step: ``i, f, o = sigmoid(x W_k + h U_k + b_k)``, ``g = tanh(x W_g + h U_g + b_g)``,
+    ``c = f * c + i * g``, ``h = o * tanh(c)``, from ``c = h = 0``. Differentiable
+    (``jax.custom_vjp``: the batched backward pass of the module docstring).
+
+    Args:
+      xs: inputs ``[T, B, I]`` (time, batch, features) float32.
+      w: four ``[I, H]`` input kernels (no bias), gate order i, f, g, o.
+      u: four ``[H, H]`` recurrent kernels, same order.
+      b: four ``[H]`` biases (Flax keeps them on the recurrent kernels), same order.
+
+    Returns:
+      The hidden outputs ``h``, ``[T, B, H]`` float32 (the cell states ``c`` are not
+      returned).
     """
     return _lstm_forward(xs, w, u, b)[0]
 
@@ -174,16 +199,33 @@ lstm_sequence.defvjp(_lstm_forward, _lstm_backward)
 #   n = tanh(x W_n + b_in + r * (h U_n + b_hn)), h' = (1 - z) n + z h
 # ------------------------------------------------------------------------------------------
 
+#: One array per GRU gate, in the order r, z, n.
 GruGates = tuple[Array, Array, Array]
 
 
 @jax.custom_vjp
 def gru_sequence(xs: Array, w: GruGates, b: GruGates, u: GruGates, b_hn: Array) -> Array:
-    """All outputs ``[T, B, H]`` of a GRU from a zero carry (time-major).
+    """All outputs of a GRU from a zero carry (time-major), Flax's ``nn.GRUCell``.
 
-    ``w``: three ``[I, H]`` input kernels, ``b``: their ``[H]`` biases, ``u``: three
-    ``[H, H]`` recurrent kernels, each in the gate order r, z, n; ``b_hn [H]`` is the
-    recurrent bias inside the reset product.
+    Per step, in the PyTorch/cuDNN formulation (the reset gate multiplies the recurrent
+    term, bias included), from ``h = 0``::
+
+        r = sigmoid(x W_r + b_r + h U_r)
+        z = sigmoid(x W_z + b_z + h U_z)
+        n = tanh(x W_n + b_n + r * (h U_n + b_hn))
+        h = (1 - z) * n + z * h
+
+    Differentiable (``jax.custom_vjp``: the batched backward pass of the module docstring).
+
+    Args:
+      xs: inputs ``[T, B, I]`` (time, batch, features) float32.
+      w: three ``[I, H]`` input kernels, gate order r, z, n.
+      b: their three ``[H]`` biases.
+      u: three ``[H, H]`` recurrent kernels (no bias), gate order r, z, n.
+      b_hn: ``[H]`` recurrent bias of the candidate, inside the reset product.
+
+    Returns:
+      The hidden states, ``[T, B, H]`` float32.
     """
     return _gru_forward(xs, w, b, u, b_hn)[0]
 
@@ -320,6 +362,17 @@ class FusedRNN(nn.Module):
 
     @nn.compact
     def __call__(self, inputs: Array) -> Array:
+        """Run the layer over whole sequences.
+
+        Args:
+          inputs: ``[batch, time, in]`` float32.
+
+        Returns:
+          ``[batch, time, features]`` float32, the hidden output at every step.
+
+        Raises:
+          ValueError: for an unknown cell or inputs that are not three-dimensional.
+        """
         _check_inputs(inputs)
         params = _cell_params(self.cell, self.features, inputs.shape[-1])
         xs = jnp.swapaxes(inputs, 0, 1)  # time-major for the scan
@@ -332,13 +385,33 @@ class FusedRNN(nn.Module):
 
 
 class FusedCellParams(nn.Module):
-    """One direction's parameters, laid out like Flax's cell (see :class:`FusedRNN`)."""
+    """One direction's parameters, laid out like Flax's cell (see :class:`FusedRNN`).
+
+    Used by :class:`jaxseq.models.RecurrentClassifier` to create both directions'
+    parameters for :func:`fused_bidirectional`.
+
+    Attributes:
+      cell: ``"rnn"``, ``"lstm"`` or ``"gru"``.
+      features: hidden units.
+    """
 
     cell: str
     features: int
 
     @nn.compact
     def __call__(self, in_features: int) -> tuple:
+        """Create (at ``init``) or fetch the parameters.
+
+        Args:
+          in_features: size of the inputs' last axis.
+
+        Returns:
+          The parameter arrays in the argument order of :func:`rnn_sequence`,
+          :func:`lstm_sequence` or :func:`gru_sequence` after ``xs``.
+
+        Raises:
+          ValueError: for a cell without a fused implementation.
+        """
         return _cell_params(self.cell, self.features, in_features)
 
 
@@ -350,6 +423,20 @@ def fused_bidirectional(cell: str, inputs: Array, forward_params: tuple,
     order, concatenated), but the two directions run as one ``vmap``-ed scan: each step
     does both directions' matmuls as one batched matmul, half the loop iterations.
     The parameters come from two :class:`FusedCellParams`.
+
+    Args:
+      cell: ``"rnn"``, ``"lstm"`` or ``"gru"``.
+      inputs: ``[batch, time, in]`` float32.
+      forward_params: the forward direction's parameters, from :class:`FusedCellParams`.
+      backward_params: the backward direction's, same cell and sizes.
+
+    Returns:
+      ``[batch, time, 2 * features]`` float32: forward outputs then backward outputs,
+      both in input order (the backward direction's output at step ``t`` has read steps
+      ``t .. time - 1``).
+
+    Raises:
+      ValueError: if ``inputs`` is not three-dimensional.
     """
     _check_inputs(inputs)
     xs = jnp.swapaxes(inputs, 0, 1)

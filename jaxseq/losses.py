@@ -14,7 +14,16 @@ import optax
 
 
 def check_class_shapes(logits: jax.Array, labels: jax.Array) -> None:
-    """Raise ``ValueError`` unless logits are ``[*batch, classes]`` and labels ``[*batch]`` ints."""
+    """Raise ``ValueError`` unless logits are ``[*batch, classes]`` and labels ``[*batch]`` ints.
+
+    Args:
+      logits: ``[*batch, num_classes]`` predictions.
+      labels: ``[*batch]`` integer class ids.
+
+    Raises:
+      ValueError: if the batch shapes differ (no broadcasting) or the labels are not
+        of an integer dtype.
+    """
     if logits.ndim != labels.ndim + 1 or logits.shape[:-1] != labels.shape:
         raise ValueError(
             f"logits must be [*batch, num_classes] and labels [*batch] (integer class ids); "
@@ -30,6 +39,13 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     optax's ``softmax_cross_entropy_with_integer_labels`` (PyTorch's ``CrossEntropyLoss``
     before its mean over the batch).
 
+    Args:
+      logits: ``[batch, num_classes]`` float unnormalised log-probabilities.
+      labels: ``[batch]`` integer class ids in ``[0, num_classes)``.
+
+    Returns:
+      ``[batch]`` float32, ``-log softmax(logits)[label]`` per example.
+
     Raises:
       ValueError: if the shapes do not match as above or labels are not integers.
     """
@@ -38,7 +54,19 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def classification_metrics(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
-    """``{"accuracy": [batch]}``: 1.0 where ``argmax(logits) == labels`` else 0.0 (a fraction)."""
+    """``{"accuracy": [batch]}``: 1.0 where ``argmax(logits) == labels`` else 0.0 (a fraction).
+
+    Args:
+      logits: ``[batch, num_classes]`` predictions.
+      labels: ``[batch]`` integer class ids.
+
+    Returns:
+      ``{"accuracy": [batch] float32}``, 1.0 or 0.0 per example; its mean is the accuracy.
+
+    Raises:
+      ValueError: for mismatched shapes or non-integer labels, see
+        :func:`check_class_shapes`.
+    """
     check_class_shapes(logits, labels)
     return {"accuracy": (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)}
 
@@ -56,6 +84,10 @@ def check_bit_shapes(predictions: jax.Array, labels: jax.Array) -> tuple[jax.Arr
     one extra trailing axis of size 1 (``[B, T, 1]`` against ``[B, T]``), which is
     squeezed. Anything else, e.g. ``[B, T, 1]`` against ``[B, T, 1, 1]`` or against
     ``[B]``, raises instead of broadcasting to ``[B, T, T]``-like shapes.
+
+    Args:
+      predictions: ``[batch, *bits]`` or ``[batch, *bits, 1]``, any numeric dtype.
+      labels: ``[batch, *bits]``, any numeric dtype.
 
     Returns:
       ``(predictions, labels)`` as float32 arrays of the same shape ``[batch, *bits]``.
@@ -94,6 +126,9 @@ def binary_cross_entropy(
       labels: ``[batch, *bits]`` 0/1 targets (any numeric dtype).
       epsilon: clip margin (Keras' ``backend.epsilon()`` = 1e-7).
 
+    Returns:
+      ``[batch]`` float32, the mean over bits of each example's cross-entropy (nats).
+
     Raises:
       ValueError: for mismatched shapes, see :func:`check_bit_shapes`.
     """
@@ -109,6 +144,9 @@ def mean_squared_error(predictions: jax.Array, labels: jax.Array) -> jax.Array:
       predictions: ``[batch, *bits]`` or ``[batch, *bits, 1]``.
       labels: ``[batch, *bits]`` targets.
 
+    Returns:
+      ``[batch]`` float32, the mean over bits of each example's squared error.
+
     Raises:
       ValueError: for mismatched shapes, see :func:`check_bit_shapes`.
     """
@@ -118,6 +156,11 @@ def mean_squared_error(predictions: jax.Array, labels: jax.Array) -> jax.Array:
 
 def bit_metrics(probabilities: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
     """Per-example fractions for bit predictions thresholded at 0.5 (``p > 0.5`` is 1).
+
+    Args:
+      probabilities: ``[batch, *bits]`` or ``[batch, *bits, 1]``, probability that each
+        bit is 1.
+      labels: ``[batch, *bits]`` 0/1 targets.
 
     Returns:
       ``{"bit_accuracy": [batch], "exact_accuracy": [batch]}``: the fraction of bits

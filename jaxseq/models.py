@@ -9,9 +9,9 @@ import jax
 
 from jaxseq.fused import FusedCellParams, FusedRNN, fused_bidirectional
 
-# Flax's cells, by the names the reference study uses. "lstm" is Flax's
-# OptimizedLSTMCell: the same equations and parameter count as nn.LSTMCell, with
-# the four gate matmuls fused into one per input.
+#: Flax's cells, by the names the reference study uses. ``"lstm"`` is Flax's
+#: ``OptimizedLSTMCell``: the same equations and parameter count as ``nn.LSTMCell``, with
+#: the four gate matmuls fused into one per input.
 CELLS: dict[str, Callable[..., nn.RNNCellBase]] = {
     "rnn": nn.SimpleCell,
     "lstm": nn.OptimizedLSTMCell,
@@ -32,7 +32,11 @@ def make_cell(cell: str, features: int, **cell_kwargs) -> nn.RNNCellBase:
         the PyTorch/cuDNN formulation with the reset gate applied after the
         recurrent matmul).
       features: hidden units of the cell (positive).
-      **cell_kwargs: passed on to the Flax cell (``name``, ``dtype``, initialisers...).
+      **cell_kwargs (Any): passed on to the Flax cell (``name``, ``dtype``, initialisers...).
+
+    Returns:
+      An unbound Flax cell, ``carry, y = cell(carry, x)`` with ``x [*batch, in]`` and
+      ``y [*batch, features]``, for use under ``nn.RNN``.
 
     Raises:
       ValueError: for an unknown name or a non-positive ``features``.
@@ -67,6 +71,10 @@ class RecurrentClassifier(nn.Module):
         cuDNN-style backward pass; ``"flax"`` runs ``nn.RNN`` over the Flax cell and
         lets ``jax.grad`` differentiate the scan. Both give the same outputs and
         gradients (to float32 rounding) from the same parameter tree.
+
+    Raises:
+      ValueError: at construction, for an unknown ``cell`` or ``implementation`` or a
+        non-positive ``features``, ``num_layers`` or ``num_classes``.
     """
 
     cell: str = "lstm"
@@ -89,6 +97,19 @@ class RecurrentClassifier(nn.Module):
 
     @nn.compact
     def __call__(self, inputs: jax.Array) -> jax.Array:
+        """Logits for a batch of sequences.
+
+        Args:
+          inputs: ``[batch, time, input_features]`` float32 (for MNIST
+            ``[batch, 28, 28]``, as :func:`jaxseq.data.mnist.preprocess` gives).
+
+        Returns:
+          ``[batch, num_classes]`` float32 unnormalised logits, from the last layer's
+          output at the last time step.
+
+        Raises:
+          ValueError: if ``inputs`` is not three-dimensional.
+        """
         if inputs.ndim != 3:
             raise ValueError(
                 f"inputs must be [batch, time, features], got shape {inputs.shape}"

@@ -16,7 +16,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
-    """Save ``fig`` as PNG atomically (temporary name, then rename) and close it."""
+    """Save ``fig`` as PNG atomically (temporary name, then rename) and close it.
+
+    Args:
+      fig: the Matplotlib figure; closed afterwards.
+      path: the PNG file to write (120 dpi); missing parent folders are created.
+
+    Returns:
+      ``path`` as a :class:`pathlib.Path`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -37,6 +45,23 @@ def plot_history(
 
     Reads ``history["train_<quantity>"]`` and, when present, ``history["val_<quantity>"]``.
     Metrics other than losses are drawn in percent unless ``percent=False``.
+
+    Args:
+      history: a history as :func:`jaxseq.train.fit` returns it (lists per epoch;
+        ``history["epoch"]`` gives the x axis when present, else 1, 2, ...).
+      quantity: the name after ``train_``/``val_``, e.g. ``"loss"``, ``"accuracy"``,
+        ``"bit_accuracy"``.
+      path: the PNG file to write.
+      title: figure title (default ``quantity``).
+      percent: scale values by 100 and label the axis "(%)"; default: for everything
+        but ``"loss"``.
+
+    Returns:
+      ``path`` as a :class:`pathlib.Path`.
+
+    Raises:
+      KeyError: if ``history`` has neither an ``"epoch"`` nor a ``"train_<quantity>"``
+        entry.
     """
     if percent is None:
         percent = quantity != "loss"
@@ -60,7 +85,20 @@ def plot_comparison(
     path: str | os.PathLike,
     title: str = "",
 ) -> Path:
-    """Validation accuracy (%) and loss per epoch of several models side by side."""
+    """Validation accuracy (%) and loss per epoch of several models side by side.
+
+    Args:
+      histories: ``{model name: history}``, each history as :func:`jaxseq.train.fit`
+        returns it, with ``"epoch"``, ``"val_accuracy"`` and ``"val_loss"`` entries.
+      path: the PNG file to write.
+      title: figure title (default ``"validation curves"``).
+
+    Returns:
+      ``path`` as a :class:`pathlib.Path`.
+
+    Raises:
+      KeyError: if a history lacks one of those entries.
+    """
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for name, history in histories.items():
         epochs = history["epoch"]

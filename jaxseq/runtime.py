@@ -16,11 +16,24 @@ from __future__ import annotations
 
 import os
 
+#: The XLA flag that splits the host CPU into several JAX devices.
 CPU_DEVICES_FLAG = "--xla_force_host_platform_device_count"
 
 
 def default_cpu_devices(batch_size: int) -> int:
-    """The largest divisor of ``batch_size`` not above the number of usable CPU cores."""
+    """The largest divisor of ``batch_size`` not above the number of usable CPU cores.
+
+    A data-parallel batch must split evenly across devices, so this is the most CPU
+    devices a run with this batch size can use (e.g. 2 for batch 64 on 2 cores; 1 for
+    an odd batch size).
+
+    Args:
+      batch_size: the training batch size (positive).
+
+    Returns:
+      The device count, between 1 and the number of cores this process may run on
+      (``os.sched_getaffinity``, else ``os.cpu_count()``).
+    """
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -32,7 +45,14 @@ def set_cpu_devices(count: int) -> int:
     """Expose the host CPU to JAX as ``count`` devices (before JAX starts its backends).
 
     An explicit ``--xla_force_host_platform_device_count`` already in ``XLA_FLAGS`` wins
-    and is left alone. Returns the device count that will be used for the CPU.
+    and is left alone. ``count=1`` changes nothing (one CPU device is JAX's default).
+
+    Args:
+      count: the number of CPU devices wanted, e.g. :func:`default_cpu_devices`.
+
+    Returns:
+      The device count that will be used for the CPU: ``count``, or the one already in
+      ``XLA_FLAGS``.
 
     Raises:
       ValueError: if ``count`` is not a positive integer.

@@ -44,6 +44,12 @@ def make_rng(key_or_seed: SeedLike) -> np.random.Generator:
     on every platform. A ``Generator`` is used as is and advanced. JAX PRNG keys are
     not accepted: the data is generated on the host with NumPy.
 
+    Args:
+      key_or_seed: a non-negative integer seed or a ``numpy.random.Generator``.
+
+    Returns:
+      The ``numpy.random.Generator`` to draw from.
+
     Raises:
       TypeError: for anything else (including ``bool`` and JAX keys).
       ValueError: for a negative integer seed.
@@ -113,7 +119,21 @@ def generate(max_bits: int, n_samples: int, key_or_seed: SeedLike = 0) -> Datase
 
 
 def bits_to_int(bits: np.ndarray) -> list[int]:
-    """Python integers from LSB-first bit rows: ``[n, T]`` 0/1 -> ``n`` ints (exact at any T)."""
+    """Python integers from LSB-first bit rows: ``[n, T]`` 0/1 -> ``n`` ints (exact at any T).
+
+    The inverse of the bit layout of :func:`generate`, e.g. for checking a predicted
+    sum: ``bits_to_int(labels)[i] == a_i + b_i``.
+
+    Args:
+      bits: ``[n, T]`` array of 0/1 values (any integer or bool dtype), bit ``t`` of
+        each row weighing ``2**t``.
+
+    Returns:
+      ``n`` arbitrary-precision Python ints (no int64 overflow at any ``T``).
+
+    Raises:
+      ValueError: if ``bits`` is not two-dimensional.
+    """
     bits = np.asarray(bits)
     if bits.ndim != 2:
         raise ValueError(f"bits must be [n, num_bits], got shape {bits.shape}")
@@ -164,7 +184,12 @@ def parse_bit_range(text: str) -> list[int]:
 
     Used for the evaluation lengths of ``experiments/adder.py --eval-bits``.
 
-    Ranges are inclusive. Returns the lengths sorted, without duplicates.
+    Args:
+      text: comma-separated items, each a length ``N`` or an inclusive range
+        ``START..STOP`` / ``START-STOP``.
+
+    Returns:
+      The lengths, sorted, without duplicates.
 
     Raises:
       ValueError: for an empty or reversed range (``"9..3"``), a non-integer, or a

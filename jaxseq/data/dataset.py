@@ -35,7 +35,18 @@ class Dataset:
         return int(np.shape(self.labels)[0])
 
     def take(self, count: int) -> Dataset:
-        """The first ``count`` examples (for quick runs on a subset)."""
+        """The first ``count`` examples (for quick runs on a subset).
+
+        Args:
+          count: how many examples to keep (positive); more than ``num_examples``
+            keeps them all.
+
+        Returns:
+          A new ``Dataset`` of views on the first ``count`` rows (no copy).
+
+        Raises:
+          ValueError: if ``count`` is not positive.
+        """
         if count <= 0:
             raise ValueError(f"count must be positive, got {count}")
         return Dataset(self.inputs[:count], self.labels[:count])
