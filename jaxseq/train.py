@@ -16,6 +16,14 @@ Design (see ``docs/`` for the measurements behind it):
 * Training uses ``num_examples // batch_size`` full batches per epoch; the few
   examples left over change every epoch because the order is reshuffled.
   Evaluation pads the last batch and masks it, so every example counts exactly once.
+* Data parallelism uses JAX's own sharding: a 1-D :class:`jax.sharding.Mesh` with
+  one ``"data"`` axis over the devices (:func:`data_mesh`). The training data and
+  the state are replicated; each gathered batch is constrained to be split along
+  the data axis, so every device computes the steps on ``batch_size / devices``
+  examples and XLA inserts the gradient all-reduce. One device is the same program.
+* A non-finite training loss is detected on the device (the first step whose loss is
+  NaN or infinite is recorded inside the scan) and read back once per chunk, where
+  the host syncs anyway; :func:`fit` then raises :class:`NonFiniteLossError`.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import dataclasses
 import functools
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -34,6 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax.training.train_state import TrainState
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from jaxseq import losses
@@ -45,10 +55,13 @@ MetricsFn = Callable[[jax.Array, jax.Array], Mapping[str, jax.Array]]
 
 __all__ = [
     "CLASSIFICATION",
+    "DATA_AXIS",
     "History",
+    "NonFiniteLossError",
     "Objective",
     "TrainState",
     "create_train_state",
+    "data_mesh",
     "eval_step",
     "evaluate",
     "fit",
@@ -73,6 +86,83 @@ class Objective:
 
 #: Softmax cross-entropy and accuracy, for classifiers that output ``[batch, classes]`` logits.
 CLASSIFICATION = Objective(losses.softmax_cross_entropy, losses.classification_metrics)
+
+#: Name of the mesh axis that batches are split along.
+DATA_AXIS = "data"
+
+# Reserved entry of the training sums: the optimizer step (``state.step`` before the
+# update) of the first non-finite loss, -1 while every loss has been finite.
+_NONFINITE_STEP = "nonfinite_step"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; raised by :func:`fit`.
+
+    The epoch in which it happened is not recorded in the history and ``on_epoch_end``
+    is not called for it, so the last checkpoint saved by that callback is the last
+    good one.
+
+    Attributes:
+      epoch: the epoch (1-based) of the first non-finite loss.
+      step: the step within that epoch (1-based, exact: recorded on the device).
+      steps_per_epoch: steps in a full epoch.
+    """
+
+    def __init__(self, epoch: int, step: int, steps_per_epoch: int):
+        self.epoch, self.step, self.steps_per_epoch = epoch, step, steps_per_epoch
+        super().__init__(f"non-finite training loss (NaN or infinity) at epoch {epoch}, "
+                         f"step {step} of {steps_per_epoch}")
+
+    def __reduce__(self):
+        return type(self), (self.epoch, self.step, self.steps_per_epoch)
+
+
+def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A one-axis mesh, axis :data:`DATA_AXIS`, for data parallelism.
+
+    Args:
+      devices: the devices to split batches over; default ``jax.devices()``, i.e. every
+        local device, and every device of every process after
+        ``jax.distributed.initialize()``.
+
+    Raises:
+      ValueError: for an empty device list.
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    if not devices:
+        raise ValueError("data_mesh needs at least one device")
+    # "Auto" axes: sharding is propagated by XLA from the constraints (not part of the
+    # array types, as with "Explicit" axes, the default of jax.make_mesh).
+    axis_type = getattr(jax.sharding, "AxisType", None)
+    auto = {"axis_types": (axis_type.Auto,)} if axis_type is not None else {}
+    return Mesh(np.array(devices), (DATA_AXIS,), **auto)
+
+
+def _replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def _to_mesh(tree: Any, sharding: NamedSharding) -> Any:
+    """Place ``tree`` with ``sharding``. On several processes every process must hold
+    the same host values (they do here: the data and the seeds are the same), and
+    each contributes the shards of its own devices."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(x):
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(put, tree)
+
+
+def _check_divisible(name: str, batch_size: int, mesh: Mesh) -> None:
+    if batch_size % mesh.size:
+        raise ValueError(
+            f"{name} {batch_size} must be a multiple of the number of devices ({mesh.size}), "
+            f"since each batch is split evenly across them; use e.g. "
+            f"{max(mesh.size, batch_size // mesh.size * mesh.size)}"
+        )
 
 
 def create_train_state(
@@ -185,7 +275,14 @@ def _add(a: dict[str, jax.Array], b: dict[str, jax.Array]) -> dict[str, jax.Arra
     return jax.tree.map(jnp.add, a, b)
 
 
-@partial(jax.jit, static_argnames="objective", donate_argnames=("state", "sums"))
+def _split_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
+    """Constrain a ``[batch, ...]`` array to be split along the mesh's data axis."""
+    if mesh is None:
+        return x
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(DATA_AXIS)))
+
+
+@partial(jax.jit, static_argnames=("objective", "mesh"), donate_argnames=("state", "sums"))
 def train_chunk(
     state: TrainState,
     sums: dict[str, jax.Array],
@@ -193,56 +290,96 @@ def train_chunk(
     labels: jax.Array,
     batch_indices: jax.Array,
     objective: Objective,
+    mesh: Mesh | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """``train_step`` over ``batch_indices [steps, batch]`` rows of the on-device data."""
+    """``train_step`` over ``batch_indices [steps, batch]`` rows of the on-device data.
+
+    Args:
+      state: donated; the updated state is returned.
+      sums: donated running sums, as made by ``_zero_sums``. If it holds the reserved
+        entry ``"nonfinite_step"`` (int32, -1 = none yet), that entry is set to the
+        ``state.step`` of the first step whose loss is not finite.
+      inputs, labels: the whole training set ``[N, ...]``, on the device(s).
+      batch_indices: ``[steps, batch]`` int32 rows of ``inputs`` for each step.
+      objective: loss and metrics (static).
+      mesh: if given (static), every gathered batch is split along its
+        :data:`DATA_AXIS`; ``batch`` must then be a multiple of ``mesh.size``.
+
+    Returns:
+      The state after ``steps`` updates and the sums plus this chunk's.
+    """
+    sums = dict(sums)
+    bad_step = sums.pop(_NONFINITE_STEP, None)
 
     def body(carry, indices):
-        state, sums = carry
-        state, batch_sums = train_step(state, inputs[indices], labels[indices], objective)
-        return (state, _add(sums, batch_sums)), None
+        state, sums, bad_step = carry
+        new_state, batch_sums = train_step(
+            state, _split_batch(inputs[indices], mesh), _split_batch(labels[indices], mesh),
+            objective,
+        )
+        if bad_step is not None:
+            first_bad = (bad_step < 0) & ~jnp.isfinite(batch_sums["loss"])
+            bad_step = jnp.where(first_bad, jnp.asarray(state.step, bad_step.dtype), bad_step)
+        return (new_state, _add(sums, batch_sums), bad_step), None
 
-    (state, sums), _ = jax.lax.scan(body, (state, sums), batch_indices)
+    (state, sums, bad_step), _ = jax.lax.scan(body, (state, sums, bad_step), batch_indices)
+    if bad_step is not None:
+        sums[_NONFINITE_STEP] = bad_step
     return state, sums
 
 
-@partial(jax.jit, static_argnames="objective")
+@partial(jax.jit, static_argnames=("objective", "mesh"))
 def _evaluate_batches(
     state: TrainState,
     inputs: jax.Array,
     labels: jax.Array,
     weights: jax.Array,
     objective: Objective,
+    mesh: Mesh | None = None,
 ) -> dict[str, jax.Array]:
-    def body(sums, batch):
-        return _add(sums, eval_step(state, *batch, objective)), None
+    def step(inputs, labels, weights):
+        return eval_step(state, *(_split_batch(a, mesh) for a in (inputs, labels, weights)),
+                         objective)
 
-    first = eval_step(state, inputs[0], labels[0], weights[0], objective)
+    def body(sums, batch):
+        return _add(sums, step(*batch)), None
+
+    first = step(inputs[0], labels[0], weights[0])
     sums, _ = jax.lax.scan(body, first, (inputs[1:], labels[1:], weights[1:]))
     return sums
 
 
 @dataclasses.dataclass(frozen=True)
 class _EvalData:
-    """A dataset padded to whole batches, ``[num_batches, batch, ...]``, on the device."""
+    """A dataset padded to whole batches, ``[num_batches, batch, ...]``, on the device(s)."""
 
     inputs: jax.Array
     labels: jax.Array
     weights: jax.Array
 
     @classmethod
-    def from_dataset(cls, dataset: Dataset, batch_size: int) -> _EvalData:
+    def from_dataset(cls, dataset: Dataset, batch_size: int, mesh: Mesh | None = None
+                     ) -> _EvalData:
+        """Batches of ``min(batch_size, N)`` examples, rounded up to a multiple of the
+        mesh's device count (padding is masked, so the results do not change), placed
+        split along the batch axis when ``mesh`` is given."""
         _check_positive("eval_batch_size", batch_size)
         n = dataset.num_examples
         if n == 0:
             raise ValueError("cannot evaluate on an empty dataset")
         batch_size = min(batch_size, n)
+        if mesh is not None:
+            batch_size = -(-batch_size // mesh.size) * mesh.size
         num_batches = -(-n // batch_size)
         pad = num_batches * batch_size - n
 
         def batched(array: np.ndarray) -> jax.Array:
             array = np.asarray(array)
             array = np.concatenate([array, np.zeros((pad, *array.shape[1:]), array.dtype)])
-            return jnp.asarray(array.reshape(num_batches, batch_size, *array.shape[1:]))
+            array = array.reshape(num_batches, batch_size, *array.shape[1:])
+            if mesh is None:
+                return jnp.asarray(array)
+            return _to_mesh(array, NamedSharding(mesh, P(None, DATA_AXIS)))
 
         weights = np.ones(n, np.float32)  # batched() pads it with zeros
         return cls(batched(dataset.inputs), batched(dataset.labels), batched(weights))
@@ -251,7 +388,8 @@ class _EvalData:
 def _normalise(sums: Mapping[str, jax.Array]) -> dict[str, float]:
     sums = jax.device_get(sums)
     count = float(sums["count"])
-    names = ["loss"] + sorted(name for name in sums if name not in ("loss", "count"))
+    names = ["loss"] + sorted(name for name in sums
+                              if name not in ("loss", "count", _NONFINITE_STEP))
     return {name: float(sums[name]) / count for name in names}
 
 
@@ -265,6 +403,8 @@ def evaluate(
     dataset: Dataset,
     objective: Objective = CLASSIFICATION,
     batch_size: int = 1000,
+    *,
+    mesh: Mesh | None = None,
 ) -> dict[str, float]:
     """Mean loss and metrics of ``state`` over every example of ``dataset``, each counted once.
 
@@ -272,7 +412,9 @@ def evaluate(
       state: the trained state (only ``params`` and ``apply_fn`` are used).
       dataset: inputs ``[N, ...]`` and labels ``[N, ...]``.
       objective: loss and metrics, as for training.
-      batch_size: examples per evaluation batch; the last batch is padded and masked.
+      batch_size: examples per evaluation batch (memory only, not results); rounded up
+        to a multiple of the number of devices; the last batch is padded and masked.
+      mesh: devices to split each batch over (default :func:`data_mesh`, all devices).
 
     Returns:
       ``{"loss": ..., <metric>: ...}`` as Python floats; metrics are fractions in [0, 1].
@@ -280,8 +422,11 @@ def evaluate(
     Raises:
       ValueError: for an empty dataset or a non-positive ``batch_size``.
     """
-    data = _EvalData.from_dataset(dataset, batch_size)
-    return _normalise(_evaluate_batches(state, data.inputs, data.labels, data.weights, objective))
+    mesh = data_mesh() if mesh is None else mesh
+    data = _EvalData.from_dataset(dataset, batch_size, mesh)
+    state = _to_mesh(state, _replicated(mesh))
+    return _normalise(_evaluate_batches(state, data.inputs, data.labels, data.weights, objective,
+                                        mesh))
 
 
 def _epoch_indices(rng: jax.Array, epoch: int, num_examples: int, steps: int, batch_size: int):
@@ -293,7 +438,20 @@ def _zero_sums(state, objective, inputs, labels) -> dict[str, jax.Array]:
     shapes = jax.eval_shape(
         lambda s, x, y: train_step(s, x, y, objective)[1], state, inputs[:1], labels[:1]
     )
-    return {name: jnp.zeros(s.shape, s.dtype) for name, s in shapes.items()}
+    sums = {name: jnp.zeros(s.shape, s.dtype) for name, s in shapes.items()}
+    sums[_NONFINITE_STEP] = jnp.full((), -1, jnp.int32)
+    return sums
+
+
+def _check_history(history: Mapping[str, Sequence[float]], initial_epoch: int) -> History:
+    history = {key: list(values) for key, values in history.items()}
+    lengths = {key: len(values) for key, values in history.items()}
+    if any(length != initial_epoch for length in lengths.values()):
+        raise ValueError(f"history must hold one value per completed epoch "
+                         f"(initial_epoch={initial_epoch}) for every key, got lengths {lengths}")
+    if "epoch" in history and history["epoch"] != list(range(1, initial_epoch + 1)):
+        raise ValueError(f"history['epoch'] must be 1..{initial_epoch}, got {history['epoch']}")
+    return history
 
 
 def fit(
@@ -310,25 +468,42 @@ def fit(
     progress: bool = True,
     log: Callable[[str], None] | None = print,
     on_epoch_end: Callable[[int, TrainState, History], None] | None = None,
+    initial_epoch: int = 0,
+    history: Mapping[str, Sequence[float]] | None = None,
+    mesh: Mesh | None = None,
 ) -> tuple[TrainState, History]:
-    """Train ``state`` for ``epochs`` passes over ``train``, validating after each.
+    """Train ``state`` up to epoch ``epochs`` over ``train``, validating after each epoch.
+
+    Epoch ``e`` (1-based) trains on the shuffle ``fold_in(rng, e)``, so a run resumed
+    with ``initial_epoch=k``, the state and history saved after epoch ``k`` and the
+    same ``rng`` sees the same batches, and on CPU gives the same numbers bit for bit,
+    as the run that was never interrupted.
 
     Args:
       state: initial parameters and optimizer, see :func:`create_train_state`.
       train: training inputs ``[N, ...]`` and labels ``[N, ...]``.
       validation: evaluated after every epoch (all examples, padded and masked).
       objective: per-example loss and metrics (default softmax cross-entropy and accuracy).
-      epochs: number of passes over ``train`` (the reference study: 10).
+      epochs: the last epoch to train, counted from the start of the run, including
+        the ``initial_epoch`` ones already done (the reference study: 10).
       batch_size: examples per step (the reference study: 64); ``N // batch_size``
-        steps per epoch.
+        steps per epoch. Must be a multiple of the number of devices in ``mesh``.
       rng: PRNG key or integer seed for the per-epoch shuffles.
-      eval_batch_size: examples per validation batch (memory only, not results).
+      eval_batch_size: examples per validation batch (memory only, not results),
+        rounded up to a multiple of the number of devices.
       progress_updates: how many times per epoch the host syncs to move the progress
-        bar (the steps in between run as one compiled scan).
+        bar and check the loss (the steps in between run as one compiled scan).
       progress: show a tqdm progress bar during each epoch.
       log: called with one line per epoch; ``None`` for silence.
       on_epoch_end: called as ``on_epoch_end(epoch, state, history)`` after each
-        epoch (1-based), e.g. to save a checkpoint.
+        epoch (1-based), e.g. to save a checkpoint (:mod:`jaxseq.checkpoint`).
+      initial_epoch: epochs already done (0 for a new run): training starts at epoch
+        ``initial_epoch + 1``; ``0 <= initial_epoch <= epochs``.
+      history: the history of those epochs (as returned by ``fit``), continued; every
+        list must hold ``initial_epoch`` values. Default empty.
+      mesh: devices to split every batch over (default :func:`data_mesh`: all devices).
+        Data and state are replicated on it; each step's batch is sharded along its
+        data axis.
 
     Returns:
       The trained state and the history: ``{"epoch", "train_loss",
@@ -338,43 +513,64 @@ def fit(
       epoch while the parameters change, as PyTorch loops usually report them.
 
     Raises:
-      ValueError: for non-positive sizes, or a ``batch_size`` larger than the training set.
+      ValueError: for non-positive sizes, a ``batch_size`` larger than the training set
+        or not a multiple of the device count, an ``initial_epoch`` outside
+        ``[0, epochs]``, or a ``history`` that does not match it.
+      NonFiniteLossError: when a training loss is NaN or infinite; it names the epoch
+        and step. The failing epoch is not recorded and ``on_epoch_end`` is not called
+        for it.
     """
     for name, value in (("epochs", epochs), ("batch_size", batch_size),
                         ("progress_updates", progress_updates)):
         _check_positive(name, value)
+    if (not isinstance(initial_epoch, (int, np.integer)) or isinstance(initial_epoch, bool)
+            or not 0 <= initial_epoch <= epochs):
+        raise ValueError(f"initial_epoch must be an integer in [0, epochs={epochs}], "
+                         f"got {initial_epoch!r}")
+    history = _check_history(history or {}, int(initial_epoch))
     num_examples = train.num_examples
     if batch_size > num_examples:
         raise ValueError(
             f"batch_size {batch_size} is larger than the training set ({num_examples} examples)"
         )
+    mesh = data_mesh() if mesh is None else mesh
+    _check_divisible("batch_size", batch_size, mesh)
     if isinstance(rng, (int, np.integer)):
         rng = jax.random.key(int(rng))
 
-    inputs, labels = jax.device_put(train.inputs), jax.device_put(train.labels)
-    val_data = _EvalData.from_dataset(validation, eval_batch_size) if validation else None
+    replicated = _replicated(mesh)
+    inputs, labels = _to_mesh((train.inputs, train.labels), replicated)
+    val_data = (_EvalData.from_dataset(validation, eval_batch_size, mesh)
+                if validation else None)
+    state = _to_mesh(state, replicated)
+    first_step = int(jax.device_get(state.step))
     steps = num_examples // batch_size
     chunk = -(-steps // min(progress_updates, steps))
-    history: History = {}
 
-    for epoch in range(1, epochs + 1):
+    for epoch in range(initial_epoch + 1, epochs + 1):
         start = time.perf_counter()
-        indices = _epoch_indices(rng, epoch, num_examples, steps, batch_size)
-        sums = _zero_sums(state, objective, inputs, labels)
+        indices = _to_mesh(_epoch_indices(rng, epoch, num_examples, steps, batch_size),
+                           replicated)
+        sums = _to_mesh(_zero_sums(state, objective, inputs, labels), replicated)
         bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="step",
                    disable=not progress, leave=False)
         for first in range(0, steps, chunk):
             state, sums = train_chunk(
-                state, sums, inputs, labels, indices[first : first + chunk], objective
+                state, sums, inputs, labels, indices[first : first + chunk], objective, mesh
             )
-            jax.block_until_ready(sums)  # let the bar show real progress
+            # One host sync per chunk: it lets the bar show real progress and checks the loss.
+            bad_step = int(jax.device_get(sums[_NONFINITE_STEP]))
+            if bad_step >= 0:
+                bar.close()
+                epoch_start_step = first_step + (epoch - initial_epoch - 1) * steps
+                raise NonFiniteLossError(epoch, bad_step - epoch_start_step + 1, steps)
             bar.update(min(chunk, steps - first))
         bar.close()
         record = {"epoch": epoch}
         record.update({f"train_{k}": v for k, v in _normalise(sums).items()})
         if val_data is not None:
             val = _evaluate_batches(
-                state, val_data.inputs, val_data.labels, val_data.weights, objective
+                state, val_data.inputs, val_data.labels, val_data.weights, objective, mesh
             )
             record.update({f"val_{k}": v for k, v in _normalise(val).items()})
         record["epoch_seconds"] = time.perf_counter() - start
