@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -445,6 +446,9 @@ def run(
     progress: bool = True,
     log: Callable[[str], None] | None = print,
     model: BinaryAdder | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    keep_checkpoints: int | None = 3,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Generate, split, train with :func:`jaxseq.train.fit`, evaluate, tabulate.
 
@@ -460,6 +464,12 @@ def run(
       log: receives fit's per-epoch lines; ``None`` for silence.
       model: reuse a :class:`BinaryAdder` (same hidden size) so that repeated runs
         hit the jit caches; default a new one.
+      checkpoint_dir: if given, a checkpoint is saved there after every epoch
+        (:class:`jaxseq.checkpoint.Checkpointer`, task ``"bits"``).
+      keep_checkpoints: how many of the newest checkpoints to keep (``None``: all).
+      resume: continue from the newest checkpoint in ``checkpoint_dir`` if there is
+        one (the result is the same as a run never interrupted); without it, a
+        ``checkpoint_dir`` that already holds checkpoints is an error.
 
     Returns:
       ``{"seed", "history", "test", "lengths", "converged", "truth_table",
@@ -473,7 +483,9 @@ def run(
       parameters (NumPy arrays; not JSON).
 
     Raises:
-      ValueError: for an invalid config or seed.
+      ValueError: for an invalid config or seed, or (without ``resume``) a
+        ``checkpoint_dir`` that already holds checkpoints.
+      jaxseq.train.NonFiniteLossError: if the loss becomes NaN or infinite.
     """
     config.validate()
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -491,10 +503,35 @@ def run(
         model, init_key, train_set.inputs[:1],
         optimizer=make_optimizer(config.optimizer, config.learning_rate),
     )
-    state, history = train.fit(
-        state, train_set, test_set, objective=objective, epochs=config.epochs,
-        batch_size=config.batch_size, rng=shuffle_key, progress=progress, log=log,
-    )
+    initial_epoch, history, on_epoch_end, checkpointer = 0, None, None, None
+    if checkpoint_dir is not None:
+        from jaxseq.checkpoint import Checkpointer  # orbax: only when checkpointing
+
+        checkpointer = Checkpointer(
+            checkpoint_dir, keep=keep_checkpoints, model=model,
+            example_inputs=train_set.inputs[:1], task="bits",
+            extra={"seed": seed, "config": dataclasses.asdict(config)},
+        )
+        if checkpointer.latest_epoch() is not None:
+            if not resume:
+                checkpointer.close()
+                raise ValueError(f"{checkpointer.directory} already holds checkpoints; "
+                                 f"resume=True continues from them")
+            restored = checkpointer.restore(state)
+            state, shuffle_key = restored.state, restored.rng
+            initial_epoch, history = restored.epoch, restored.history
+            if log is not None:
+                log(f"resuming after epoch {initial_epoch} from {checkpointer.directory}")
+        on_epoch_end = checkpointer.on_epoch_end(shuffle_key)
+    try:
+        state, history = train.fit(
+            state, train_set, test_set, objective=objective, epochs=config.epochs,
+            batch_size=config.batch_size, rng=shuffle_key, progress=progress, log=log,
+            initial_epoch=initial_epoch, history=history, on_epoch_end=on_epoch_end,
+        )
+    finally:
+        if checkpointer is not None:
+            checkpointer.close()
     test_metrics = train.evaluate(state, test_set, objective)
     table = evaluate_lengths(model, state.params, config.eval_bits, config.eval_samples,
                              seed, config.eval_batch_size)

@@ -1,4 +1,8 @@
-"""Run folders and atomic result files."""
+"""Run folders and atomic result files.
+
+Light on purpose (no JAX): the experiment scripts use it to check their flags and run
+folders before they import anything heavy.
+"""
 
 from __future__ import annotations
 
@@ -51,3 +55,41 @@ def new_run_dir(base: str | os.PathLike = "runs", name: str = "run") -> Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"could not create a new run folder under {base}")
+
+
+#: Sub-folder of a run folder with one checkpoint folder per model (see jaxseq.checkpoint).
+CHECKPOINTS_DIR = "checkpoints"
+_TMP_MARK = ".orbax-checkpoint-tmp"  # orbax's suffix for a checkpoint still being written
+
+
+def checkpoint_dir(run_dir: str | os.PathLike, name: str) -> Path:
+    """``RUN_DIR/checkpoints/<name>``, the checkpoint folder of one model of a run.
+
+    Raises:
+      ValueError: if ``name`` is not a plain folder name.
+    """
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"checkpoint name must be a plain folder name, got {name!r}")
+    return Path(run_dir) / CHECKPOINTS_DIR / name
+
+
+def checkpoint_epochs(directory: str | os.PathLike) -> list[int]:
+    """Epochs with a complete checkpoint in ``directory``, oldest first.
+
+    Complete means an orbax step folder named by the epoch that holds the ``meta`` item;
+    ``<epoch>.orbax-checkpoint-tmp-*`` folders are saves that never finished (orbax
+    renames them once complete) and never count. A missing folder has none.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir()
+                  if p.name.isdigit() and (p / "meta").is_dir())
+
+
+def checkpoint_names(run_dir: str | os.PathLike) -> list[str]:
+    """Names of the models of ``run_dir`` with at least one complete checkpoint, sorted."""
+    folder = Path(run_dir) / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and checkpoint_epochs(p))

@@ -1,0 +1,498 @@
+"""Per-epoch training checkpoints (orbax-checkpoint), resuming, and loading finished runs.
+
+Layout of a run folder (both experiments)::
+
+    RUN_DIR/
+      config.json                      the run's settings (read back by --resume)
+      checkpoints/<name>/<epoch>/      one folder per kept epoch, written by orbax
+        params/                        model parameters
+        train/                         optimizer step and state, shuffle PRNG key
+        meta/                          JSON: epoch, history so far, model class and
+                                       fields, input shape, task
+      ...                              results, summary and figures
+
+``<name>`` is the model's name for ``experiments/mnist.py`` (``rnn``, ``bilstm``...; one
+folder per cell of a ``--cell all`` run) and ``seed-<k>`` for ``experiments/adder.py``.
+
+Saving is synchronous and atomic: orbax writes each checkpoint into a temporary folder
+``<epoch>.orbax-checkpoint-tmp-<time>`` and renames it to ``<epoch>`` once complete,
+so a run killed while saving leaves the previous checkpoint as the latest readable
+one; temporary folders are never listed or restored (and are removed the next time a
+:class:`Checkpointer` opens the folder for writing). Only the last ``keep`` epochs are
+kept.
+
+A checkpoint holds everything :func:`jaxseq.train.fit` needs to continue exactly where
+it stopped: the parameters, the optimizer state and step, the epoch, the PRNG key of the
+shuffles, and the history so far (restoring and continuing gives the same numbers, bit
+for bit on CPU, as the run that was never interrupted).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxseq import io
+from jaxseq.data.dataset import Dataset
+from jaxseq.io import (
+    _TMP_MARK,
+    CHECKPOINTS_DIR,
+    checkpoint_dir,
+    checkpoint_epochs,
+    checkpoint_names,
+)
+from jaxseq.train import (
+    CLASSIFICATION,
+    History,
+    Objective,
+    TrainState,
+    data_mesh,
+    evaluate,
+)
+
+__all__ = [
+    "CHECKPOINTS_DIR",
+    "TASKS",
+    "Checkpointer",
+    "Predictor",
+    "Restored",
+    "checkpoint_dir",
+    "checkpoint_epochs",
+    "checkpoint_names",
+    "latest_epoch",
+    "load_run",
+    "model_spec",
+]
+
+#: What :meth:`Predictor.predict` returns: ``"classification"``, the arg-max class of
+#: ``[batch, classes]`` logits; ``"bits"``, each ``[batch, time, 1]`` probability
+#: thresholded at 0.5.
+TASKS = ("classification", "bits")
+
+_FORMAT = 1
+
+
+def _remove_unfinished_saves(directory: Path) -> None:
+    """Delete the temporary folders of saves that never finished (a killed run).
+
+    Done here, synchronously, rather than by orbax's ``cleanup_tmp_directories``,
+    which runs in the background and is only awaited by the next save."""
+    if directory.is_dir():
+        for path in directory.iterdir():
+            if _TMP_MARK in path.name and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def latest_epoch(directory: str | os.PathLike) -> int | None:
+    """The epoch of the newest complete checkpoint in ``directory``, or ``None``."""
+    epochs = checkpoint_epochs(directory)
+    return epochs[-1] if epochs else None
+
+
+def _json_value(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def model_spec(model: nn.Module) -> dict[str, Any]:
+    """How to rebuild ``model``: its class path and dataclass fields, JSON-ready.
+
+    Raises:
+      ValueError: if the class is not defined in ``jaxseq`` or a field is not a plain
+        JSON value (str, int, float, bool, None).
+    """
+    cls = type(model)
+    if not cls.__module__.startswith("jaxseq."):
+        raise ValueError(f"only jaxseq models can be rebuilt from a checkpoint, got "
+                         f"{cls.__module__}.{cls.__qualname__}")
+    fields = {}
+    for field in dataclasses.fields(model):
+        if not field.init or field.name in ("parent", "name"):
+            continue
+        value = getattr(model, field.name)
+        if not _json_value(value):
+            raise ValueError(f"model field {field.name}={value!r} is not a plain JSON value")
+        fields[field.name] = value
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "fields": fields}
+
+
+def _build_model(spec: Mapping[str, Any]) -> nn.Module:
+    module_name, _, class_name = str(spec["class"]).rpartition(".")
+    if not module_name.startswith("jaxseq."):
+        raise ValueError(f"checkpoint names model class {spec['class']!r}; only jaxseq "
+                         f"classes are loaded")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ValueError(f"checkpoint names model class {spec['class']!r}, which is not a "
+                         f"Flax module")
+    return cls(**spec["fields"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    """What :meth:`Checkpointer.restore` returns.
+
+    Attributes:
+      state: the ``TrainState`` at the end of ``epoch`` (parameters, optimizer, step).
+      rng: the PRNG key of the run's shuffles (pass it to ``fit(rng=...)``).
+      epoch: the epoch the checkpoint was saved after (pass as ``initial_epoch``).
+      history: the history of epochs ``1..epoch`` (pass as ``history``).
+      meta: everything else saved with it (``model``, ``input``, ``task``, ``extra``).
+    """
+
+    state: TrainState
+    rng: jax.Array
+    epoch: int
+    history: History
+    meta: dict[str, Any]
+
+
+class Checkpointer:
+    """Saves and restores one model's per-epoch checkpoints in ``directory`` (orbax).
+
+    Args:
+      directory: the checkpoint folder, normally :func:`checkpoint_dir` ``(run, name)``;
+        created when missing.
+      keep: how many of the newest checkpoints to keep (positive), or ``None`` for all.
+      model: the Flax module trained; recorded (:func:`model_spec`) so that
+        :func:`load_run` can rebuild it.
+      example_inputs: one example batch ``[1, ...]`` (only shape and dtype are kept),
+        needed with ``model``.
+      task: ``"classification"`` or ``"bits"``, see :data:`TASKS`.
+      extra: JSON-ready values saved with every checkpoint (e.g. the run's config).
+      read_only: only read: the folder must exist, nothing in it is changed (not even
+        leftover temporary folders removed), and :meth:`save` is refused.
+
+    Raises:
+      ValueError: for a bad ``keep`` or ``task``, or a model that cannot be recorded.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        keep: int | None = 3,
+        model: nn.Module | None = None,
+        example_inputs: np.ndarray | jax.Array | None = None,
+        task: str = "classification",
+        extra: Mapping[str, Any] | None = None,
+        read_only: bool = False,
+    ):
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int)
+                                 or keep <= 0):
+            raise ValueError(f"keep must be a positive integer or None, got {keep!r}")
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+        self.directory = Path(directory).absolute()
+        self.read_only = read_only
+        if read_only and not self.directory.is_dir():
+            raise FileNotFoundError(f"checkpoint folder {self.directory} does not exist")
+        self._meta: dict[str, Any] = {"format": _FORMAT, "task": task,
+                                      "extra": dict(extra or {})}
+        if model is not None:
+            if example_inputs is None:
+                raise ValueError("example_inputs are needed to record the model")
+            example = np.asarray(example_inputs)
+            self._meta["model"] = model_spec(model)
+            self._meta["input"] = {"shape": list(example.shape[1:]), "dtype": str(example.dtype)}
+        if not read_only and jax.process_index() == 0:
+            _remove_unfinished_saves(self.directory)
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            item_handlers={"params": ocp.StandardCheckpointHandler(),
+                           "train": ocp.StandardCheckpointHandler(),
+                           "meta": ocp.JsonCheckpointHandler()},
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep,
+                enable_async_checkpointing=False,  # the save is complete when save() returns
+                create=not read_only,
+            ),
+        )
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Wait for any save to finish and release orbax's resources."""
+        self._manager.close()
+
+    def epochs(self) -> list[int]:
+        """Epochs with a complete checkpoint, oldest first."""
+        self._manager.reload()
+        return sorted(self._manager.all_steps())
+
+    def latest_epoch(self) -> int | None:
+        """The newest complete checkpoint's epoch, or ``None`` if there is none."""
+        epochs = self.epochs()
+        return epochs[-1] if epochs else None
+
+    def save(self, epoch: int, state: TrainState, rng: jax.Array, history: History) -> None:
+        """Save the state after ``epoch`` (1-based) and return when it is on disk.
+
+        Args:
+          epoch: the epoch just finished.
+          state: its ``TrainState``.
+          rng: the PRNG key the run's shuffles are drawn from (``fit``'s ``rng``).
+          history: ``fit``'s history up to and including ``epoch``.
+
+        Raises:
+          ValueError: for a read-only checkpointer.
+        """
+        if self.read_only:
+            raise ValueError(f"checkpointer for {self.directory} is read-only")
+        rng = jnp.asarray(rng) if not isinstance(rng, jax.Array) else rng
+        typed = jnp.issubdtype(rng.dtype, jax.dtypes.prng_key)
+        meta = dict(self._meta, epoch=int(epoch), history=history,
+                    rng_impl=str(jax.random.key_impl(rng)) if typed else None)
+        train = {"step": jnp.asarray(state.step), "opt_state": state.opt_state,
+                 "rng": jax.random.key_data(rng) if typed else rng}
+        self._manager.save(
+            int(epoch),
+            args=ocp.args.Composite(
+                params=ocp.args.StandardSave(state.params),
+                train=ocp.args.StandardSave(train),
+                meta=ocp.args.JsonSave(meta),
+            ),
+        )
+        self._manager.wait_until_finished()
+
+    def on_epoch_end(self, rng: jax.Array) -> Callable[[int, TrainState, History], None]:
+        """A ``fit(on_epoch_end=...)`` callback that saves every epoch with ``rng``."""
+
+        def save(epoch: int, state: TrainState, history: History) -> None:
+            self.save(epoch, state, rng, history)
+
+        return save
+
+    def restore(self, state: TrainState, epoch: int | None = None) -> Restored:
+        """Load a checkpoint into a state shaped like ``state``.
+
+        Args:
+          state: a freshly created state of the same model and optimizer (its values
+            are not used, only its structure, shapes and dtypes).
+          epoch: which checkpoint; default the newest complete one.
+
+        Raises:
+          FileNotFoundError: if the folder holds no complete checkpoint.
+          ValueError: for an epoch that is not kept, or a checkpoint whose arrays do not
+            match ``state`` (another model or optimizer).
+        """
+        epochs = self.epochs()
+        if not epochs:
+            raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+        epoch = epochs[-1] if epoch is None else epoch
+        if epoch not in epochs:
+            raise ValueError(f"no checkpoint for epoch {epoch} in {self.directory}; "
+                             f"kept epochs: {epochs}")
+        replicated = NamedSharding(data_mesh(), P())
+
+        def abstract(x):
+            x = jnp.asarray(x) if not hasattr(x, "shape") else x
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated)
+
+        meta = self._manager.restore(epoch, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))["meta"]
+        rng_impl = meta.get("rng_impl")
+        rng_shape = (jax.random.key_data(jax.random.key(0, impl=rng_impl)).shape
+                     if rng_impl else (2,))
+        target = {"step": jnp.asarray(state.step), "opt_state": state.opt_state,
+                  "rng": jax.ShapeDtypeStruct(rng_shape, jnp.uint32)}
+        self._check_shapes(epoch, "params", state.params, by_path=True)
+        self._check_shapes(epoch, "train", target, by_path=False)
+        try:
+            restored = self._manager.restore(epoch, args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(jax.tree.map(abstract, state.params)),
+                train=ocp.args.StandardRestore(jax.tree.map(abstract, target)),
+            ))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"checkpoint {self.directory / str(epoch)} does not match the "
+                             f"model and optimizer being restored: {error}") from error
+        train = restored["train"]
+        rng = (jax.random.wrap_key_data(train["rng"], impl=rng_impl) if rng_impl
+               else train["rng"])
+        new_state = state.replace(step=train["step"], params=restored["params"],
+                                  opt_state=train["opt_state"])
+        history = {key: list(values) for key, values in meta["history"].items()}
+        return Restored(new_state, rng, int(meta["epoch"]), history, meta)
+
+    def _check_shapes(self, epoch: int, item: str, like: Any, by_path: bool) -> None:
+        """ValueError unless the saved arrays of ``item`` have the shapes and dtypes of
+        ``like`` (by tree path, or as a sorted list where containers differ in kind,
+        e.g. optimizer states saved as lists of dicts)."""
+
+        def signature(tree: Any):
+            flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+            pairs = [(jax.tree_util.keystr(path), (tuple(leaf.shape), str(np.dtype(leaf.dtype))))
+                     for path, leaf in flat]
+            return dict(pairs) if by_path else sorted(pair for _, pair in pairs)
+
+        saved = self._manager.item_metadata(epoch)[item]
+        saved = getattr(saved, "tree", saved)
+        ours = jax.tree.map(lambda x: jnp.asarray(x) if not hasattr(x, "shape") else x, like)
+        if signature(saved) != signature(ours):
+            if by_path:
+                a, b = signature(saved), signature(ours)
+                diff = sorted(set(a.items()) ^ set(b.items()))[:2]
+                detail = ", ".join(f"{key} {shape}" for key, shape in diff)
+            else:
+                detail = "other optimizer state"
+            raise ValueError(f"checkpoint {self.directory / str(epoch)} does not match the "
+                             f"model and optimizer being restored ({item}: {detail})")
+
+    def read_meta(self, epoch: int | None = None) -> dict[str, Any]:
+        """The JSON part of a checkpoint (default the newest): epoch, history, model...
+
+        Raises:
+          FileNotFoundError: if the folder holds no complete checkpoint.
+        """
+        epochs = self.epochs()
+        if not epochs:
+            raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+        epoch = epochs[-1] if epoch is None else epoch
+        return self._manager.restore(epoch, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))["meta"]
+
+    def restore_params(self, params_like: Any, epoch: int | None = None) -> Any:
+        """Only the parameters of a checkpoint (default the newest), shaped like
+        ``params_like`` (arrays or ``jax.ShapeDtypeStruct``)."""
+        epochs = self.epochs()
+        if not epochs:
+            raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+        epoch = epochs[-1] if epoch is None else epoch
+        replicated = NamedSharding(data_mesh(), P())
+        target = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), params_like)
+        self._check_shapes(epoch, "params", target, by_path=True)
+        try:
+            return self._manager.restore(epoch, args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(target)))["params"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"checkpoint {self.directory / str(epoch)} does not match the "
+                             f"model: {error}") from error
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictor:
+    """A trained model loaded from a run folder by :func:`load_run`.
+
+    Attributes:
+      model: the rebuilt Flax module.
+      params: its parameters.
+      config: the run's ``config.json`` (``{}`` if the run folder has none).
+      name: the checkpoint folder's name (model name, or ``seed-<k>`` for the adder).
+      epoch: the epoch the parameters were saved after.
+      history: the training history up to ``epoch``.
+      task: what :meth:`predict` returns, see :data:`TASKS`.
+    """
+
+    model: nn.Module
+    params: Any
+    config: dict[str, Any]
+    name: str
+    epoch: int
+    history: History
+    task: str
+
+    def outputs(self, inputs: np.ndarray | jax.Array) -> jax.Array:
+        """The model's raw outputs: ``[batch, classes]`` logits for a classifier,
+        ``[batch, time, 1]`` probabilities for the adder.
+
+        Raises:
+          ValueError: for inputs of the wrong rank or feature size (from the model).
+        """
+        return _apply(self.model, self.params, jnp.asarray(inputs))
+
+    def predict(self, inputs: np.ndarray | jax.Array) -> np.ndarray:
+        """Predictions for ``inputs`` (e.g. ``[batch, 28, 28]`` float32 as
+        :func:`jaxseq.data.mnist.preprocess` gives): int32 class ids ``[batch]``, or
+        int32 sum bits ``[batch, time]`` for the adder."""
+        outputs = np.asarray(self.outputs(inputs))
+        if self.task == "bits":
+            return (outputs[..., 0] > 0.5).astype(np.int32)
+        return outputs.argmax(-1).astype(np.int32)
+
+    def evaluate(self, dataset: Dataset, objective: Objective = CLASSIFICATION,
+                 batch_size: int = 1000) -> dict[str, float]:
+        """:func:`jaxseq.train.evaluate` of these parameters on ``dataset``."""
+        state = TrainState.create(apply_fn=self.model.apply, params=self.params,
+                                  tx=_NO_OPTIMIZER)
+        return evaluate(state, dataset, objective, batch_size)
+
+
+_NO_OPTIMIZER = optax.set_to_zero()  # evaluation needs a TrainState, not an optimizer
+
+
+def _apply(model: nn.Module, params: Any, inputs: jax.Array) -> jax.Array:
+    return _apply_jit(model, params, inputs)
+
+
+@partial(jax.jit, static_argnames="model")
+def _apply_jit(model: nn.Module, params: Any, inputs: jax.Array) -> jax.Array:
+    return model.apply({"params": params}, inputs)
+
+
+def load_run(
+    run_dir: str | os.PathLike,
+    name: str | None = None,
+    epoch: int | None = None,
+) -> Predictor:
+    """Load a trained model from a run folder for inference.
+
+    Args:
+      run_dir: the run folder (``--out-dir`` of an experiment).
+      name: which model (checkpoint sub-folder): ``"gru"``, ``"bilstm"``,
+        ``"seed-0"``...; may be left out when the run has only one.
+      epoch: which checkpoint; default the newest (the final one of a finished run).
+
+    Returns:
+      A :class:`Predictor` with the model, parameters and config.
+
+    Raises:
+      FileNotFoundError: if ``run_dir`` does not exist or holds no complete checkpoint.
+      ValueError: if ``name`` is missing (several models) or unknown, or the
+        checkpoint does not describe a model (saved without ``model=``).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    names = checkpoint_names(run_dir)
+    if not names:
+        raise FileNotFoundError(f"no complete checkpoint in {run_dir / CHECKPOINTS_DIR}")
+    if name is None:
+        if len(names) > 1:
+            raise ValueError(f"{run_dir} holds several models; choose one of: "
+                             f"{', '.join(names)}")
+        name = names[0]
+    if name not in names:
+        raise ValueError(f"no checkpoint named {name!r} in {run_dir}; valid names: "
+                         f"{', '.join(names)}")
+    with Checkpointer(checkpoint_dir(run_dir, name), keep=None, read_only=True) as checkpointer:
+        meta = checkpointer.read_meta(epoch)
+        if "model" not in meta or "input" not in meta:
+            raise ValueError(f"checkpoint {checkpointer.directory} does not record its model")
+        model = _build_model(meta["model"])
+        example = jnp.zeros([1, *meta["input"]["shape"]], meta["input"]["dtype"])
+        params_like = jax.eval_shape(lambda: model.init(jax.random.key(0), example))["params"]
+        params = checkpointer.restore_params(params_like, meta["epoch"])
+    config_path = run_dir / "config.json"
+    config = io.read_json(config_path) if config_path.is_file() else {}
+    return Predictor(model, params, config, name, int(meta["epoch"]),
+                     {k: list(v) for k, v in meta["history"].items()}, meta["task"])
+
