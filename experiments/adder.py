@@ -10,8 +10,12 @@ length (one compiled forward for all lengths) and the learned truth table.
     python experiments/adder.py --bits 3 --eval-bits 3..19
     python experiments/adder.py --seeds 10 --no-progress  # how many seeds converge
 
-Writes ``results.json`` and ``accuracy_vs_bits.png`` to ``--out-dir`` (default a new
-folder under ``runs/``). Invalid flags exit with status 2 and a one-line message.
+Writes ``config.json`` (at the start), a checkpoint after every epoch of every seed in
+``checkpoints/seed-<k>/<epoch>/``, and at the end ``results.json`` and
+``accuracy_vs_bits.png`` to ``--out-dir`` (default a new folder under ``runs/``).
+``--resume RUN_DIR`` continues an interrupted run with its saved settings. Exit codes:
+0 done; 2 invalid flags or run folder (a one-line message); 3 training stopped on a
+non-finite loss (the last good checkpoint is kept).
 """
 
 from __future__ import annotations
@@ -25,10 +29,20 @@ from pathlib import Path
 
 # Only light imports before the flags are checked, so that a bad flag fails fast;
 # jaxseq.adder (JAX, Flax) is imported once they are valid.
+from jaxseq.cli import ensure_new_run_dir, explicit_flags, fail, refuse_other_flags
 from jaxseq.data.adder import MAX_BITS, parse_bit_range
 
 LOSSES = ("bce", "mse")  # keys of jaxseq.adder.ADDER_OBJECTIVES (checked by the tests)
 OPTIMIZERS = ("adam", "keras_adam")  # keys of jaxseq.adder.OPTIMIZERS
+#: Flags that may be given with --resume (the rest come from RUN_DIR/config.json).
+RESUME_FLAGS = {"no_progress", "keep_checkpoints", "distributed"}
+#: Settings read back from config.json by --resume.
+SETTINGS = ("loss", "bits", "samples", "test_size", "epochs", "batch_size", "learning_rate",
+            "hidden_size", "optimizer", "seed", "seeds", "eval_bits", "eval_samples",
+            "keep_checkpoints")
+#: What a run writes into its folder (removed with --overwrite, with checkpoints/).
+OUTPUTS = ("config.json", "results.json", "accuracy_vs_bits.png")
+EXIT_DIVERGED = 3
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -107,7 +121,51 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="output folder (default: a new folder under runs/)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--keep-checkpoints", type=positive_int, default=3,
+                        help="how many of the newest per-epoch checkpoints to keep per seed")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run in a non-empty --out-dir (its checkpoints and "
+                             "results are deleted first)")
+    parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                        help="continue an interrupted run from its last complete checkpoints "
+                             "with the settings in RUN_DIR/config.json; combinable only with "
+                             "--no-progress, --keep-checkpoints, --distributed")
+    parser.add_argument("--distributed", action="store_true",
+                        help="call jax.distributed.initialize() first (multi-host; start the "
+                             "same command on every host)")
     return parser
+
+
+def load_saved_settings(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                        argv: list[str] | None) -> None:
+    """Fill ``args`` from RUN_DIR/config.json for --resume, or exit with a one-line error."""
+    import json
+
+    run_dir = args.resume
+    refuse_other_flags(parser, argv, "--resume", RESUME_FLAGS)
+    if not run_dir.is_dir():
+        parser.error(f"--resume: run folder {run_dir} does not exist")
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except FileNotFoundError:
+        parser.error(f"--resume: {run_dir} holds no config.json, so it is not a run folder "
+                     f"of {parser.prog}")
+    except (OSError, ValueError) as error:
+        parser.error(f"--resume: cannot read {run_dir / 'config.json'}: {error}")
+    if (run_dir / "results.json").is_file():
+        parser.error(f"--resume: {run_dir} is a finished run (results.json exists); nothing "
+                     f"to resume")
+    from jaxseq.checkpoint import checkpoint_names
+
+    if not checkpoint_names(run_dir):
+        parser.error(f"--resume: {run_dir} holds no checkpoint to resume from (the run stopped "
+                     f"before its first epoch ended); start it again with --out-dir {run_dir} "
+                     f"--overwrite")
+    given = explicit_flags(parser, argv)
+    for key in SETTINGS:
+        if key in config and key not in given:
+            setattr(args, key, config[key])
+    args.out_dir = run_dir
 
 
 def check_sizes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -183,10 +241,28 @@ def plot(runs: list[dict], config, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.resume is not None:
+        load_saved_settings(parser, args, argv)
+    elif args.out_dir is not None:
+        ensure_new_run_dir(parser, args.out_dir, args.overwrite, OUTPUTS)
     check_sizes(parser, args)
+
+    import jax
+
+    if args.distributed:
+        try:
+            jax.distributed.initialize()
+        except (ValueError, RuntimeError) as error:
+            parser.error(f"--distributed: jax.distributed.initialize() failed: {error}")
+    if args.batch_size % jax.device_count():
+        parser.error(f"--batch-size {args.batch_size} must be a multiple of the number of "
+                     f"devices ({jax.device_count()})")
 
     from jaxseq import adder
     from jaxseq.io import new_run_dir, write_json_atomic
+    from jaxseq.train import NonFiniteLossError
+
+    primary = jax.process_index() == 0
 
     config = adder.AdderConfig(
         loss=args.loss, bits=args.bits, samples=args.samples, test_size=args.test_size,
@@ -210,13 +286,33 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out_dir if args.out_dir is not None else new_run_dir("runs", "adder")
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"  out_dir: {out_dir}")
+    run_config = dataclasses.asdict(config) | {
+        "seed": args.seed, "seeds": args.seeds, "keep_checkpoints": args.keep_checkpoints,
+        "out_dir": str(out_dir), "devices": jax.device_count(),
+        "processes": jax.process_count()}
+    if args.resume is not None:
+        print(f"  resuming the run in {out_dir}")
+    elif primary:
+        write_json_atomic(out_dir / "config.json", run_config)
 
     start = time.perf_counter()
     model = adder.BinaryAdder(config.hidden_size)
     runs = []
     for seed in seeds:
         print(f"\n=== seed {seed} ===")
-        result = adder.run(config, seed, progress=not args.no_progress, model=model)
+        try:
+            result = adder.run(config, seed, progress=not args.no_progress, model=model,
+                               checkpoint_dir=out_dir / "checkpoints" / f"seed-{seed}",
+                               keep_checkpoints=args.keep_checkpoints,
+                               resume=args.resume is not None)
+        except NonFiniteLossError as error:
+            from jaxseq.checkpoint import latest_epoch
+
+            last = latest_epoch(out_dir / "checkpoints" / f"seed-{seed}")
+            kept = (f"the last good checkpoint, epoch {last}, is kept in "
+                    f"{out_dir / 'checkpoints' / f'seed-{seed}'}" if last is not None
+                    else "no checkpoint had been saved yet")
+            fail(parser.prog, f"seed {seed}: {error}; training stopped, {kept}", EXIT_DIVERGED)
         result.pop("params")
         runs.append(result)
         test = result["test"]
@@ -251,9 +347,11 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "seconds": seconds,
     }
-    json_path = write_json_atomic(out_dir / "results.json", results)
+    json_path = out_dir / "results.json"
     png_path = out_dir / "accuracy_vs_bits.png"
-    plot(runs, config, png_path)
+    if primary:
+        write_json_atomic(json_path, results)
+        plot(runs, config, png_path)
     print(f"\n{len(converged)}/{len(seeds)} seeds reached 100% exact-sum accuracy at every "
           f"evaluated length ({config.eval_bits[0]}..{config.eval_bits[-1]} bits)"
           + (f": seeds {converged}" if converged and len(seeds) > 1 else ""))

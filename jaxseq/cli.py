@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import shutil
+import sys
+from pathlib import Path
 from typing import NoReturn
 
 
@@ -35,3 +39,60 @@ def positive_float(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
     return value
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The ``dest`` names of the options actually given in ``argv`` (``None``: ``sys.argv``).
+
+    An option given with its default value counts as given. ``argv`` must already have
+    parsed without error.
+    """
+    unset = object()
+    namespace = argparse.Namespace(**{action.dest: unset for action in parser._actions})
+    parser.parse_args(argv, namespace)
+    return {dest for dest, value in vars(namespace).items() if value is not unset}
+
+
+def refuse_other_flags(parser: argparse.ArgumentParser, argv: list[str] | None, mode: str,
+                       allowed: set[str]) -> None:
+    """``parser.error`` if an option outside ``allowed`` (dest names) was given with
+    ``mode`` (e.g. ``"--resume"``), naming the options that may be combined with it."""
+    mode_dest = mode.lstrip("-").replace("-", "_")
+    given = explicit_flags(parser, argv) - allowed - {mode_dest}
+    if given:
+        def flag(dest: str) -> str:
+            return "--" + dest.replace("_", "-")
+
+        parser.error(f"{mode} takes the run's saved settings; it can only be combined with "
+                     f"{', '.join(flag(d) for d in sorted(allowed))} "
+                     f"(got {', '.join(flag(d) for d in sorted(given))})")
+
+
+def fail(prog: str, message: str, code: int) -> NoReturn:
+    """Print ``prog: error: message`` as one line on stderr and exit with ``code``."""
+    message = " ".join(str(message).split())
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def ensure_new_run_dir(parser: argparse.ArgumentParser, out_dir: str | os.PathLike,
+                       overwrite: bool, outputs: tuple[str, ...]) -> None:
+    """Refuse (``parser.error``) a run folder that already holds files, unless
+    ``overwrite``: then remove its ``checkpoints/`` folder and the files matching the
+    glob patterns ``outputs`` (what a run writes), leaving anything else alone."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        parser.error(f"--out-dir {out_dir} is not a folder")
+    if not any(out_dir.iterdir()):
+        return
+    if not overwrite:
+        parser.error(f"--out-dir {out_dir} already holds files; choose a new folder, "
+                     f"pass --overwrite to replace that run, or --resume {out_dir} to "
+                     f"continue it")
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    for pattern in outputs:
+        for path in out_dir.glob(pattern):
+            if path.is_file():
+                path.unlink()
