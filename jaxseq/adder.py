@@ -70,6 +70,9 @@ class BinaryAdder(nn.Module):
       unroll: time steps per iteration of the compiled loop (``nn.RNN``'s ``unroll``).
         The cell is so small that the loop's per-iteration cost dominates; unrolling
         the study's 5 bits whole makes training ~1.7x faster (docs/performance.md).
+
+    Source: the reference study's Keras model, its hand-written full-adder cell wrapped
+    in ``keras.layers.RNN`` and returning the output of every step.
     """
 
     hidden_features: int = 5
@@ -77,13 +80,33 @@ class BinaryAdder(nn.Module):
 
     @nn.compact
     def __call__(self, inputs: jax.Array) -> jax.Array:
+        """Sum-bit probabilities for a batch of bit-pair sequences.
+
+        Args:
+          inputs: ``[batch, time, 2]`` operand bits, least significant first (int or
+            float 0/1), as :func:`jaxseq.data.adder.generate` gives.
+
+        Returns:
+          ``[batch, time, 1]`` float32 probabilities that each sum bit is 1.
+
+        Raises:
+          ValueError: if ``inputs`` is not ``[batch, time, 2]``.
+        """
         if inputs.ndim != 3 or inputs.shape[-1] != 2:
             raise ValueError(f"inputs must be [batch, time, 2] bit pairs, got {inputs.shape}")
         return nn.RNN(FullAdderCell(self.hidden_features, name="cell"), unroll=self.unroll)(inputs)
 
 
 def cell_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The :class:`FullAdderCell` parameters inside a :class:`BinaryAdder`'s ``params``."""
+    """The :class:`FullAdderCell` parameters inside a :class:`BinaryAdder`'s ``params``.
+
+    Args:
+      params: a :class:`BinaryAdder`'s parameter tree (``state.params``).
+
+    Returns:
+      ``{"hidden_kernel" [3, H], "hidden_bias" [H], "output_kernel" [H, 2],
+      "output_bias" [2]}``.
+    """
     return params["cell"]
 
 
@@ -97,6 +120,12 @@ ADDER_OBJECTIVES: dict[str, train.Objective] = {
 
 def get_objective(name: str) -> train.Objective:
     """The objective called ``name`` (``"bce"`` or ``"mse"``).
+
+    Args:
+      name: a key of :data:`ADDER_OBJECTIVES`.
+
+    Returns:
+      The :class:`jaxseq.train.Objective` for :func:`jaxseq.train.fit`.
 
     Raises:
       ValueError: for an unknown name, listing the valid ones.
@@ -137,6 +166,20 @@ def keras_adam(
     ``1 / sqrt(1 - beta_2**t)`` (31.6x at step 1, 1x after a few thousand steps), and
     its default epsilon is 1e-8 rather than 1e-7.
 
+    Source: ``keras.optimizers.Adam.update_step`` (Keras 3; TF2's ``ResourceApplyAdam``
+    computes the same), after Kingma & Ba (2015), "Adam: a method for stochastic
+    optimization", Algorithm 1 with the efficiency reordering of its section 2.
+
+    Args:
+      learning_rate: step size ``alpha`` before bias correction (positive, finite).
+      beta_1: decay of the first moment estimate ``m``.
+      beta_2: decay of the second moment estimate ``v``.
+      epsilon: added to ``sqrt(v)``, the uncorrected second moment (Keras' 1e-7).
+
+    Returns:
+      A stateless ``optax.GradientTransformation`` whose state is a
+      :class:`KerasAdamState`.
+
     Raises:
       ValueError: for a non-positive or non-finite learning rate.
     """
@@ -176,6 +219,13 @@ def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformat
     pytree data, so a fresh ``optax.adam(...)`` per run would make every run
     recompile the shared loop's jitted functions.
 
+    Args:
+      name: a key of :data:`OPTIMIZERS`.
+      learning_rate: the step size, positive and finite.
+
+    Returns:
+      The optax transformation (cached per ``(name, learning_rate)``).
+
     Raises:
       ValueError: for an unknown name or a non-positive learning rate.
     """
@@ -200,6 +250,19 @@ def eval_dataset(bits: int, n_samples: int, seed: int) -> Dataset:
 
     Seeded by ``numpy.random.default_rng((seed, bits))``: a stream independent of the
     training data (seeded by ``default_rng(seed)``) and of the other lengths.
+
+    Args:
+      bits: the sequence length, in ``[2, MAX_BITS]``.
+      n_samples: additions to generate (positive).
+      seed: the run seed (non-negative).
+
+    Returns:
+      A :class:`~jaxseq.data.dataset.Dataset` as from
+      :func:`jaxseq.data.adder.generate`: inputs int32 ``[n_samples, bits, 2]``, labels
+      int32 ``[n_samples, bits]``.
+
+    Raises:
+      ValueError: for sizes out of range (from :func:`jaxseq.data.adder.generate`).
     """
     return adder_data.generate(bits, n_samples, np.random.default_rng((seed, bits)))
 
@@ -369,7 +432,15 @@ def truth_table(params: Mapping[str, Any], hidden_features: int = 5) -> list[dic
 
 
 def is_full_adder(table: Sequence[Mapping[str, Any]]) -> bool:
-    """Whether every row of :func:`truth_table` matches the full adder's sum and carry."""
+    """Whether every row of :func:`truth_table` matches the full adder's sum and carry.
+
+    Args:
+      table: the rows of :func:`truth_table`.
+
+    Returns:
+      True if every thresholded output equals ``(a + b + c) % 2`` and every thresholded
+      next state equals ``(a + b + c) // 2``.
+    """
     return all(r["output_bit"] == r["sum_bit"] and r["next_state_bit"] == r["carry_out"]
                for r in table)
 
@@ -408,7 +479,14 @@ class AdderConfig:
     eval_batch_size: int = 2048
 
     def validate(self) -> None:
-        """Raise ``ValueError`` with a one-line message for any invalid setting."""
+        """Raise ``ValueError`` with a one-line message for any invalid setting.
+
+        Raises:
+          ValueError: for an unknown loss or optimizer, a non-positive size or learning
+            rate, ``bits`` or an ``eval_bits`` length outside ``[2, MAX_BITS]``, a
+            ``test_size`` outside ``(0, 1)`` or one that leaves an empty part, or a
+            ``batch_size`` larger than the training part.
+        """
         get_objective(self.loss)
         make_optimizer(self.optimizer, self.learning_rate)
         if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not (

@@ -15,12 +15,24 @@ class ArgumentParser(argparse.ArgumentParser):
     """``argparse`` whose errors are one line on stderr and exit code 2 (no usage block)."""
 
     def error(self, message: str) -> NoReturn:
+        """Print ``<prog>: error: <message>`` (whitespace collapsed to one line) and exit 2."""
         message = " ".join(str(message).split())  # one line, whatever the cause said
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def positive_int(text: str) -> int:
-    """``argparse`` type: an integer > 0."""
+    """``argparse`` type: an integer > 0.
+
+    Args:
+      text: the flag's value as given on the command line.
+
+    Returns:
+      The integer.
+
+    Raises:
+      argparse.ArgumentTypeError: if ``text`` is not an integer or not positive
+        (argparse turns it into a one-line error, exit code 2).
+    """
     try:
         value = int(text)
     except ValueError:
@@ -31,7 +43,18 @@ def positive_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    """``argparse`` type: a finite number > 0."""
+    """``argparse`` type: a finite number > 0.
+
+    Args:
+      text: the flag's value as given on the command line.
+
+    Returns:
+      The number as a float.
+
+    Raises:
+      argparse.ArgumentTypeError: if ``text`` is not a number, or is not finite and
+        positive (argparse turns it into a one-line error, exit code 2).
+    """
     try:
         value = float(text)
     except ValueError:
@@ -46,6 +69,13 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> s
 
     An option given with its default value counts as given. ``argv`` must already have
     parsed without error.
+
+    Args:
+      parser: the script's parser.
+      argv: the command-line arguments (without the program name), or ``None``.
+
+    Returns:
+      The ``dest`` names (``"data_dir"`` for ``--data-dir``) of the options present.
     """
     unset = object()
     namespace = argparse.Namespace(**{action.dest: unset for action in parser._actions})
@@ -56,7 +86,14 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> s
 def refuse_other_flags(parser: argparse.ArgumentParser, argv: list[str] | None, mode: str,
                        allowed: set[str]) -> None:
     """``parser.error`` if an option outside ``allowed`` (dest names) was given with
-    ``mode`` (e.g. ``"--resume"``), naming the options that may be combined with it."""
+    ``mode`` (e.g. ``"--resume"``), naming the options that may be combined with it.
+
+    Args:
+      parser: the script's parser; its ``error`` exits (code 2).
+      argv: the command-line arguments, or ``None`` for ``sys.argv``.
+      mode: the flag that restricts the others, e.g. ``"--resume"``.
+      allowed: ``dest`` names of the options allowed with ``mode``.
+    """
     mode_dest = mode.lstrip("-").replace("-", "_")
     given = explicit_flags(parser, argv) - allowed - {mode_dest}
     if given:
@@ -69,7 +106,16 @@ def refuse_other_flags(parser: argparse.ArgumentParser, argv: list[str] | None, 
 
 
 def fail(prog: str, message: str, code: int) -> NoReturn:
-    """Print ``prog: error: message`` as one line on stderr and exit with ``code``."""
+    """Print ``prog: error: message`` as one line on stderr and exit with ``code``.
+
+    Args:
+      prog: the program name, e.g. ``parser.prog``.
+      message: the error; its whitespace (newlines included) is collapsed to one line.
+      code: the exit status (e.g. 3 for a non-finite loss in the experiments).
+
+    Raises:
+      SystemExit: always, with ``code``.
+    """
     message = " ".join(str(message).split())
     print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
@@ -79,7 +125,17 @@ def ensure_new_run_dir(parser: argparse.ArgumentParser, out_dir: str | os.PathLi
                        overwrite: bool, outputs: tuple[str, ...]) -> None:
     """Refuse (``parser.error``) a run folder that already holds files, unless
     ``overwrite``: then remove its ``checkpoints/`` folder and the files matching the
-    glob patterns ``outputs`` (what a run writes), leaving anything else alone."""
+    glob patterns ``outputs`` (what a run writes), leaving anything else alone.
+
+    A missing or empty folder is accepted as is.
+
+    Args:
+      parser: the script's parser; its ``error`` exits (code 2).
+      out_dir: the ``--out-dir`` folder.
+      overwrite: whether ``--overwrite`` was given.
+      outputs: glob patterns of the files a run writes, e.g. ``("config.json",
+        "*_results.json")``.
+    """
     out_dir = Path(out_dir)
     if not out_dir.exists():
         return
