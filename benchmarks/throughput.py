@@ -6,8 +6,11 @@
 What is measured, on whatever device JAX picks (CPU here, GPU/TPU unchanged):
 
 * ``train samples/s``: the real training loop's compiled chunk (``jaxseq.train.train_chunk``:
-  a ``lax.scan`` of ``train_step`` over ``--steps`` batches gathered from on-device data),
-  after compilation; the median over ``--repeats`` repeats.
+  a ``lax.scan`` of ``train_step`` over ``--steps`` batches gathered from on-device data,
+  each batch split over the devices of :func:`jaxseq.train.data_mesh`), after
+  compilation; the median over ``--repeats`` repeats. On a CPU, ``--cpu-devices``
+  (default: as ``experiments/mnist.py`` chooses) splits the CPU into that many devices,
+  see :mod:`jaxseq.runtime`.
 * ``compile s``: ahead-of-time ``lower().compile()`` of that chunk.
 * ``eval samples/s``: the loop's masked evaluation over 10,000 examples (batches of 1,000).
 * ``GFLOP/s``: an analytic count of the float operations of one training sample divided by
@@ -30,6 +33,7 @@ What is measured, on whatever device JAX picks (CPU here, GPU/TPU unchanged):
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -42,8 +46,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from jaxseq import io
+from jaxseq import io, runtime
 from jaxseq.data import Dataset
 from jaxseq.models import RecurrentClassifier
 from jaxseq.train import (
@@ -52,6 +58,7 @@ from jaxseq.train import (
     _evaluate_batches,
     _zero_sums,
     create_train_state,
+    data_mesh,
     train_chunk,
 )
 
@@ -70,12 +77,17 @@ def train_flops_per_sample(cell: str, bidirectional: bool, time_steps: int = 28,
 
 
 def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
-    """float32 GFLOP/s of a square matmul on the default device (best of ``repeats``)."""
-    a = jnp.asarray(np.random.default_rng(0).normal(size=(size, size)), jnp.float32)
+    """float32 GFLOP/s of ``size``-cubed matmuls, one per device of :func:`data_mesh` at
+    once (rows split over the devices), best of ``repeats``: the whole machine's peak."""
+    mesh = data_mesh()
+    rng = np.random.default_rng(0)
+    a = jax.device_put(jnp.asarray(rng.normal(size=(mesh.size * size, size)), jnp.float32),
+                       NamedSharding(mesh, P("data")))
+    b = _replicate(jnp.asarray(rng.normal(size=(size, size)), jnp.float32), mesh)
     dot = jax.jit(jnp.dot)
-    dot(a, a).block_until_ready()
-    best = min(_timed(lambda: dot(a, a).block_until_ready()) for _ in range(repeats))
-    return 2 * size**3 / best / 1e9
+    dot(a, b).block_until_ready()
+    best = min(_timed(lambda: dot(a, b).block_until_ready()) for _ in range(repeats))
+    return 2 * mesh.size * size**3 / best / 1e9
 
 
 def _timed(fn) -> float:
@@ -84,20 +96,25 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def _replicate(tree, mesh):
+    return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
 def bench_jax(cell: str, bidirectional: bool, batch_size: int, steps: int, repeats: int,
               implementation: str) -> dict:
+    mesh = data_mesh()
     rng = np.random.default_rng(0)
     n = batch_size * steps
-    x = jnp.asarray(rng.normal(size=(n, 28, 28)), jnp.float32)
-    y = jnp.asarray(rng.integers(0, 10, n), jnp.int32)
+    x = _replicate(jnp.asarray(rng.normal(size=(n, 28, 28)), jnp.float32), mesh)
+    y = _replicate(jnp.asarray(rng.integers(0, 10, n), jnp.int32), mesh)
     model = RecurrentClassifier(cell=cell, features=128, bidirectional=bidirectional,
                                 implementation=implementation)
-    state = create_train_state(model, jax.random.key(0), x[:1])
-    sums = _zero_sums(state, CLASSIFICATION, x, y)
-    indices = jnp.arange(n, dtype=jnp.int32).reshape(steps, batch_size)
+    state = _replicate(create_train_state(model, jax.random.key(0), x[:1]), mesh)
+    sums = _replicate(_zero_sums(state, CLASSIFICATION, x, y), mesh)
+    indices = _replicate(jnp.arange(n, dtype=jnp.int32).reshape(steps, batch_size), mesh)
 
     start = time.perf_counter()
-    compiled = train_chunk.lower(state, sums, x, y, indices, CLASSIFICATION).compile()
+    compiled = train_chunk.lower(state, sums, x, y, indices, CLASSIFICATION, mesh).compile()
     compile_seconds = time.perf_counter() - start
     state, sums = compiled(state, sums, x, y, indices)  # warm-up
     jax.block_until_ready(sums)
@@ -109,14 +126,15 @@ def bench_jax(cell: str, bidirectional: bool, batch_size: int, steps: int, repea
         times.append(time.perf_counter() - start)
     train_rate = n / statistics.median(times)
 
-    evaluation = _EvalData.from_dataset(Dataset(np.asarray(x[:10_000 // batch_size * batch_size]),
-                                                np.asarray(y[:10_000 // batch_size * batch_size])),
-                                        1000)
-    args = (state, evaluation.inputs, evaluation.labels, evaluation.weights, CLASSIFICATION)
+    count = min(n, 10_000)
+    evaluation = _EvalData.from_dataset(Dataset(np.asarray(x[:count]), np.asarray(y[:count])),
+                                        1000, mesh)
+    args = (state, evaluation.inputs, evaluation.labels, evaluation.weights, CLASSIFICATION,
+            mesh)
     jax.block_until_ready(_evaluate_batches(*args))
     eval_times = [_timed(lambda: jax.block_until_ready(_evaluate_batches(*args)))
                   for _ in range(repeats)]
-    eval_count = evaluation.weights.size
+    eval_count = count
     flops = train_flops_per_sample(cell, bidirectional)
     return {"train_samples_per_s": train_rate, "compile_s": compile_seconds,
             "eval_samples_per_s": eval_count / statistics.median(eval_times),
@@ -125,6 +143,18 @@ def bench_jax(cell: str, bidirectional: bool, batch_size: int, steps: int, repea
 
 def bench_torch(cell: str, bidirectional: bool, batch_size: int, steps: int,
                 repeats: int) -> dict | None:
+    """PyTorch's figures, measured in a child process: JAX's idle CPU threads in this one
+    would otherwise compete with PyTorch's. ``None`` when PyTorch is not installed."""
+    command = [sys.executable, __file__, "--torch-child", json.dumps(
+        [cell, bidirectional, batch_size, steps, repeats])]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    if result.returncode != 0:
+        raise RuntimeError(f"PyTorch benchmark failed: {result.stderr.strip()[-2000:]}")
+    return json.loads(result.stdout)
+
+
+def _torch_child(cell: str, bidirectional: bool, batch_size: int, steps: int,
+                 repeats: int) -> dict | None:
     try:
         import torch
     except ImportError:
@@ -165,14 +195,16 @@ def bench_adder(steps: int, repeats: int, adder_run: bool) -> dict:
     from jaxseq import adder as adder_task
     from jaxseq.data import adder as adder_data
 
+    # experiments/adder.py trains on one device: the cell is far too small to split.
+    mesh = data_mesh(jax.devices()[:1])
     data = adder_data.generate(5, 32 * steps, 0)
     model = adder_task.BinaryAdder(hidden_features=5)
     objective = adder_task.get_objective("bce")
-    x, y = jnp.asarray(data.inputs), jnp.asarray(data.labels)
-    state = create_train_state(model, jax.random.key(0), x[:1])
-    sums = _zero_sums(state, objective, x, y)
-    indices = jnp.arange(32 * steps, dtype=jnp.int32).reshape(steps, 32)
-    compiled = train_chunk.lower(state, sums, x, y, indices, objective).compile()
+    x, y = _replicate((jnp.asarray(data.inputs), jnp.asarray(data.labels)), mesh)
+    state = _replicate(create_train_state(model, jax.random.key(0), x[:1]), mesh)
+    sums = _replicate(_zero_sums(state, objective, x, y), mesh)
+    indices = _replicate(jnp.arange(32 * steps, dtype=jnp.int32).reshape(steps, 32), mesh)
+    compiled = train_chunk.lower(state, sums, x, y, indices, objective, mesh).compile()
     state, sums = compiled(state, sums, x, y, indices)
     jax.block_until_ready(sums)
     times = []
@@ -193,6 +225,10 @@ def bench_adder(steps: int, repeats: int, adder_run: bool) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--torch-child"]:
+        print(json.dumps(_torch_child(*json.loads(argv[1]))))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--implementation", default="fused", choices=["fused", "flax"])
@@ -203,17 +239,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-adder", action="store_true")
     parser.add_argument("--adder-run", action=argparse.BooleanOptionalAction, default=True,
                         help="also time a full default experiments/adder.py run")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" /
-                        f"throughput-{jax.default_backend()}.json")
+    parser.add_argument("--cpu-devices", type=int, default=None,
+                        help="split a CPU into this many devices (default: the largest divisor "
+                             "of --batch-size up to the core count; 1 = one device)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON file (default benchmarks/results/throughput-<backend>.json)")
     args = parser.parse_args(argv)
+    # Before anything starts JAX's backends.
+    runtime.set_cpu_devices(args.cpu_devices or runtime.default_cpu_devices(args.batch_size))
+    results_dir = REPO / "benchmarks" / "results"
+    args.out = args.out or results_dir / f"throughput-{jax.default_backend()}.json"
 
     machine = {"backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
                "cpu_count": os.cpu_count(), "platform": platform.platform(),
                "processor": platform.processor(), "jax": jax.__version__,
-               "xla_flags": os.environ.get("XLA_FLAGS", "")}
+               "xla_flags": os.environ.get("XLA_FLAGS", ""), "device_count": jax.device_count()}
     peak = matmul_peak()
-    print(f"{machine['backend']} {machine['devices'][0]}, {machine['cpu_count']} CPUs, "
-          f"float32 matmul peak {peak:.0f} GFLOP/s")
+    print(f"{machine['backend']}: {jax.device_count()} device(s) {machine['devices']}, "
+          f"{machine['cpu_count']} CPUs, float32 matmul peak {peak:.0f} GFLOP/s")
     rows = {}
     header = (f"{'model':8s} {'train/s':>9s} {'compile s':>9s} {'eval/s':>9s} {'GFLOP/s':>8s} "
               f"{'% peak':>6s} {'torch/s':>8s} {'ratio':>6s}")

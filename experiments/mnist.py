@@ -48,7 +48,8 @@ OUTPUTS = ("config.json", "summary.json", "*_results.json", "*_accuracy.png", "*
            "comparison.png")
 #: Settings read back from config.json by --resume.
 SETTINGS = ("cell", "bidirectional", "hidden_size", "num_layers", "epochs", "batch_size",
-            "learning_rate", "seed", "data_dir", "train_subset", "keep_checkpoints")
+            "learning_rate", "seed", "data_dir", "train_subset", "keep_checkpoints",
+            "cpu_devices")
 EXIT_DIVERGED = 3
 
 
@@ -89,6 +90,11 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() first (multi-host; start the "
                              "same command on every host)")
+    parser.add_argument("--cpu-devices", type=positive_int, default=None,
+                        help="on a CPU, split it into this many JAX devices so that data "
+                             "parallelism uses every core (default: the largest divisor of "
+                             "--batch-size up to the number of cores; 1 turns it off; no "
+                             "effect on GPU/TPU)")
     return parser
 
 
@@ -109,6 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.data_dir is None and config.get("data_dir"):
             args.data_dir = Path(config["data_dir"])
         args.seed = config.get("seed", 0)
+        args.cpu_devices = config.get("cpu_devices", 1)  # the run's own device count
     elif args.out_dir is not None:
         ensure_new_run_dir(parser, args.out_dir, args.overwrite, OUTPUTS)
     return args
@@ -241,8 +248,19 @@ def eval_only(args: argparse.Namespace) -> int:
 
 
 def start_jax(args: argparse.Namespace):
-    """Import JAX; with --distributed, join the other hosts first. Returns the module."""
+    """Import JAX; with --distributed, join the other hosts first. Returns the module.
+
+    First exposes the CPU as ``--cpu-devices`` devices (see :mod:`jaxseq.runtime`); the
+    count is saved in config.json, so --resume and --eval-only reuse it and reproduce
+    the run's numbers exactly (a different count changes the order of float sums).
+    """
     import jax
+
+    from jaxseq import runtime
+
+    if args.cpu_devices is None:
+        args.cpu_devices = runtime.default_cpu_devices(args.batch_size)
+    runtime.set_cpu_devices(args.cpu_devices)
 
     if args.distributed:
         try:
