@@ -260,7 +260,15 @@ def start_jax(args: argparse.Namespace):
 
     if args.cpu_devices is None:
         args.cpu_devices = runtime.default_cpu_devices(args.batch_size)
-    runtime.set_cpu_devices(args.cpu_devices)
+    try:
+        args.cpu_devices = runtime.set_cpu_devices(args.cpu_devices)  # XLA_FLAGS may win
+    except RuntimeError:
+        # JAX already started in this process (main() called from Python, as the tests
+        # do): its devices stay as they are, and the config records what is used.
+        if jax.default_backend() == "cpu" and jax.device_count() != args.cpu_devices:
+            print(f"note: JAX is already running on {jax.device_count()} CPU device(s); "
+                  f"--cpu-devices {args.cpu_devices} is not applied")
+            args.cpu_devices = jax.device_count()
 
     if args.distributed:
         try:
