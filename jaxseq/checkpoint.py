@@ -99,7 +99,17 @@ def _remove_unfinished_saves(directory: Path) -> None:
 
 
 def latest_epoch(directory: str | os.PathLike) -> int | None:
-    """The epoch of the newest complete checkpoint in ``directory``, or ``None``."""
+    """The epoch of the newest complete checkpoint in ``directory``, or ``None``.
+
+    Reads the folder listing only (no orbax, no JAX), like :func:`checkpoint_epochs`.
+
+    Args:
+      directory: one model's checkpoint folder (:func:`checkpoint_dir`).
+
+    Returns:
+      The largest epoch (1-based int) with a complete checkpoint; ``None`` if there is
+      none or the folder does not exist.
+    """
     epochs = checkpoint_epochs(directory)
     return epochs[-1] if epochs else None
 
@@ -110,6 +120,15 @@ def _json_value(value: Any) -> bool:
 
 def model_spec(model: nn.Module) -> dict[str, Any]:
     """How to rebuild ``model``: its class path and dataclass fields, JSON-ready.
+
+    Args:
+      model: a Flax module whose class is defined in ``jaxseq``.
+
+    Returns:
+      ``{"class": "<module>.<qualname>", "fields": {name: value}}``, e.g.
+      ``{"class": "jaxseq.models.RecurrentClassifier", "fields": {"cell": "gru",
+      "features": 128, ...}}``: every constructor field except Flax's ``parent`` and
+      ``name``; ``cls(**fields)`` rebuilds the module.
 
     Raises:
       ValueError: if the class is not defined in ``jaxseq`` or a field is not a plain
@@ -178,7 +197,9 @@ class Checkpointer:
         leftover temporary folders removed), and :meth:`save` is refused.
 
     Raises:
-      ValueError: for a bad ``keep`` or ``task``, or a model that cannot be recorded.
+      ValueError: for a bad ``keep`` or ``task``, a ``model`` without
+        ``example_inputs``, or a model that cannot be recorded (:func:`model_spec`).
+      FileNotFoundError: with ``read_only``, if ``directory`` does not exist.
     """
 
     def __init__(
@@ -197,7 +218,9 @@ class Checkpointer:
             raise ValueError(f"keep must be a positive integer or None, got {keep!r}")
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+        #: The checkpoint folder, as an absolute :class:`~pathlib.Path`.
         self.directory = Path(directory).absolute()
+        #: Whether the checkpointer only reads (:meth:`save` raises ``ValueError``).
         self.read_only = read_only
         if read_only and not self.directory.is_dir():
             raise FileNotFoundError(f"checkpoint folder {self.directory} does not exist")
@@ -234,12 +257,21 @@ class Checkpointer:
         self._manager.close()
 
     def epochs(self) -> list[int]:
-        """Epochs with a complete checkpoint, oldest first."""
+        """Epochs with a complete checkpoint, oldest first.
+
+        Returns:
+          The kept epochs (1-based ints) in increasing order, re-read from disk on
+          every call; ``[]`` if there are none.
+        """
         self._manager.reload()
         return sorted(self._manager.all_steps())
 
     def latest_epoch(self) -> int | None:
-        """The newest complete checkpoint's epoch, or ``None`` if there is none."""
+        """The newest complete checkpoint's epoch, or ``None`` if there is none.
+
+        Returns:
+          The last of :meth:`epochs`, or ``None`` when it is empty.
+        """
         epochs = self.epochs()
         return epochs[-1] if epochs else None
 
@@ -274,7 +306,17 @@ class Checkpointer:
         self._manager.wait_until_finished()
 
     def on_epoch_end(self, rng: jax.Array) -> Callable[[int, TrainState, History], None]:
-        """A ``fit(on_epoch_end=...)`` callback that saves every epoch with ``rng``."""
+        """A ``fit(on_epoch_end=...)`` callback that saves every epoch with ``rng``.
+
+        Args:
+          rng: the PRNG key passed to ``fit(rng=...)`` (a ``jax.random.key`` or a raw
+            ``jax.random.PRNGKey``; not an integer seed, which :meth:`restore` could not
+            read back as a key), saved with every checkpoint.
+
+        Returns:
+          A function ``(epoch, state, history) -> None`` that saves them with ``rng``
+          by :meth:`save`, returning once the checkpoint is on disk.
+        """
 
         def save(epoch: int, state: TrainState, history: History) -> None:
             self.save(epoch, state, rng, history)
@@ -288,6 +330,12 @@ class Checkpointer:
           state: a freshly created state of the same model and optimizer (its values
             are not used, only its structure, shapes and dtypes).
           epoch: which checkpoint; default the newest complete one.
+
+        Returns:
+          A :class:`Restored`: the state with the saved step, parameters and optimizer
+          state (arrays replicated over :func:`~jaxseq.train.data_mesh`'s devices), the
+          shuffle key (typed if a typed key was saved, else raw ``uint32 [2]`` key
+          data), the epoch, the history of epochs ``1..epoch`` and the JSON metadata.
 
         Raises:
           FileNotFoundError: if the folder holds no complete checkpoint.
@@ -359,6 +407,16 @@ class Checkpointer:
     def read_meta(self, epoch: int | None = None) -> dict[str, Any]:
         """The JSON part of a checkpoint (default the newest): epoch, history, model...
 
+        Args:
+          epoch: which checkpoint; default the newest complete one.
+
+        Returns:
+          The saved dict: ``"epoch"`` (int), ``"history"`` (a :data:`History` of epochs
+          ``1..epoch``), ``"task"``, ``"extra"``, ``"format"`` and ``"rng_impl"``, plus
+          ``"model"`` (:func:`model_spec`) and ``"input"`` (``{"shape", "dtype"}`` of
+          one example, without the batch axis) when the saving checkpointer was given a
+          model.
+
         Raises:
           FileNotFoundError: if the folder holds no complete checkpoint.
         """
@@ -371,7 +429,23 @@ class Checkpointer:
 
     def restore_params(self, params_like: Any, epoch: int | None = None) -> Any:
         """Only the parameters of a checkpoint (default the newest), shaped like
-        ``params_like`` (arrays or ``jax.ShapeDtypeStruct``)."""
+        ``params_like`` (arrays or ``jax.ShapeDtypeStruct``).
+
+        Args:
+          params_like: a parameter tree of the same model (e.g. from
+            ``jax.eval_shape`` of ``model.init``); only its structure, shapes and dtypes
+            are used.
+          epoch: which checkpoint; default the newest complete one.
+
+        Returns:
+          The saved parameters, a tree like ``params_like`` of arrays replicated over
+          :func:`~jaxseq.train.data_mesh`'s devices.
+
+        Raises:
+          FileNotFoundError: if the folder holds no complete checkpoint.
+          ValueError: if the saved parameters' tree paths, shapes or dtypes do not match
+            ``params_like`` (another model).
+        """
         epochs = self.epochs()
         if not epochs:
             raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
@@ -414,6 +488,15 @@ class Predictor:
         """The model's raw outputs: ``[batch, classes]`` logits for a classifier,
         ``[batch, time, 1]`` probabilities for the adder.
 
+        Args:
+          inputs: a batch shaped like the training inputs: ``[batch, 28, 28]`` float32
+            (:func:`jaxseq.data.mnist.preprocess`) for an MNIST classifier,
+            ``[batch, time, 2]`` operand bits (least significant first) for the adder.
+
+        Returns:
+          float32 ``[batch, classes]`` unnormalised logits, or float32
+          ``[batch, time, 1]`` probabilities that each sum bit is 1.
+
         Raises:
           ValueError: for inputs of the wrong rank or feature size (from the model).
         """
@@ -422,7 +505,19 @@ class Predictor:
     def predict(self, inputs: np.ndarray | jax.Array) -> np.ndarray:
         """Predictions for ``inputs`` (e.g. ``[batch, 28, 28]`` float32 as
         :func:`jaxseq.data.mnist.preprocess` gives): int32 class ids ``[batch]``, or
-        int32 sum bits ``[batch, time]`` for the adder."""
+        int32 sum bits ``[batch, time]`` for the adder.
+
+        Args:
+          inputs: as for :meth:`outputs`.
+
+        Returns:
+          A NumPy int32 array: for ``task == "classification"`` the arg-max class
+          ``[batch]``; for ``"bits"`` each sum bit ``[batch, time]`` (1 where the
+          probability is above 0.5, else 0), least significant first.
+
+        Raises:
+          ValueError: for inputs of the wrong rank or feature size (from the model).
+        """
         outputs = np.asarray(self.outputs(inputs))
         if self.task == "bits":
             return (outputs[..., 0] > 0.5).astype(np.int32)
@@ -430,7 +525,21 @@ class Predictor:
 
     def evaluate(self, dataset: Dataset, objective: Objective = CLASSIFICATION,
                  batch_size: int = 1000) -> dict[str, float]:
-        """:func:`jaxseq.train.evaluate` of these parameters on ``dataset``."""
+        """:func:`jaxseq.train.evaluate` of these parameters on ``dataset``.
+
+        Args:
+          dataset: inputs ``[N, ...]`` and labels ``[N, ...]``, as for training.
+          objective: loss and metrics; the default suits classifiers, pass one of
+            :data:`jaxseq.adder.ADDER_OBJECTIVES` for the adder.
+          batch_size: examples per evaluation batch (memory only, not results).
+
+        Returns:
+          ``{"loss": ..., <metric>: ...}``: Python floats, means over every example;
+          metrics are fractions in [0, 1].
+
+        Raises:
+          ValueError: for an empty dataset or a non-positive ``batch_size``.
+        """
         state = TrainState.create(apply_fn=self.model.apply, params=self.params,
                                   tx=_NO_OPTIMIZER)
         return evaluate(state, dataset, objective, batch_size)

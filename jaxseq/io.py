@@ -20,6 +20,17 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     The text goes to a temporary file in the same folder, is flushed to disk, then
     renamed over ``path`` (``os.replace`` is atomic on POSIX and Windows), so a
     reader or an interrupted run never sees a half-written file.
+
+    Args:
+      path: the file to write; its parent folders are created when missing, and an
+        existing file is replaced.
+      obj: a JSON-serialisable value (dicts, lists, str, int, float, bool, None).
+
+    Returns:
+      ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+      TypeError: if ``obj`` is not JSON-serialisable (``path`` is then left unchanged).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,13 +49,38 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Load a JSON file written by :func:`write_json_atomic`."""
+    """Load a JSON file written by :func:`write_json_atomic`.
+
+    Args:
+      path: the JSON file.
+
+    Returns:
+      The decoded value (for a run's ``config.json``, a ``dict``).
+
+    Raises:
+      FileNotFoundError: if ``path`` does not exist.
+      ValueError: if the file is not valid JSON (``json.JSONDecodeError``).
+    """
     with open(path) as f:
         return json.load(f)
 
 
 def new_run_dir(base: str | os.PathLike = "runs", name: str = "run") -> Path:
-    """Create and return a fresh folder ``base/<name>-<YYYYmmdd-HHMMSS>[-k]``."""
+    """Create and return a fresh folder ``base/<name>-<YYYYmmdd-HHMMSS>[-k]``.
+
+    The time stamp is the local time; ``-k`` (``k`` = 1, 2, ...) is appended only when
+    a folder with that stamp already exists, so no existing folder is ever reused.
+
+    Args:
+      base: the parent folder, created when missing.
+      name: the prefix of the folder name.
+
+    Returns:
+      The new, empty folder.
+
+    Raises:
+      RuntimeError: if 1000 folders with the current time stamp already exist.
+    """
     base = Path(base)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for k in range(1000):
@@ -65,6 +101,15 @@ _TMP_MARK = ".orbax-checkpoint-tmp"  # orbax's suffix for a checkpoint still bei
 def checkpoint_dir(run_dir: str | os.PathLike, name: str) -> Path:
     """``RUN_DIR/checkpoints/<name>``, the checkpoint folder of one model of a run.
 
+    Nothing is created or checked on disk.
+
+    Args:
+      run_dir: the run folder.
+      name: the model's name, e.g. ``"gru"`` or ``"seed-0"``.
+
+    Returns:
+      ``Path(run_dir) / "checkpoints" / name``.
+
     Raises:
       ValueError: if ``name`` is not a plain folder name.
     """
@@ -79,6 +124,13 @@ def checkpoint_epochs(directory: str | os.PathLike) -> list[int]:
     Complete means an orbax step folder named by the epoch that holds the ``meta`` item;
     ``<epoch>.orbax-checkpoint-tmp-*`` folders are saves that never finished (orbax
     renames them once complete) and never count. A missing folder has none.
+
+    Args:
+      directory: one model's checkpoint folder (:func:`checkpoint_dir`).
+
+    Returns:
+      The epochs (1-based ints) in increasing order; ``[]`` if there are none or the
+      folder does not exist.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -88,7 +140,16 @@ def checkpoint_epochs(directory: str | os.PathLike) -> list[int]:
 
 
 def checkpoint_names(run_dir: str | os.PathLike) -> list[str]:
-    """Names of the models of ``run_dir`` with at least one complete checkpoint, sorted."""
+    """Names of the models of ``run_dir`` with at least one complete checkpoint, sorted.
+
+    Args:
+      run_dir: the run folder.
+
+    Returns:
+      The sub-folder names of ``RUN_DIR/checkpoints`` that hold a complete checkpoint
+      (:func:`checkpoint_epochs` not empty), sorted; ``[]`` if there are none or the
+      folder does not exist.
+    """
     folder = Path(run_dir) / CHECKPOINTS_DIR
     if not folder.is_dir():
         return []

@@ -49,8 +49,14 @@ from tqdm.auto import tqdm
 from jaxseq import losses
 from jaxseq.data.dataset import Dataset
 
+#: What :func:`fit` returns and continues: one list per key (``"epoch"``,
+#: ``"train_loss"``, ``"train_<metric>"``, ``"val_loss"``, ``"val_<metric>"``,
+#: ``"epoch_seconds"``), one value per completed epoch, oldest first.
 History = dict[str, list[float]]
+#: ``(predictions, labels) -> [batch]``: the per-example loss, see :class:`Objective`.
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+#: ``(predictions, labels) -> {name: [batch]}``: per-example metric values (fractions,
+#: e.g. 1.0 for a correct example), see :class:`Objective`.
 MetricsFn = Callable[[jax.Array, jax.Array], Mapping[str, jax.Array]]
 
 __all__ = [
@@ -125,6 +131,11 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
         local device, and every device of every process after
         ``jax.distributed.initialize()``.
 
+    Returns:
+      A 1-D :class:`jax.sharding.Mesh` of shape ``(len(devices),)`` over the devices in
+      the given order, its one axis named :data:`DATA_AXIS` (an "Auto" axis where JAX
+      has axis types: sharding is propagated by XLA).
+
     Raises:
       ValueError: for an empty device list.
     """
@@ -184,8 +195,14 @@ def create_train_state(
       optimizer: any optax transformation; default ``optax.adam(learning_rate)``,
         which puts epsilon outside the square root exactly like ``torch.optim.Adam``.
 
+    Returns:
+      A ``TrainState`` at step 0 with ``apply_fn=model.apply``, the initial
+      ``params`` (initialised on the first example of ``example_inputs``) and the
+      optimizer's initial state.
+
     Raises:
-      ValueError: for a non-positive or non-finite learning rate.
+      ValueError: for a non-positive or non-finite learning rate (checked only when
+        ``optimizer`` is not given).
     """
     if optimizer is None:
         if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)
@@ -264,7 +281,26 @@ def eval_step(
     weights: jax.Array,
     objective: Objective,
 ) -> dict[str, jax.Array]:
-    """Sums of the loss and metrics over one batch; ``weights [batch]`` is 0 on padding."""
+    """Sums of the loss and metrics over one batch; ``weights [batch]`` is 0 on padding.
+
+    Pure; no parameter update.
+
+    Args:
+      state: the parameters to evaluate (only ``params`` and ``apply_fn`` are used).
+      inputs: ``[batch, ...]`` model inputs.
+      labels: ``[batch, ...]`` targets.
+      weights: ``[batch]`` float weight of each example: 1 for a real one, 0 for
+        padding.
+      objective: the loss and metrics.
+
+    Returns:
+      ``{"loss", *metrics, "count"}``: float32 scalars, each the weighted sum over
+      the batch of the per-example values, and ``"count"`` the sum of the weights;
+      divide by ``"count"`` for means.
+
+    Raises:
+      ValueError: if the loss or a metric does not return one value per example.
+    """
     predictions = state.apply_fn({"params": state.params}, inputs)
     per_example = objective.loss_fn(predictions, labels)
     _check_per_example(per_example, labels.shape[0], "loss_fn")
@@ -584,7 +620,22 @@ def fit(
 
 
 def format_epoch(record: Mapping[str, float]) -> str:
-    """One line for an epoch: losses as is, metrics in percent, seconds."""
+    """One line for an epoch: losses as is, metrics in percent, seconds.
+
+    Args:
+      record: one epoch's values, keyed as in :data:`History`: ``"epoch"`` and
+        ``"epoch_seconds"`` (both required), losses (keys ending in ``"loss"``) and
+        metrics (fractions in [0, 1]), in the order they are to be shown.
+
+    Returns:
+      The line, e.g.
+      ``"epoch   3 | train_loss 0.1234 | train_accuracy  96.50% | 12.3 s"``: losses
+      to 4 decimals, metrics as percentages to 2 decimals, the epoch's wall time in
+      seconds to 1 decimal.
+
+    Raises:
+      KeyError: if ``"epoch"`` or ``"epoch_seconds"`` is missing.
+    """
     parts = [f"epoch {int(record['epoch']):3d}"]
     for key, value in record.items():
         if key in ("epoch", "epoch_seconds"):
