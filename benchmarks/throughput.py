@@ -64,6 +64,7 @@ from jaxseq.train import (
 
 REPO = Path(__file__).resolve().parents[1]
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+_CHILD_ENV: dict[str, str] = {}
 MODELS = {"rnn": ("rnn", False), "lstm": ("lstm", False), "gru": ("gru", False),
           "bilstm": ("lstm", True)}
 
@@ -147,7 +148,7 @@ def bench_torch(cell: str, bidirectional: bool, batch_size: int, steps: int,
     would otherwise compete with PyTorch's. ``None`` when PyTorch is not installed."""
     command = [sys.executable, __file__, "--torch-child", json.dumps(
         [cell, bidirectional, batch_size, steps, repeats])]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=_CHILD_ENV)
     if result.returncode != 0:
         raise RuntimeError(f"PyTorch benchmark failed: {result.stderr.strip()[-2000:]}")
     return json.loads(result.stdout)
@@ -219,7 +220,7 @@ def bench_adder(steps: int, repeats: int, adder_run: bool) -> dict:
             start = time.perf_counter()
             subprocess.run([sys.executable, str(REPO / "experiments" / "adder.py"),
                             "--no-progress", "--out-dir", str(Path(tmp) / "run")],
-                           check=True, capture_output=True, cwd=REPO)
+                           check=True, capture_output=True, cwd=REPO, env=_CHILD_ENV)
             result["default_run_wall_s"] = time.perf_counter() - start
     return result
 
@@ -245,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON file (default benchmarks/results/throughput-<backend>.json)")
     args = parser.parse_args(argv)
-    # Before anything starts JAX's backends.
+    # Before anything starts JAX's backends. Child processes get the environment as it
+    # was, so that they choose their own device count as they would when run by hand.
+    _CHILD_ENV.update(os.environ)
     runtime.set_cpu_devices(args.cpu_devices or runtime.default_cpu_devices(args.batch_size))
     results_dir = REPO / "benchmarks" / "results"
     args.out = args.out or results_dir / f"throughput-{jax.default_backend()}.json"
