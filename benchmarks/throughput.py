@@ -101,6 +101,24 @@ def _replicate(tree, mesh):
     return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
+def _time_chunk(state, sums, x, y, indices, objective, mesh, repeats: int):
+    """Compile ``train_chunk`` ahead of time, warm it up, then time ``repeats`` calls.
+
+    Returns (compile seconds, median seconds per call, the trained state)."""
+    start = time.perf_counter()
+    compiled = train_chunk.lower(state, sums, x, y, indices, objective, mesh).compile()
+    compile_seconds = time.perf_counter() - start
+    state, sums = compiled(state, sums, x, y, indices)  # warm-up
+    jax.block_until_ready(sums)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        state, sums = compiled(state, sums, x, y, indices)
+        jax.block_until_ready(sums)
+        times.append(time.perf_counter() - start)
+    return compile_seconds, statistics.median(times), state
+
+
 def bench_jax(cell: str, bidirectional: bool, batch_size: int, steps: int, repeats: int,
               implementation: str) -> dict:
     mesh = data_mesh()
@@ -114,18 +132,9 @@ def bench_jax(cell: str, bidirectional: bool, batch_size: int, steps: int, repea
     sums = _replicate(_zero_sums(state, CLASSIFICATION, x, y), mesh)
     indices = _replicate(jnp.arange(n, dtype=jnp.int32).reshape(steps, batch_size), mesh)
 
-    start = time.perf_counter()
-    compiled = train_chunk.lower(state, sums, x, y, indices, CLASSIFICATION, mesh).compile()
-    compile_seconds = time.perf_counter() - start
-    state, sums = compiled(state, sums, x, y, indices)  # warm-up
-    jax.block_until_ready(sums)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        state, sums = compiled(state, sums, x, y, indices)
-        jax.block_until_ready(sums)
-        times.append(time.perf_counter() - start)
-    train_rate = n / statistics.median(times)
+    compile_seconds, seconds, state = _time_chunk(state, sums, x, y, indices, CLASSIFICATION,
+                                                  mesh, repeats)
+    train_rate = n / seconds
 
     count = min(n, 10_000)
     evaluation = _EvalData.from_dataset(Dataset(np.asarray(x[:count]), np.asarray(y[:count])),
@@ -205,16 +214,8 @@ def bench_adder(steps: int, repeats: int, adder_run: bool) -> dict:
     state = _replicate(create_train_state(model, jax.random.key(0), x[:1]), mesh)
     sums = _replicate(_zero_sums(state, objective, x, y), mesh)
     indices = _replicate(jnp.arange(32 * steps, dtype=jnp.int32).reshape(steps, 32), mesh)
-    compiled = train_chunk.lower(state, sums, x, y, indices, objective, mesh).compile()
-    state, sums = compiled(state, sums, x, y, indices)
-    jax.block_until_ready(sums)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        state, sums = compiled(state, sums, x, y, indices)
-        jax.block_until_ready(sums)
-        times.append(time.perf_counter() - start)
-    result = {"train_samples_per_s": 32 * steps / statistics.median(times)}
+    _, seconds, _ = _time_chunk(state, sums, x, y, indices, objective, mesh, repeats)
+    result = {"train_samples_per_s": 32 * steps / seconds}
     if adder_run:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()

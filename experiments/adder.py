@@ -29,7 +29,13 @@ from pathlib import Path
 
 # Only light imports before the flags are checked, so that a bad flag fails fast;
 # jaxseq.adder (JAX, Flax) is imported once they are valid.
-from jaxseq.cli import ensure_new_run_dir, explicit_flags, fail, refuse_other_flags
+from jaxseq.cli import (
+    add_run_flags,
+    ensure_new_run_dir,
+    explicit_flags,
+    fail,
+    refuse_other_flags,
+)
 from jaxseq.data.adder import MAX_BITS, parse_bit_range
 
 LOSSES = ("bce", "mse")  # keys of jaxseq.adder.ADDER_OBJECTIVES (checked by the tests)
@@ -120,19 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="additions per evaluated length")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="output folder (default: a new folder under runs/)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.add_argument("--keep-checkpoints", type=positive_int, default=3,
-                        help="how many of the newest per-epoch checkpoints to keep per seed")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the run in a non-empty --out-dir (its checkpoints and "
-                             "results are deleted first)")
-    parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
-                        help="continue an interrupted run from its last complete checkpoints "
-                             "with the settings in RUN_DIR/config.json; combinable only with "
-                             "--no-progress, --keep-checkpoints, --distributed")
-    parser.add_argument("--distributed", action="store_true",
-                        help="call jax.distributed.initialize() first (multi-host; start the "
-                             "same command on every host)")
+    add_run_flags(parser, unit="seed",
+                  resume_with="--no-progress, --keep-checkpoints, --distributed")
     return parser
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from jaxseq import io
 from jaxseq.cli import (
     ArgumentParser,
+    add_run_flags,
     ensure_new_run_dir,
     explicit_flags,
     fail,
@@ -73,23 +74,12 @@ def build_parser() -> ArgumentParser:
                         help="run folder (default: a new folder under runs/)")
     parser.add_argument("--train-subset", type=positive_int, default=None,
                         help="train on the first N shuffled training images only (quick runs)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    parser.add_argument("--keep-checkpoints", type=positive_int, default=3,
-                        help="how many of the newest per-epoch checkpoints to keep per model")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the run in a non-empty --out-dir (its checkpoints and "
-                             "results are deleted first)")
-    parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
-                        help="continue an interrupted run from its last complete checkpoints, "
-                             "with the settings in RUN_DIR/config.json; combinable only with "
-                             "--data-dir, --no-progress, --keep-checkpoints, --distributed")
+    add_run_flags(parser, unit="model",
+                  resume_with="--data-dir, --no-progress, --keep-checkpoints, --distributed")
     parser.add_argument("--eval-only", type=Path, default=None, metavar="RUN_DIR",
                         help="re-score the saved model(s) of RUN_DIR on the test set and "
                              "check the saved test accuracy; combinable only with --data-dir "
                              "and --distributed")
-    parser.add_argument("--distributed", action="store_true",
-                        help="call jax.distributed.initialize() first (multi-host; start the "
-                             "same command on every host)")
     parser.add_argument("--cpu-devices", type=positive_int, default=None,
                         help="on a CPU, split it into this many JAX devices so that data "
                              "parallelism uses every core (default: the largest divisor of "

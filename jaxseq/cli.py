@@ -152,3 +152,29 @@ def ensure_new_run_dir(parser: argparse.ArgumentParser, out_dir: str | os.PathLi
         for path in out_dir.glob(pattern):
             if path.is_file():
                 path.unlink()
+
+
+def add_run_flags(parser: argparse.ArgumentParser, *, unit: str, resume_with: str) -> None:
+    """Add the run-folder flags both experiments share.
+
+    ``--no-progress``, ``--keep-checkpoints N`` (default 3), ``--overwrite``,
+    ``--resume RUN_DIR`` and ``--distributed``.
+
+    Args:
+      parser: the experiment's parser.
+      unit: what one checkpoint folder holds, for the help text ("model", "seed").
+      resume_with: the flags ``--resume`` may be combined with, for the help text.
+    """
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--keep-checkpoints", type=positive_int, default=3,
+                        help=f"how many of the newest per-epoch checkpoints to keep per {unit}")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run in a non-empty --out-dir (its checkpoints and "
+                             "results are deleted first)")
+    parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                        help="continue an interrupted run from its last complete checkpoints, "
+                             "with the settings in RUN_DIR/config.json; combinable only with "
+                             f"{resume_with}")
+    parser.add_argument("--distributed", action="store_true",
+                        help="call jax.distributed.initialize() first (multi-host; start the "
+                             "same command on every host)")
