@@ -30,11 +30,17 @@ from pathlib import Path
 # Only light imports before the flags are checked, so that a bad flag fails fast;
 # jaxseq.adder (JAX, Flax) is imported once they are valid.
 from jaxseq.cli import (
+    MAX_SEED,
     add_run_flags,
     ensure_new_run_dir,
     explicit_flags,
     fail,
+    make_run_dir,
     refuse_other_flags,
+    restore_error,
+    run_main,
+    saved_settings,
+    seed_int,
 )
 from jaxseq.data.adder import MAX_BITS, parse_bit_range
 
@@ -62,13 +68,6 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
     return value
 
 
@@ -117,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hidden-size", type=positive_int, default=5)
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
                         help="optax Adam (eps 1e-8, PyTorch-style) or Keras' Adam (eps 1e-7)")
-    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--seeds", type=positive_int, default=1,
                         help="repeat with seeds seed, seed+1, ... and count converged runs")
     parser.add_argument("--eval-bits", type=bit_range, default="3..19",
@@ -157,9 +156,9 @@ def load_saved_settings(parser: argparse.ArgumentParser, args: argparse.Namespac
                      f"before its first epoch ended); start it again with --out-dir {run_dir} "
                      f"--overwrite")
     given = explicit_flags(parser, argv)
-    for key in SETTINGS:
-        if key in config and key not in given:
-            setattr(args, key, config[key])
+    for key, value in saved_settings(parser, config, SETTINGS, "--resume").items():
+        if key not in given:
+            setattr(args, key, value)
     args.out_dir = run_dir
 
 
@@ -241,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.out_dir is not None:
         ensure_new_run_dir(parser, args.out_dir, args.overwrite, OUTPUTS)
     check_sizes(parser, args)
+    if args.seed + args.seeds - 1 > MAX_SEED:
+        parser.error(f"--seed {args.seed} with --seeds {args.seeds} goes past the largest "
+                     f"seed, {MAX_SEED}")
 
     import jax
 
@@ -278,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = list(range(args.seed, args.seed + args.seeds))
     print(f"  seeds: {seeds}")
 
-    out_dir = args.out_dir if args.out_dir is not None else new_run_dir("runs", "adder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = (make_run_dir(parser, args.out_dir) if args.out_dir is not None
+               else new_run_dir("runs", "adder"))
     print(f"  out_dir: {out_dir}")
     run_config = dataclasses.asdict(config) | {
         "seed": args.seed, "seeds": args.seeds, "keep_checkpoints": args.keep_checkpoints,
@@ -300,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
                                checkpoint_dir=out_dir / "checkpoints" / f"seed-{seed}",
                                keep_checkpoints=args.keep_checkpoints,
                                resume=args.resume is not None)
+        except (KeyError, OSError) as error:  # orbax / tensorstore: a damaged checkpoint
+            restore_error(parser.prog, out_dir / "checkpoints" / f"seed-{seed}", error)
         except NonFiniteLossError as error:
             from jaxseq.checkpoint import latest_epoch
 
@@ -356,4 +360,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, "adder.py"))

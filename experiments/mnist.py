@@ -34,9 +34,14 @@ from jaxseq.cli import (
     ensure_new_run_dir,
     explicit_flags,
     fail,
+    make_run_dir,
     positive_float,
     positive_int,
     refuse_other_flags,
+    restore_error,
+    run_main,
+    saved_settings,
+    seed_int,
 )
 from jaxseq.data import mnist
 
@@ -65,7 +70,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--batch-size", type=positive_int, default=64,
                         help="examples per step; a multiple of the number of devices")
     parser.add_argument("--learning-rate", type=positive_float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=seed_int, default=0,
                         help="seeds the split, the initialisation and the shuffles")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="folder with the four MNIST IDX files (default: $JAXSEQ_DATA_DIR, "
@@ -137,11 +142,10 @@ def load_saved_settings(parser: argparse.ArgumentParser, args: argparse.Namespac
         parser.error(f"--resume: {run_dir} is a finished run (summary.json exists); nothing to "
                      f"resume; use --eval-only {run_dir} to re-score it")
     given = explicit_flags(parser, argv)
-    for key in SETTINGS:
-        if key in given or key not in config:
-            continue
-        value = config[key]
-        setattr(args, key, Path(value) if key == "data_dir" and value is not None else value)
+    saved = saved_settings(parser, config, SETTINGS, "--resume", optional=("cpu_devices",))
+    for key, value in saved.items():
+        if key not in given:
+            setattr(args, key, Path(value) if key == "data_dir" and value is not None else value)
     args.out_dir = run_dir
 
 
@@ -170,7 +174,10 @@ def train_one(cell: str, args: argparse.Namespace, splits: mnist.MNISTSplits) ->
     with Checkpointer(io.checkpoint_dir(args.out_dir, name), keep=args.keep_checkpoints,
                       model=model, example_inputs=splits.train.inputs[:1]) as checkpointer:
         if args.resume is not None and checkpointer.latest_epoch() is not None:
-            restored = checkpointer.restore(state)
+            try:
+                restored = checkpointer.restore(state)
+            except (ValueError, KeyError, OSError) as error:  # orbax / tensorstore errors
+                restore_error(args.parser.prog, checkpointer.directory, error)
             state, shuffle_rng = restored.state, restored.rng
             initial_epoch, history = restored.epoch, restored.history
             print(f"resuming {name} after epoch {initial_epoch} from {checkpointer.directory}")
@@ -290,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         config = io.read_json(args.out_dir / "config.json")
         print(f"resuming the run in {args.out_dir}")
     else:
-        args.out_dir = args.out_dir or io.new_run_dir("runs", f"mnist-{args.cell}")
+        args.out_dir = (make_run_dir(parser, args.out_dir) if args.out_dir
+                        else io.new_run_dir("runs", f"mnist-{args.cell}"))
         config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                   if k not in ("parser", "resume", "eval_only", "overwrite")}
         config.update(backend=jax.default_backend(), devices=[str(d) for d in jax.devices()],
@@ -326,4 +334,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, "mnist.py"))

@@ -285,10 +285,14 @@ class Checkpointer:
           history: ``fit``'s history up to and including ``epoch``.
 
         Raises:
-          ValueError: for a read-only checkpointer.
+          ValueError: for a read-only checkpointer, or an ``epoch`` already saved there.
         """
         if self.read_only:
             raise ValueError(f"checkpointer for {self.directory} is read-only")
+        if int(epoch) in self._manager.all_steps():
+            # orbax would skip the save silently and keep the old checkpoint.
+            raise ValueError(f"{self.directory} already holds a checkpoint of epoch {epoch}; "
+                             f"resume from it, or write the run to a new folder")
         rng = jnp.asarray(rng) if not isinstance(rng, jax.Array) else rng
         typed = jnp.issubdtype(rng.dtype, jax.dtypes.prng_key)
         meta = dict(self._meta, epoch=int(epoch), history=history,

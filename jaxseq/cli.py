@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -154,6 +155,31 @@ def ensure_new_run_dir(parser: argparse.ArgumentParser, out_dir: str | os.PathLi
                 path.unlink()
 
 
+#: Largest ``--seed`` accepted (seeds feed ``jax.random.key``, a 32-bit seed here).
+MAX_SEED = 2**32 - 1
+
+
+def seed_int(text: str) -> int:
+    """``argparse`` type: an integer seed in ``[0, MAX_SEED]``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, {MAX_SEED}], got {text}")
+    return value
+
+
+def make_run_dir(parser: argparse.ArgumentParser, out_dir: str | os.PathLike) -> Path:
+    """Create the ``--out-dir`` folder (and its parents), or exit with a one-line error."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        parser.error(f"--out-dir {out_dir} cannot be created: {error.strerror or error}")
+    return out_dir
+
+
 def add_run_flags(parser: argparse.ArgumentParser, *, unit: str, resume_with: str) -> None:
     """Add the run-folder flags both experiments share.
 
@@ -178,3 +204,76 @@ def add_run_flags(parser: argparse.ArgumentParser, *, unit: str, resume_with: st
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() first (multi-host; start the "
                              "same command on every host)")
+
+
+def saved_settings(parser: argparse.ArgumentParser, config: object, keys: tuple[str, ...],
+                   flag: str, optional: tuple[str, ...] = ()) -> dict:
+    """The run settings ``keys`` of a run's config.json, each checked as its flag would be.
+
+    A hand-edited or damaged config.json must not resume a different run silently: a
+    missing key (unless in ``optional``) or a value its flag would refuse ends with a
+    one-line ``parser.error`` (exit 2).
+
+    Args:
+      parser: the script's parser; its actions give each setting's type and choices.
+      config: the parsed config.json.
+      keys: the settings to read (argparse ``dest`` names).
+      flag: the flag being served, for the messages (``"--resume"``).
+      optional: keys that older runs may lack; left out of the result when missing.
+
+    Returns:
+      ``{key: value}`` for the keys present.
+    """
+    if not isinstance(config, dict):
+        parser.error(f"{flag}: config.json does not hold a settings object")
+    actions = {action.dest: action for action in parser._actions}
+    settings = {}
+    for key in keys:
+        if key not in config:
+            if key in optional:
+                continue
+            parser.error(f"{flag}: config.json lacks the setting {key!r}; it is not a complete "
+                         f"run folder of {parser.prog}")
+        value, action = config[key], actions[key]
+        option = action.option_strings[0] if action.option_strings else key
+        if isinstance(action, argparse._StoreTrueAction):
+            ok = isinstance(value, bool)
+        elif value is None:
+            ok = action.default is None
+        elif action.choices is not None:
+            ok = value in action.choices
+        elif isinstance(value, list):
+            ok = all(isinstance(v, int) and not isinstance(v, bool) for v in value) and value
+        elif action.type is not None:
+            try:
+                action.type(str(value))
+                ok = not isinstance(value, bool)
+            except (argparse.ArgumentTypeError, ValueError, TypeError):
+                ok = False
+        else:
+            ok = True
+        if not ok:
+            parser.error(f"{flag}: config.json holds {key} = {value!r}, which {option} "
+                         f"would refuse")
+        settings[key] = value
+    return settings
+
+
+def run_main(main: Callable[[], int], prog: str) -> int:
+    """Run a script's ``main``; Ctrl-C ends with one line and exit code 130, no traceback.
+
+    The checkpoints of finished epochs stay, so the run can be continued with ``--resume``.
+    """
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted; finished epochs are checkpointed, continue with "
+              f"--resume RUN_DIR", file=sys.stderr)
+        return 130
+
+
+def restore_error(prog: str, directory: str | os.PathLike, error: BaseException) -> NoReturn:
+    """Exit (code 2) with one line for a checkpoint that exists but cannot be restored."""
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    fail(prog, f"--resume: the checkpoint in {directory} cannot be restored (damaged or "
+               f"written by another version?): {type(error).__name__}: {first}", 2)

@@ -41,6 +41,10 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates 0600 files; give results the usual umask-based mode instead.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -541,6 +541,10 @@ def fit(
         Data and state are replicated on it; each step's batch is sharded along its
         data axis.
 
+    The state's buffers are donated to the compiled steps: after ``fit`` use the state
+    it returns, not the one passed in, and copy a state handed to ``on_epoch_end``
+    (``jax.tree.map(jnp.copy, state)``) if you keep it beyond the call.
+
     Returns:
       The trained state and the history: ``{"epoch", "train_loss",
       "train_<metric>", "val_loss", "val_<metric>", "epoch_seconds"}``, one entry per
