@@ -470,13 +470,21 @@ def _epoch_indices(rng: jax.Array, epoch: int, num_examples: int, steps: int, ba
     return permutation[: steps * batch_size].reshape(steps, batch_size)
 
 
-def _zero_sums(state, objective, inputs, labels) -> dict[str, jax.Array]:
-    shapes = jax.eval_shape(
+def _sum_shapes(state, objective, inputs, labels) -> dict[str, jax.ShapeDtypeStruct]:
+    """Shapes of the running sums; traces ``train_step`` once, so call it outside loops."""
+    return jax.eval_shape(
         lambda s, x, y: train_step(s, x, y, objective)[1], state, inputs[:1], labels[:1]
     )
+
+
+def _zeros(shapes: Mapping[str, jax.ShapeDtypeStruct]) -> dict[str, jax.Array]:
     sums = {name: jnp.zeros(s.shape, s.dtype) for name, s in shapes.items()}
     sums[_NONFINITE_STEP] = jnp.full((), -1, jnp.int32)
     return sums
+
+
+def _zero_sums(state, objective, inputs, labels) -> dict[str, jax.Array]:
+    return _zeros(_sum_shapes(state, objective, inputs, labels))
 
 
 def _check_history(history: Mapping[str, Sequence[float]], initial_epoch: int) -> History:
@@ -587,11 +595,12 @@ def fit(
     steps = num_examples // batch_size
     chunk = -(-steps // min(progress_updates, steps))
 
+    sum_shapes = _sum_shapes(state, objective, inputs, labels)  # traced once, not per epoch
     for epoch in range(initial_epoch + 1, epochs + 1):
         start = time.perf_counter()
         indices = _to_mesh(_epoch_indices(rng, epoch, num_examples, steps, batch_size),
                            replicated)
-        sums = _to_mesh(_zero_sums(state, objective, inputs, labels), replicated)
+        sums = _to_mesh(_zeros(sum_shapes), replicated)
         bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="step",
                    disable=not progress, leave=False)
         for first in range(0, steps, chunk):
