@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -33,3 +35,14 @@ def mnist_dir() -> pathlib.Path:
             pytest.fail(message)
         pytest.skip(message)
     return folder
+
+
+def run_experiment(script: str | os.PathLike, *args: str,
+                   timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run an experiment script (a name under experiments/, or a path) in a fresh process
+    from the repository root; stdout and stderr captured as text."""
+    path = pathlib.Path(script)
+    if not path.is_absolute():
+        path = REPO_ROOT / "experiments" / path
+    return subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO_ROOT)

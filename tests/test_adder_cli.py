@@ -5,17 +5,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_experiment
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "adder.py"
 
 
 def run_script(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=SCRIPT.parents[1])
+    return run_experiment(SCRIPT, *args, timeout=timeout)
 
 
 @pytest.mark.parametrize(

@@ -7,12 +7,11 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import pytest
-from conftest import REPO_ROOT
+from conftest import run_experiment
 
 from jaxseq.checkpoint import Checkpointer
 from jaxseq.io import write_json_atomic
@@ -21,8 +20,7 @@ from jaxseq.train import create_train_state
 
 
 def run(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO_ROOT / "experiments" / script), *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+    return run_experiment(script, *args, timeout=timeout)
 
 
 def assert_one_line_exit_2(result: subprocess.CompletedProcess, expected: str) -> None:

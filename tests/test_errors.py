@@ -11,13 +11,11 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
-from conftest import MNIST_NAMES, REPO_ROOT
+from conftest import MNIST_NAMES, REPO_ROOT, run_experiment
 
 from jaxseq import io
 from jaxseq.checkpoint import Checkpointer, latest_epoch
@@ -30,8 +28,7 @@ ADDER = REPO_ROOT / "experiments" / "adder.py"
 
 
 def run(script, *args, timeout=120):
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO_ROOT)
+    return run_experiment(script, *args, timeout=timeout)
 
 
 def assert_one_line_error(result, code, *mentions):

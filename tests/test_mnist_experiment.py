@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_experiment
 
 SCRIPT = REPO_ROOT / "experiments" / "mnist.py"
 
 
 def run_script(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO_ROOT)
+    return run_experiment(SCRIPT, *args, timeout=timeout)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_experiment
 
 MNIST = REPO_ROOT / "experiments" / "mnist.py"
 ADDER = REPO_ROOT / "experiments" / "adder.py"
@@ -30,8 +30,7 @@ def command(script, *args):
 
 
 def run(script, *args, timeout=300):
-    return subprocess.run(command(script, *args), capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO_ROOT)
+    return run_experiment(script, *args, timeout=timeout)
 
 
 def without_timing(value):
