@@ -49,31 +49,31 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxseq import io, runtime
+from jaxseq import runtime
 from jaxseq.data import Dataset
-from jaxseq.models import RecurrentClassifier
+from jaxseq.nn.classifier import RecurrentClassifier
+from jaxseq.nn.registry import CELLS
+from jaxseq.runs import folder
 from jaxseq.train import (
     CLASSIFICATION,
-    _EvalData,
-    _evaluate_batches,
-    _zero_sums,
+    EvalData,
     create_train_state,
     data_mesh,
+    evaluate_batches,
     train_chunk,
+    zero_sums,
 )
 
 REPO = Path(__file__).resolve().parents[1]
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 _CHILD_ENV: dict[str, str] = {}
-MODELS = {"rnn": ("rnn", False), "lstm": ("lstm", False), "gru": ("gru", False),
-          "bilstm": ("lstm", True)}
+MODELS = {**{cell: (cell, False) for cell in CELLS}, "bilstm": ("lstm", True)}
 
 
 def train_flops_per_sample(cell: str, bidirectional: bool, time_steps: int = 28,
                            inputs: int = 28, hidden: int = 128, classes: int = 10) -> float:
     """Analytic training flops of one sample (see the module docstring)."""
     directions = 2 if bidirectional else 1
-    forward = 2 * time_steps * GATES[cell] * hidden * (inputs + hidden) * directions
+    forward = 2 * time_steps * len(CELLS[cell].gates) * hidden * (inputs + hidden) * directions
     return 3 * forward + 3 * 2 * directions * hidden * classes
 
 
@@ -129,7 +129,7 @@ def bench_jax(cell: str, bidirectional: bool, batch_size: int, steps: int, repea
     model = RecurrentClassifier(cell=cell, features=128, bidirectional=bidirectional,
                                 implementation=implementation)
     state = _replicate(create_train_state(model, jax.random.key(0), x[:1]), mesh)
-    sums = _replicate(_zero_sums(state, CLASSIFICATION, x, y), mesh)
+    sums = _replicate(zero_sums(state, CLASSIFICATION, x, y), mesh)
     indices = _replicate(jnp.arange(n, dtype=jnp.int32).reshape(steps, batch_size), mesh)
 
     compile_seconds, seconds, state = _time_chunk(state, sums, x, y, indices, CLASSIFICATION,
@@ -137,12 +137,12 @@ def bench_jax(cell: str, bidirectional: bool, batch_size: int, steps: int, repea
     train_rate = n / seconds
 
     count = min(n, 10_000)
-    evaluation = _EvalData.from_dataset(Dataset(np.asarray(x[:count]), np.asarray(y[:count])),
+    evaluation = EvalData.from_dataset(Dataset(np.asarray(x[:count]), np.asarray(y[:count])),
                                         1000, mesh)
     args = (state, evaluation.inputs, evaluation.labels, evaluation.weights, CLASSIFICATION,
             mesh)
-    jax.block_until_ready(_evaluate_batches(*args))
-    eval_times = [_timed(lambda: jax.block_until_ready(_evaluate_batches(*args)))
+    jax.block_until_ready(evaluate_batches(*args))
+    eval_times = [_timed(lambda: jax.block_until_ready(evaluate_batches(*args)))
                   for _ in range(repeats)]
     eval_count = count
     flops = train_flops_per_sample(cell, bidirectional)
@@ -202,17 +202,18 @@ def _torch_child(cell: str, bidirectional: bool, batch_size: int, steps: int,
 
 
 def bench_adder(steps: int, repeats: int, adder_run: bool) -> dict:
-    from jaxseq import adder as adder_task
-    from jaxseq.data import adder as adder_data
+    from jaxseq.tasks.adder import data as adder_data
+    from jaxseq.tasks.adder import model as adder_model
+    from jaxseq.tasks.adder import task as adder_task
 
     # experiments/adder.py trains on one device: the cell is far too small to split.
     mesh = data_mesh(jax.devices()[:1])
     data = adder_data.generate(5, 32 * steps, 0)
-    model = adder_task.BinaryAdder(hidden_features=5)
+    model = adder_model.BinaryAdder(hidden_features=5)
     objective = adder_task.get_objective("bce")
     x, y = _replicate((jnp.asarray(data.inputs), jnp.asarray(data.labels)), mesh)
     state = _replicate(create_train_state(model, jax.random.key(0), x[:1]), mesh)
-    sums = _replicate(_zero_sums(state, objective, x, y), mesh)
+    sums = _replicate(zero_sums(state, objective, x, y), mesh)
     indices = _replicate(jnp.arange(32 * steps, dtype=jnp.int32).reshape(steps, 32), mesh)
     _, seconds, _ = _time_chunk(state, sums, x, y, indices, objective, mesh, repeats)
     result = {"train_samples_per_s": 32 * steps / seconds}
@@ -290,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         if "default_run_wall_s" in adder:
             line += f"; full default experiments/adder.py run {adder['default_run_wall_s']:.1f} s"
         print(line)
-    io.write_json_atomic(args.out, result)
+    folder.write_json_atomic(args.out, result)
     print(f"wrote {args.out}")
     return 0
 

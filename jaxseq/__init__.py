@@ -1,3 +1,3 @@
 """jaxseq: recurrent sequence models in JAX/Flax with one jitted optax training loop."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

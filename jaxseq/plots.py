@@ -112,3 +112,53 @@ def plot_comparison(
         ax.legend()
     fig.suptitle(title or "validation curves")
     return save_figure(fig, path)
+
+
+def plot_adder_lengths(runs: Sequence[Mapping], loss: str, bits: int,
+                       path: str | os.PathLike) -> Path:
+    """Per-bit and exact-sum accuracy (%) against bit length, for the binary-addition runs.
+
+    One panel with both curves for a single seed; two panels (per-bit, exact sum) with a
+    curve per seed for several.
+
+    Args:
+      runs: the seeds' results, each with ``"seed"`` and ``"lengths"`` (rows ``{"bits",
+        "bit_accuracy", "exact_accuracy"}``, fractions), as
+        :func:`jaxseq.tasks.adder.task.run_seed` returns.
+      loss: the training loss' name, for the title (``"bce"``).
+      bits: the training length, marked by a vertical line.
+      path: the PNG to write.
+
+    Returns:
+      ``path`` as a :class:`~pathlib.Path`.
+    """
+    title = f"full-adder cell, {loss.upper()}, trained on {bits} bits"
+    metrics = (("bit_accuracy", "per-bit"), ("exact_accuracy", "exact sum"))
+    if len(runs) == 1:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        axes = [ax, ax]
+    else:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+        title += f", {len(runs)} seeds"
+    for i, result in enumerate(runs):
+        lengths = [row["bits"] for row in result["lengths"]]
+        for ax, (key, name), marker in zip(axes, metrics, "os", strict=True):
+            label = name if len(runs) == 1 else f"seed {result['seed']}"
+            color = f"C{(i if len(runs) > 1 else metrics.index((key, name))) % 10}"
+            ax.plot(lengths, [100 * row[key] for row in result["lengths"]], marker=marker, ms=3,
+                    color=color, alpha=0.8, label=label, ls="-" if marker == "o" else "--")
+    for ax, (_, name) in zip(axes if len(runs) > 1 else axes[:1], metrics, strict=False):
+        ax.axvline(bits, color="gray", ls=":", label=f"trained on {bits} bits")
+        ax.set_xlabel("bit length")
+        ax.set_ylim(-2, 103)
+        ax.grid(alpha=0.3)
+        if len(runs) > 1:
+            ax.set_title(f"{name} accuracy")
+    axes[0].set_ylabel("accuracy (%)")
+    if len(runs) == 1:
+        axes[0].set_title(title)
+        axes[0].legend(loc="center right")
+    else:
+        fig.suptitle(title)
+        axes[1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
+    return save_figure(fig, path)

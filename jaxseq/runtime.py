@@ -15,6 +15,9 @@ hence a function the scripts call first thing.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+
+from jaxseq.checks import check_positive_int
 
 #: The XLA flag that splits the host CPU into several JAX devices.
 CPU_DEVICES_FLAG = "--xla_force_host_platform_device_count"
@@ -58,8 +61,7 @@ def set_cpu_devices(count: int) -> int:
       ValueError: if ``count`` is not a positive integer.
       RuntimeError: if JAX's backends are already initialised (too late to change).
     """
-    if not isinstance(count, int) or count <= 0:
-        raise ValueError(f"the CPU device count must be a positive integer, got {count!r}")
+    check_positive_int("the CPU device count", count)
     flags = os.environ.get("XLA_FLAGS", "")
     for flag in flags.split():
         if flag.startswith(CPU_DEVICES_FLAG + "="):
@@ -72,3 +74,47 @@ def set_cpu_devices(count: int) -> int:
     if count > 1:
         os.environ["XLA_FLAGS"] = f"{flags} {CPU_DEVICES_FLAG}={count}".strip()
     return count
+
+
+def start(cpu_devices: int | None, batch_size: int, distributed: bool = False,
+          log: Callable[[str], None] | None = print) -> int:
+    """Start JAX for an experiment: split the CPU into devices, then join other hosts.
+
+    Call it before any JAX computation. The CPU device count changes the order of float
+    sums, so a run records it (``config.json``) and resuming or re-scoring passes it back
+    to reproduce the run's numbers exactly.
+
+    Args:
+      cpu_devices: CPU devices wanted (:func:`set_cpu_devices`), or ``None`` for
+        :func:`default_cpu_devices` of ``batch_size``. No effect on a GPU or TPU.
+      batch_size: the training batch size, for the default.
+      distributed: call ``jax.distributed.initialize()`` (several hosts).
+      log: receives a note when JAX was already running with another device count.
+
+    Returns:
+      The CPU device count in use (where JAX already ran in this process, e.g. a test
+      calling a script's ``main``, the count it has).
+
+    Raises:
+      ValueError: if ``jax.distributed.initialize()`` fails (the message says why).
+    """
+    import jax
+
+    if cpu_devices is None:
+        cpu_devices = default_cpu_devices(batch_size)
+    try:
+        cpu_devices = set_cpu_devices(cpu_devices)  # XLA_FLAGS may win
+    except RuntimeError:
+        # JAX already started in this process: its devices stay as they are.
+        if jax.default_backend() == "cpu" and jax.device_count() != cpu_devices:
+            if log is not None:
+                log(f"note: JAX is already running on {jax.device_count()} CPU device(s); "
+                    f"--cpu-devices {cpu_devices} is not applied")
+            cpu_devices = jax.device_count()
+    if distributed:
+        try:
+            jax.distributed.initialize()
+        except (ValueError, RuntimeError) as error:
+            raise ValueError(f"--distributed: jax.distributed.initialize() failed: "
+                             f"{error}") from error
+    return cpu_devices

@@ -29,8 +29,6 @@ Design (see ``docs/`` for the measurements behind it):
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -47,7 +45,9 @@ from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from jaxseq import losses
+from jaxseq.checks import check_batch_size, check_positive_int
 from jaxseq.data.dataset import Dataset
+from jaxseq.optim import make_optimizer
 
 #: What :func:`fit` returns and continues: one list per key (``"epoch"``,
 #: ``"train_loss"``, ``"train_<metric>"``, ``"val_loss"``, ``"val_<metric>"``,
@@ -62,6 +62,7 @@ MetricsFn = Callable[[jax.Array, jax.Array], Mapping[str, jax.Array]]
 __all__ = [
     "CLASSIFICATION",
     "DATA_AXIS",
+    "EvalData",
     "History",
     "NonFiniteLossError",
     "Objective",
@@ -70,8 +71,11 @@ __all__ = [
     "data_mesh",
     "eval_step",
     "evaluate",
+    "evaluate_batches",
     "fit",
+    "train_chunk",
     "train_step",
+    "zero_sums",
 ]
 
 
@@ -114,13 +118,36 @@ class NonFiniteLossError(FloatingPointError):
       steps_per_epoch: steps in a full epoch.
     """
 
-    def __init__(self, epoch: int, step: int, steps_per_epoch: int):
+    def __init__(self, epoch: int, step: int, steps_per_epoch: int, where: str = "",
+                 kept: str = ""):
         self.epoch, self.step, self.steps_per_epoch = epoch, step, steps_per_epoch
-        super().__init__(f"non-finite training loss (NaN or infinity) at epoch {epoch}, "
-                         f"step {step} of {steps_per_epoch}")
+        self.where, self.kept = where, kept
+        message = (f"non-finite training loss (NaN or infinity) at epoch {epoch}, "
+                   f"step {step} of {steps_per_epoch}")
+        if where:
+            message = f"{where}: {message}"
+        if kept:
+            message += f"; training stopped, {kept}"
+        super().__init__(message)
 
     def __reduce__(self):
-        return type(self), (self.epoch, self.step, self.steps_per_epoch)
+        return type(self), (self.epoch, self.step, self.steps_per_epoch, self.where, self.kept)
+
+    def in_run(self, where: str, last_checkpoint: int | None,
+               directory: object) -> NonFiniteLossError:
+        """The same error, naming the model (``where``) and what its checkpoints kept.
+
+        Args:
+          where: the model or seed that failed (``"gru"``, ``"seed 3"``).
+          last_checkpoint: the epoch of its newest checkpoint, or ``None``.
+          directory: its checkpoint folder.
+
+        Returns:
+          A new :class:`NonFiniteLossError` with that context in its message.
+        """
+        kept = (f"the last good checkpoint, epoch {last_checkpoint}, is kept in {directory}"
+                if last_checkpoint is not None else "no checkpoint had been saved yet")
+        return type(self)(self.epoch, self.step, self.steps_per_epoch, where, kept)
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -205,19 +232,9 @@ def create_train_state(
         ``optimizer`` is not given).
     """
     if optimizer is None:
-        if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)
-                and learning_rate > 0):
-            raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
-        optimizer = _adam(float(learning_rate))
+        optimizer = make_optimizer("adam", learning_rate)
     params = model.init(rng, jnp.asarray(example_inputs[:1]))["params"]
     return TrainState.create(apply_fn=model.apply, params=params, tx=optimizer)
-
-
-@functools.lru_cache(maxsize=32)
-def _adam(learning_rate: float) -> optax.GradientTransformation:
-    # One object per learning rate: a TrainState keeps its optimizer as static data, so
-    # a fresh optax.adam per run would recompile every jitted function of the loop.
-    return optax.adam(learning_rate)
 
 
 def _check_per_example(values: jax.Array, batch: int, what: str) -> None:
@@ -332,7 +349,7 @@ def train_chunk(
 
     Args:
       state: donated; the updated state is returned.
-      sums: donated running sums, as made by ``_zero_sums``. If it holds the reserved
+      sums: donated running sums, as made by :func:`zero_sums`. If it holds the reserved
         entry ``"nonfinite_step"`` (int32, -1 = none yet), that entry is set to the
         ``state.step`` of the first step whose loss is not finite.
       inputs, labels: the whole training set ``[N, ...]``, on the device(s).
@@ -365,7 +382,7 @@ def train_chunk(
 
 
 @partial(jax.jit, static_argnames=("objective", "mesh"))
-def _evaluate_batches(
+def evaluate_batches(
     state: TrainState,
     inputs: jax.Array,
     labels: jax.Array,
@@ -373,6 +390,19 @@ def _evaluate_batches(
     objective: Objective,
     mesh: Mesh | None = None,
 ) -> dict[str, jax.Array]:
+    """Sums of the loss and metrics over batched data, one compiled scan of :func:`eval_step`.
+
+    Args:
+      state: the parameters to evaluate.
+      inputs, labels, weights: ``[num_batches, batch, ...]`` arrays, as in
+        :class:`EvalData`.
+      objective: the loss and metrics (static).
+      mesh: if given (static), every batch is split along its :data:`DATA_AXIS`.
+
+    Returns:
+      ``{"loss", *metrics, "count"}``: float32 sums over every real example.
+    """
+
     def step(inputs, labels, weights):
         return eval_step(state, *(_split_batch(a, mesh) for a in (inputs, labels, weights)),
                          objective)
@@ -386,8 +416,14 @@ def _evaluate_batches(
 
 
 @dataclasses.dataclass(frozen=True)
-class _EvalData:
-    """A dataset padded to whole batches, ``[num_batches, batch, ...]``, on the device(s)."""
+class EvalData:
+    """A dataset padded to whole batches, ``[num_batches, batch, ...]``, on the device(s).
+
+    Attributes:
+      inputs: ``[num_batches, batch, ...]`` inputs, zero-padded at the end.
+      labels: ``[num_batches, batch, ...]`` labels, zero-padded at the end.
+      weights: ``[num_batches, batch]`` float32, 1 for a real example, 0 for padding.
+    """
 
     inputs: jax.Array
     labels: jax.Array
@@ -395,11 +431,23 @@ class _EvalData:
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, batch_size: int, mesh: Mesh | None = None
-                     ) -> _EvalData:
+                     ) -> EvalData:
         """Batches of ``min(batch_size, N)`` examples, rounded up to a multiple of the
         mesh's device count (padding is masked, so the results do not change), placed
-        split along the batch axis when ``mesh`` is given."""
-        _check_positive("eval_batch_size", batch_size)
+        split along the batch axis when ``mesh`` is given.
+
+        Args:
+          dataset: the examples, ``[N, ...]``.
+          batch_size: examples per batch (positive).
+          mesh: the devices to split each batch over, or ``None`` for the default device.
+
+        Returns:
+          The padded, batched data on the device(s).
+
+        Raises:
+          ValueError: for an empty dataset or a non-positive ``batch_size``.
+        """
+        check_positive_int("eval_batch_size", batch_size)
         n = dataset.num_examples
         if n == 0:
             raise ValueError("cannot evaluate on an empty dataset")
@@ -429,11 +477,6 @@ def _normalise(sums: Mapping[str, jax.Array]) -> dict[str, float]:
     return {name: float(sums[name]) / count for name in names}
 
 
-def _check_positive(name: str, value: Any) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 def evaluate(
     state: TrainState,
     dataset: Dataset,
@@ -459,9 +502,9 @@ def evaluate(
       ValueError: for an empty dataset or a non-positive ``batch_size``.
     """
     mesh = data_mesh() if mesh is None else mesh
-    data = _EvalData.from_dataset(dataset, batch_size, mesh)
+    data = EvalData.from_dataset(dataset, batch_size, mesh)
     state = _to_mesh(state, _replicated(mesh))
-    return _normalise(_evaluate_batches(state, data.inputs, data.labels, data.weights, objective,
+    return _normalise(evaluate_batches(state, data.inputs, data.labels, data.weights, objective,
                                         mesh))
 
 
@@ -483,7 +526,17 @@ def _zeros(shapes: Mapping[str, jax.ShapeDtypeStruct]) -> dict[str, jax.Array]:
     return sums
 
 
-def _zero_sums(state, objective, inputs, labels) -> dict[str, jax.Array]:
+def zero_sums(state: TrainState, objective: Objective, inputs: jax.Array,
+              labels: jax.Array) -> dict[str, jax.Array]:
+    """Zeroed running sums for :func:`train_chunk`, shaped by tracing ``train_step`` once.
+
+    Args:
+      state, objective: as for :func:`train_step`.
+      inputs, labels: the training data ``[N, ...]`` (only shapes and dtypes are used).
+
+    Returns:
+      ``{"loss", *metrics, "count"}`` float32 zeros and ``"nonfinite_step"`` int32 -1.
+    """
     return _zeros(_sum_shapes(state, objective, inputs, labels))
 
 
@@ -570,17 +623,14 @@ def fit(
     """
     for name, value in (("epochs", epochs), ("batch_size", batch_size),
                         ("progress_updates", progress_updates)):
-        _check_positive(name, value)
+        check_positive_int(name, value)
     if (not isinstance(initial_epoch, (int, np.integer)) or isinstance(initial_epoch, bool)
             or not 0 <= initial_epoch <= epochs):
         raise ValueError(f"initial_epoch must be an integer in [0, epochs={epochs}], "
                          f"got {initial_epoch!r}")
     history = _check_history(history or {}, int(initial_epoch))
     num_examples = train.num_examples
-    if batch_size > num_examples:
-        raise ValueError(
-            f"batch_size {batch_size} is larger than the training set ({num_examples} examples)"
-        )
+    check_batch_size(batch_size, num_examples)
     mesh = data_mesh() if mesh is None else mesh
     _check_divisible("batch_size", batch_size, mesh)
     if isinstance(rng, (int, np.integer)):
@@ -588,7 +638,7 @@ def fit(
 
     replicated = _replicated(mesh)
     inputs, labels = _to_mesh((train.inputs, train.labels), replicated)
-    val_data = (_EvalData.from_dataset(validation, eval_batch_size, mesh)
+    val_data = (EvalData.from_dataset(validation, eval_batch_size, mesh)
                 if validation else None)
     state = _to_mesh(state, replicated)
     first_step = int(jax.device_get(state.step))
@@ -618,7 +668,7 @@ def fit(
         record = {"epoch": epoch}
         record.update({f"train_{k}": v for k, v in _normalise(sums).items()})
         if val_data is not None:
-            val = _evaluate_batches(
+            val = evaluate_batches(
                 state, val_data.inputs, val_data.labels, val_data.weights, objective, mesh
             )
             record.update({f"val_{k}": v for k, v in _normalise(val).items()})

@@ -44,10 +44,11 @@ def test_script_names_match_the_library():
     spec = importlib.util.spec_from_file_location("adder_script", SCRIPT)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    from jaxseq import adder
+    from jaxseq import optim
+    from jaxseq.tasks import adder
 
     assert set(script.LOSSES) == set(adder.ADDER_OBJECTIVES)
-    assert set(script.OPTIMIZERS) == set(adder.OPTIMIZERS)
+    assert set(script.OPTIMIZERS) == set(optim.OPTIMIZERS)
 
 
 def test_tiny_end_to_end_run(tmp_path):

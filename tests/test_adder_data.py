@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaxseq.data import adder as ad
 from jaxseq.data.dataset import Dataset
+from jaxseq.tasks.adder import data as ad
 
 
 def to_int(bits_lsb_first) -> int:

@@ -8,16 +8,13 @@ import jax
 import numpy as np
 import pytest
 
-from jaxseq import adder, io
-from jaxseq.checkpoint import (
-    Checkpointer,
-    checkpoint_dir,
-    checkpoint_names,
-    latest_epoch,
-    load_run,
-)
 from jaxseq.data import Dataset
-from jaxseq.models import RecurrentClassifier
+from jaxseq.nn.classifier import RecurrentClassifier
+from jaxseq.runs import folder
+from jaxseq.runs.checkpoint import Checkpointer
+from jaxseq.runs.folder import checkpoint_dir, checkpoint_names, latest_epoch
+from jaxseq.runs.predictor import load_run
+from jaxseq.tasks import adder
 from jaxseq.train import create_train_state, evaluate, fit
 
 MODEL = RecurrentClassifier(cell="gru", features=8, num_classes=3)
@@ -134,7 +131,7 @@ def test_load_run_predicts_like_the_trained_model(toy, uninterrupted, tmp_path):
     state, history = uninterrupted
     rng = jax.random.key(5)
     run = tmp_path / "run"
-    io.write_json_atomic(run / "config.json", {"cell": "gru", "hidden_size": 8})
+    folder.write_json_atomic(run / "config.json", {"cell": "gru", "hidden_size": 8})
     for name in ("gru", "gru_copy"):
         with Checkpointer(checkpoint_dir(run, name), model=MODEL,
                           example_inputs=toy[0].inputs[:1]) as saver:
@@ -166,7 +163,7 @@ def test_load_run_predicts_like_the_trained_model(toy, uninterrupted, tmp_path):
 
 def test_adder_run_checkpoints_and_loads_as_a_bit_predictor(tmp_path):
     config = adder.AdderConfig(samples=400, epochs=2, eval_bits=(3, 4), eval_samples=20)
-    result = adder.run(config, 1, progress=False, log=None,
+    result = adder.run_seed(config, 1, progress=False, log=None,
                        checkpoint_dir=checkpoint_dir(tmp_path, "seed-1"))
     predictor = load_run(tmp_path)
     assert (predictor.name, predictor.epoch, predictor.task) == ("seed-1", 2, "bits")
@@ -176,5 +173,5 @@ def test_adder_run_checkpoints_and_loads_as_a_bit_predictor(tmp_path):
     np.testing.assert_array_equal(predictor.predict(data.inputs),
                                   (np.asarray(probabilities)[..., 0] > 0.5).astype(np.int32))
     with pytest.raises(ValueError, match="already holds checkpoints"):
-        adder.run(config, 1, progress=False, log=None,
+        adder.run_seed(config, 1, progress=False, log=None,
                   checkpoint_dir=checkpoint_dir(tmp_path, "seed-1"))

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 from conftest import MNIST_NAMES, REPO_ROOT, run_experiment
 
-from jaxseq import io
-from jaxseq.checkpoint import Checkpointer, latest_epoch
 from jaxseq.data import Dataset
-from jaxseq.models import RecurrentClassifier
+from jaxseq.nn.classifier import RecurrentClassifier
+from jaxseq.runs import folder
+from jaxseq.runs.checkpoint import Checkpointer
+from jaxseq.runs.folder import latest_epoch
 from jaxseq.train import NonFiniteLossError, create_train_state, fit
 
 MNIST = REPO_ROOT / "experiments" / "mnist.py"
@@ -121,16 +122,16 @@ def test_fit_rejects_inconsistent_resume_arguments(kwargs, message):
 
 def test_crash_while_writing_json_leaves_the_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "results.json"
-    io.write_json_atomic(path, {"test_accuracy": 0.9, "history": [1, 2, 3]})
+    folder.write_json_atomic(path, {"test_accuracy": 0.9, "history": [1, 2, 3]})
     before = path.read_bytes()
 
     def dump_half_then_fail(obj, f, **kwargs):
         f.write(json.dumps(obj)[:10])  # a partial file on disk...
         raise OSError("disk full")  # ...then the process "dies"
 
-    monkeypatch.setattr(io.json, "dump", dump_half_then_fail)
+    monkeypatch.setattr(folder.json, "dump", dump_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
-        io.write_json_atomic(path, {"test_accuracy": 0.1, "history": [4]})
+        folder.write_json_atomic(path, {"test_accuracy": 0.1, "history": [4]})
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no temp file
 
@@ -154,19 +155,19 @@ def test_adder_writes_every_json_atomically(tmp_path, monkeypatch):
     assert sorted(p.name for p in out.glob("*.json")) == ["config.json", "results.json"]
     assert sorted(str(p) for p in out.glob("*.json")) == sorted(written)
     for path, obj in written.items():
-        assert io.read_json(path) == obj
+        assert folder.read_json(path) == obj
 
 
 def spy_on_json_writes(monkeypatch) -> dict:
-    """Record ``{path: object}`` for every call of jaxseq.io.write_json_atomic."""
+    """Record ``{path: object}`` for every call of jaxseq.runs.folder.write_json_atomic."""
     written = {}
-    original = io.write_json_atomic
+    original = folder.write_json_atomic
 
     def spy(path, obj):
         written[str(path)] = json.loads(json.dumps(obj))
         return original(path, obj)
 
-    monkeypatch.setattr(io, "write_json_atomic", spy)
+    monkeypatch.setattr(folder, "write_json_atomic", spy)
     return written
 
 
@@ -199,7 +200,7 @@ def test_mnist_distributed_flag_initialises_jax_distributed(mnist_dir, tmp_path)
 
 
 def test_mnist_script_cells_match_the_library():
-    from jaxseq.models import CELLS
+    from jaxseq.nn.registry import CELLS
 
     assert set(load_script(MNIST, "mnist_script").CELLS) == set(CELLS)
 
@@ -210,7 +211,7 @@ def test_mnist_resume_needs_a_run_with_a_checkpoint(tmp_path):
     assert_one_line_error(run(MNIST, "--resume", str(empty)), 2,
                           f"{empty} holds no config.json, so it is not a run folder")
     started = tmp_path / "started"  # killed during its first epoch: config, no checkpoint
-    io.write_json_atomic(started / "config.json", {"cell": "gru"})
+    folder.write_json_atomic(started / "config.json", {"cell": "gru"})
     (started / "checkpoints" / "gru" / "1.orbax-checkpoint-tmp-99").mkdir(parents=True)
     assert_one_line_error(run(MNIST, "--resume", str(started)), 2,
                           f"--resume: {started} holds no checkpoint to resume from")
@@ -282,8 +283,8 @@ def test_adder_bad_flags(args, mention):
 def test_adder_resume_needs_a_run_with_a_checkpoint(tmp_path):
     assert_one_line_error(run(ADDER, "--resume", str(tmp_path)), 2,
                           f"{tmp_path} holds no config.json")
-    io.write_json_atomic(tmp_path / "config.json", {"bits": 5})
+    folder.write_json_atomic(tmp_path / "config.json", {"bits": 5})
     assert_one_line_error(run(ADDER, "--resume", str(tmp_path)), 2,
                           f"{tmp_path} holds no checkpoint to resume from")
-    io.write_json_atomic(tmp_path / "results.json", {})
+    folder.write_json_atomic(tmp_path / "results.json", {})
     assert_one_line_error(run(ADDER, "--resume", str(tmp_path)), 2, "is a finished run")

@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseq.fused import FUSED_CELLS, FusedRNN
-from jaxseq.models import RecurrentClassifier, make_cell
+from jaxseq.nn.cells import make_cell
+from jaxseq.nn.classifier import RecurrentClassifier
+from jaxseq.nn.fused import FUSED_CELLS, FusedRNN
 
 BATCH, TIME, INPUT, HIDDEN = 4, 9, 5, 7
 

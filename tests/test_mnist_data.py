@@ -25,8 +25,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from jaxseq.data import mnist
 from jaxseq.data.dataset import Dataset
+from jaxseq.tasks.mnist import data as mnist
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 

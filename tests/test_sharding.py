@@ -22,10 +22,11 @@ CHECKS = textwrap.dedent('''
     import json, re, sys
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
-    from jaxseq.checkpoint import Checkpointer, load_run
+    from jaxseq.runs.checkpoint import Checkpointer
+    from jaxseq.runs.predictor import load_run
     from jaxseq.data import Dataset
-    from jaxseq.models import RecurrentClassifier
-    from jaxseq.train import (CLASSIFICATION, _zero_sums, create_train_state, data_mesh,
+    from jaxseq.nn.classifier import RecurrentClassifier
+    from jaxseq.train import (CLASSIFICATION, zero_sums, create_train_state, data_mesh,
                               evaluate, fit, train_chunk)
 
     rng = np.random.default_rng(0)
@@ -59,7 +60,7 @@ CHECKS = textwrap.dedent('''
     state = jax.device_put(create_train_state(model, jax.random.key(0), x[:1]),
                            NamedSharding(mesh, P()))
     inputs, labels = jax.device_put((x, y), NamedSharding(mesh, P()))
-    sums = _zero_sums(state, CLASSIFICATION, inputs, labels)
+    sums = zero_sums(state, CLASSIFICATION, inputs, labels)
     indices = jnp.arange(64, dtype=jnp.int32).reshape(2, 32)
     hlo = train_chunk.lower(state, sums, inputs, labels, indices, CLASSIFICATION,
                             mesh).compile().as_text()

@@ -10,7 +10,7 @@ import pytest
 
 from jaxseq import losses
 from jaxseq.data import Dataset
-from jaxseq.models import RecurrentClassifier
+from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.train import (
     CLASSIFICATION,
     Objective,

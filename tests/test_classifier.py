@@ -8,7 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseq.models import CELLS, RecurrentClassifier, make_cell
+from jaxseq.nn.cells import make_cell
+from jaxseq.nn.classifier import RecurrentClassifier
+from jaxseq.nn.registry import CELLS
 
 BATCH, TIME, INPUT, HIDDEN = 3, 7, 5, 6
 

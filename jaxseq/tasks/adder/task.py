@@ -1,113 +1,48 @@
 """Binary addition with a learnable full-adder cell, trained by the shared loop.
 
-The reference study teaches a tiny recurrent cell (:class:`jaxseq.cells.FullAdderCell`,
+The reference study teaches a tiny recurrent cell (:class:`jaxseq.nn.cells.FullAdderCell`,
 32 parameters) to add two binary numbers fed least significant bit first, then asks
 whether it generalises to numbers longer than those it saw in training. This module
-holds the model, the objectives, length-generalisation evaluation, the learned truth
-table, and :func:`run` (one seeded training run with the study's settings), all on top
-of the unchanged :mod:`jaxseq.train` loop. ``experiments/adder.py`` is the command line.
-
-Optimizer note: the study uses Keras' Adam (lr 1e-3, epsilon 1e-7). ``optax.adam``
-(the default here, epsilon 1e-8) adds epsilon to the square root of the
-*bias-corrected* second moment, like PyTorch; Keras adds its epsilon to the square
-root of the *uncorrected* moment (the "epsilon hat" of the Adam paper) with the bias
-correction folded into the step size. :func:`keras_adam` is that Keras update,
-selectable with ``optimizer="keras_adam"``.
+holds the objectives, length-generalisation evaluation, :class:`AdderConfig`,
+:func:`run_seed` (one seeded training run with the study's settings) and :func:`run`
+(every seed of a run, written into a run folder), all on top of the shared
+:mod:`jaxseq.train` loop. ``experiments/adder.py`` is the command line; the model is in
+:mod:`jaxseq.tasks.adder.model`, the data in :mod:`jaxseq.tasks.adder.data`, and Keras'
+Adam (``optimizer="keras_adam"``) in :mod:`jaxseq.optim`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxseq import losses, train
-from jaxseq.cells import FullAdderCell
-from jaxseq.data import adder as adder_data
-from jaxseq.data.adder import parse_bit_range
+from jaxseq.checks import MAX_SEED, check_batch_size, check_fraction, check_positive_int
 from jaxseq.data.dataset import Dataset
+from jaxseq.optim import make_optimizer
+from jaxseq.tasks.adder import data as adder_data
+from jaxseq.tasks.adder.model import TASK, BinaryAdder, is_full_adder, truth_table
 
 __all__ = [
     "ADDER_OBJECTIVES",
-    "OPTIMIZERS",
+    "OUTPUTS",
     "AdderConfig",
-    "BinaryAdder",
-    "KerasAdamState",
-    "cell_params",
     "eval_dataset",
     "evaluate_lengths",
     "get_objective",
-    "is_full_adder",
-    "keras_adam",
-    "make_optimizer",
-    "parse_bit_range",
     "run",
-    "truth_table",
+    "run_seed",
 ]
-
-
-class BinaryAdder(nn.Module):
-    """``nn.RNN`` over a :class:`FullAdderCell`: bit pairs in, sum-bit probabilities out.
-
-    ``inputs [batch, time, 2]`` (int or float 0/1, LSB first) ->
-    ``probabilities [batch, time, 1]`` float32 that each sum bit is 1. The state
-    starts at 0 for every sequence. Parameters live under
-    ``params["cell"]`` (see :func:`cell_params`).
-
-    Attributes:
-      hidden_features: hidden tanh units of the cell (the study: 5, 32 parameters).
-      unroll: time steps per iteration of the compiled loop (``nn.RNN``'s ``unroll``).
-        The cell is so small that the loop's per-iteration cost dominates; unrolling
-        the study's 5 bits whole makes training ~1.7x faster (docs/performance.md).
-
-    Source: the reference study's Keras model, its hand-written full-adder cell wrapped
-    in ``keras.layers.RNN`` and returning the output of every step.
-    """
-
-    hidden_features: int = 5
-    unroll: int = 8
-
-    @nn.compact
-    def __call__(self, inputs: jax.Array) -> jax.Array:
-        """Sum-bit probabilities for a batch of bit-pair sequences.
-
-        Args:
-          inputs: ``[batch, time, 2]`` operand bits, least significant first (int or
-            float 0/1), as :func:`jaxseq.data.adder.generate` gives.
-
-        Returns:
-          ``[batch, time, 1]`` float32 probabilities that each sum bit is 1.
-
-        Raises:
-          ValueError: if ``inputs`` is not ``[batch, time, 2]``.
-        """
-        if inputs.ndim != 3 or inputs.shape[-1] != 2:
-            raise ValueError(f"inputs must be [batch, time, 2] bit pairs, got {inputs.shape}")
-        return nn.RNN(FullAdderCell(self.hidden_features, name="cell"), unroll=self.unroll)(inputs)
-
-
-def cell_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The :class:`FullAdderCell` parameters inside a :class:`BinaryAdder`'s ``params``.
-
-    Args:
-      params: a :class:`BinaryAdder`'s parameter tree (``state.params``).
-
-    Returns:
-      ``{"hidden_kernel" [3, H], "hidden_bias" [H], "output_kernel" [H, 2],
-      "output_bias" [2]}``.
-    """
-    return params["cell"]
 
 
 #: Ready objectives: Keras-style clipped binary cross-entropy, or mean squared
@@ -133,113 +68,6 @@ def get_objective(name: str) -> train.Objective:
     if name not in ADDER_OBJECTIVES:
         raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(ADDER_OBJECTIVES)}")
     return ADDER_OBJECTIVES[name]
-
-
-# --- Keras-style Adam -------------------------------------------------------------------
-
-
-class KerasAdamState(NamedTuple):
-    """State of :func:`keras_adam`: step count and the two moment estimates."""
-
-    count: jax.Array
-    mu: Any
-    nu: Any
-
-
-def keras_adam(
-    learning_rate: float = 1e-3,
-    beta_1: float = 0.9,
-    beta_2: float = 0.999,
-    epsilon: float = 1e-7,
-) -> optax.GradientTransformation:
-    """Adam exactly as Keras applies it (``keras.optimizers.Adam``, TF2 and Keras 3).
-
-    At step ``t = 1, 2, ...`` with gradient ``g``::
-
-        m = beta_1 m + (1 - beta_1) g
-        v = beta_2 v + (1 - beta_2) g**2
-        alpha = learning_rate * sqrt(1 - beta_2**t) / (1 - beta_1**t)
-        param -= alpha * m / (sqrt(v) + epsilon)
-
-    ``optax.adam`` instead uses ``m_hat / (sqrt(v_hat) + eps)`` with the bias-corrected
-    ``v_hat = v / (1 - beta_2**t)``, i.e. its epsilon is larger relative to Keras' by
-    ``1 / sqrt(1 - beta_2**t)`` (31.6x at step 1, 1x after a few thousand steps), and
-    its default epsilon is 1e-8 rather than 1e-7.
-
-    Source: ``keras.optimizers.Adam.update_step`` (Keras 3; TF2's ``ResourceApplyAdam``
-    computes the same), after Kingma & Ba (2015), "Adam: a method for stochastic
-    optimization", Algorithm 1 with the efficiency reordering of its section 2.
-
-    Args:
-      learning_rate: step size ``alpha`` before bias correction (positive, finite).
-      beta_1: decay of the first moment estimate ``m``.
-      beta_2: decay of the second moment estimate ``v``.
-      epsilon: added to ``sqrt(v)``, the uncorrected second moment (Keras' 1e-7).
-
-    Returns:
-      A stateless ``optax.GradientTransformation`` whose state is a
-      :class:`KerasAdamState`.
-
-    Raises:
-      ValueError: for a non-positive or non-finite learning rate.
-    """
-    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)
-            and learning_rate > 0):
-        raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
-
-    def init(params: Any) -> KerasAdamState:
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        return KerasAdamState(jnp.zeros([], jnp.int32), zeros, jax.tree.map(jnp.zeros_like, params))
-
-    def update(grads: Any, state: KerasAdamState, params: Any = None):
-        del params
-        count = state.count + 1
-        t = count.astype(jnp.float32)
-        mu = jax.tree.map(lambda m, g: beta_1 * m + (1 - beta_1) * g, state.mu, grads)
-        nu = jax.tree.map(lambda v, g: beta_2 * v + (1 - beta_2) * jnp.square(g), state.nu, grads)
-        alpha = learning_rate * jnp.sqrt(1 - beta_2**t) / (1 - beta_1**t)
-        updates = jax.tree.map(lambda m, v: -alpha * m / (jnp.sqrt(v) + epsilon), mu, nu)
-        return updates, KerasAdamState(count, mu, nu)
-
-    return optax.GradientTransformation(init, update)
-
-
-#: Optimizer names for :func:`make_optimizer` and ``--optimizer``.
-OPTIMIZERS: dict[str, Callable[[float], optax.GradientTransformation]] = {
-    "adam": optax.adam,
-    "keras_adam": keras_adam,
-}
-
-
-def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
-    """``optax.adam`` (``"adam"``) or :func:`keras_adam` (``"keras_adam"``).
-
-    The same ``(name, learning_rate)`` returns the same (stateless) transformation
-    object. That matters for speed: a Flax ``TrainState`` keeps its ``tx`` as static
-    pytree data, so a fresh ``optax.adam(...)`` per run would make every run
-    recompile the shared loop's jitted functions.
-
-    Args:
-      name: a key of :data:`OPTIMIZERS`.
-      learning_rate: the step size, positive and finite.
-
-    Returns:
-      The optax transformation (cached per ``(name, learning_rate)``).
-
-    Raises:
-      ValueError: for an unknown name or a non-positive learning rate.
-    """
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
-    if not (isinstance(learning_rate, (int, float)) and not isinstance(learning_rate, bool)
-            and math.isfinite(learning_rate) and learning_rate > 0):
-        raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
-    return _cached_optimizer(name, float(learning_rate))
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
-    return OPTIMIZERS[name](learning_rate)
 
 
 # --- Evaluation at many lengths ---------------------------------------------------------
@@ -317,8 +145,7 @@ def evaluate_lengths(
     lengths = [int(length) for length in lengths]
     if not lengths:
         raise ValueError("lengths must not be empty")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive_int("batch_size", batch_size)
     max_len = max(lengths)
     unique = sorted(set(lengths))
     total_rows = 0
@@ -394,63 +221,14 @@ def evaluate_lengths(
     ]
 
 
-# --- Truth table ------------------------------------------------------------------------
-
-
-def truth_table(params: Mapping[str, Any], hidden_features: int = 5) -> list[dict[str, Any]]:
-    """The learned cell on all 8 ``(a, b, carry_in)`` combinations, one step each.
-
-    The cell is applied once with input bits ``(a, b)`` and the state set to
-    ``carry_in`` as 0.0 or 1.0; its two outputs are thresholded at 0.5.
-
-    Args:
-      params: :class:`BinaryAdder` parameters (or the cell's own).
-      hidden_features: hidden units of the cell.
-
-    Returns:
-      Eight dicts ``{"a", "b", "carry_in", "output", "next_state", "output_bit",
-      "next_state_bit", "sum_bit", "carry_out"}``: the two probabilities, their
-      thresholded bits, and what a full adder gives (``(a+b+c) % 2``, ``(a+b+c) // 2``).
-    """
-    cell = FullAdderCell(hidden_features)
-    own = cell_params(params) if "cell" in params else params
-    combos = np.array([(a, b, c) for a in (0, 1) for b in (0, 1) for c in (0, 1)], np.int32)
-    new_state, output = cell.apply(
-        {"params": own}, jnp.asarray(combos[:, 2:3], jnp.float32), jnp.asarray(combos[:, :2])
-    )
-    output, new_state = np.asarray(output)[:, 0], np.asarray(new_state)[:, 0]
-    rows = []
-    for (a, b, c), out, nxt in zip(combos.tolist(), output.tolist(), new_state.tolist(),
-                                   strict=True):
-        rows.append({
-            "a": a, "b": b, "carry_in": c,
-            "output": out, "next_state": nxt,
-            "output_bit": int(out > 0.5), "next_state_bit": int(nxt > 0.5),
-            "sum_bit": (a + b + c) % 2, "carry_out": (a + b + c) // 2,
-        })
-    return rows
-
-
-def is_full_adder(table: Sequence[Mapping[str, Any]]) -> bool:
-    """Whether every row of :func:`truth_table` matches the full adder's sum and carry.
-
-    Args:
-      table: the rows of :func:`truth_table`.
-
-    Returns:
-      True if every thresholded output equals ``(a + b + c) % 2`` and every thresholded
-      next state equals ``(a + b + c) // 2``.
-    """
-    return all(r["output_bit"] == r["sum_bit"] and r["next_state_bit"] == r["carry_out"]
-               for r in table)
-
-
 # --- One training run -------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class AdderConfig:
-    """Settings of one study run; the defaults are the reference study's.
+    """Settings of a binary-addition run; the defaults are the reference study's.
+
+    Validated on construction: every invalid setting is a one-line ``ValueError``.
 
     Attributes:
       loss: ``"bce"`` or ``"mse"`` (see :data:`ADDER_OBJECTIVES`).
@@ -459,10 +237,14 @@ class AdderConfig:
       test_size: held-out fraction, in ``(0, 1)``.
       epochs, batch_size, learning_rate: Adam training, as in the study (5, 32, 1e-3).
       hidden_size: hidden units of the cell.
-      optimizer: ``"adam"`` (optax) or ``"keras_adam"`` (see :func:`keras_adam`).
+      optimizer: ``"adam"`` (optax) or ``"keras_adam"`` (see
+        :func:`jaxseq.optim.keras_adam`).
       eval_bits: lengths for the generalisation table.
       eval_samples: additions per evaluated length.
       eval_batch_size: rows per compiled forward in :func:`evaluate_lengths`.
+      seed: the first seed of a :func:`run` (non-negative).
+      seeds: how many seeds :func:`run` trains: ``seed, seed + 1, ...``.
+      keep_checkpoints: newest checkpoints kept per seed by :func:`run`.
     """
 
     loss: str = "bce"
@@ -477,6 +259,13 @@ class AdderConfig:
     eval_bits: tuple[int, ...] = tuple(range(3, 20))
     eval_samples: int = 10_000
     eval_batch_size: int = 2048
+    seed: int = 0
+    seeds: int = 1
+    keep_checkpoints: int = 3
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eval_bits", tuple(self.eval_bits))
+        self.validate()
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line message for any invalid setting.
@@ -484,40 +273,32 @@ class AdderConfig:
         Raises:
           ValueError: for an unknown loss or optimizer, a non-positive size or learning
             rate, ``bits`` or an ``eval_bits`` length outside ``[2, MAX_BITS]``, a
-            ``test_size`` outside ``(0, 1)`` or one that leaves an empty part, or a
-            ``batch_size`` larger than the training part.
+            ``test_size`` outside ``(0, 1)`` or one that leaves an empty part, a
+            ``batch_size`` larger than the training part, or seeds outside
+            ``[0, 2**32)``.
         """
         get_objective(self.loss)
         make_optimizer(self.optimizer, self.learning_rate)
-        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not (
-            2 <= self.bits <= adder_data.MAX_BITS
-        ):
-            raise ValueError(f"bits must be an integer in [2, {adder_data.MAX_BITS}], "
-                             f"got {self.bits!r}")
+        adder_data.check_bits("bits", self.bits)
         for name in ("samples", "epochs", "batch_size", "hidden_size", "eval_samples",
-                     "eval_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not (isinstance(self.test_size, (int, float)) and 0 < self.test_size < 1):
-            raise ValueError(f"test_size must be strictly between 0 and 1, got {self.test_size!r}")
-        n_test = math.ceil(self.test_size * self.samples)
-        n_train = self.samples - n_test
-        if n_test < 1 or n_train < 1:
-            raise ValueError(f"test_size {self.test_size} of {self.samples} samples leaves an "
-                             f"empty training or test set")
-        if self.batch_size > n_train:
-            raise ValueError(f"batch_size {self.batch_size} is larger than the training set "
-                             f"({n_train} examples)")
+                     "eval_batch_size", "seeds", "keep_checkpoints"):
+            check_positive_int(name, getattr(self, name))
+        check_fraction("test_size", self.test_size)
+        n_train, _ = adder_data.split_sizes(self.samples, self.test_size)
+        check_batch_size(self.batch_size, n_train)
         if not self.eval_bits:
             raise ValueError("eval_bits must not be empty")
         for length in self.eval_bits:
-            if not 2 <= length <= adder_data.MAX_BITS:
-                raise ValueError(f"eval bit lengths must be in [2, {adder_data.MAX_BITS}], "
-                                 f"got {length}")
+            adder_data.check_bits("eval bit lengths", length)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not (
+                0 <= self.seed <= MAX_SEED):
+            raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
+        if self.seed + self.seeds - 1 > MAX_SEED:
+            raise ValueError(f"seed {self.seed} with seeds {self.seeds} goes past the largest "
+                             f"seed, {MAX_SEED}")
 
 
-def run(
+def run_seed(
     config: AdderConfig,
     seed: int = 0,
     *,
@@ -536,14 +317,15 @@ def run(
     :func:`eval_dataset` with the same ``seed``.
 
     Args:
-      config: the settings (validated first).
+      config: the settings (its ``seed``, ``seeds`` and ``keep_checkpoints`` are not used
+        here).
       seed: non-negative integer seed.
       progress: show fit's progress bar.
       log: receives fit's per-epoch lines; ``None`` for silence.
       model: reuse a :class:`BinaryAdder` (same hidden size) so that repeated runs
         hit the jit caches; default a new one.
       checkpoint_dir: if given, a checkpoint is saved there after every epoch
-        (:class:`jaxseq.checkpoint.Checkpointer`, task ``"bits"``).
+        (:class:`jaxseq.runs.checkpoint.Checkpointer`, task ``"bits"``).
       keep_checkpoints: how many of the newest checkpoints to keep (``None``: all).
       resume: continue from the newest checkpoint in ``checkpoint_dir`` if there is
         one (the result is the same as a run never interrupted); without it, a
@@ -565,9 +347,8 @@ def run(
         ``checkpoint_dir`` that already holds checkpoints.
       jaxseq.train.NonFiniteLossError: if the loss becomes NaN or infinite.
     """
-    config.validate()
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
     start = time.perf_counter()
     objective = get_objective(config.loss)
     rng = np.random.default_rng(seed)
@@ -583,11 +364,11 @@ def run(
     )
     initial_epoch, history, on_epoch_end, checkpointer = 0, None, None, None
     if checkpoint_dir is not None:
-        from jaxseq.checkpoint import Checkpointer  # orbax: only when checkpointing
+        from jaxseq.runs.checkpoint import Checkpointer  # orbax: only when checkpointing
 
         checkpointer = Checkpointer(
             checkpoint_dir, keep=keep_checkpoints, model=model,
-            example_inputs=train_set.inputs[:1], task="bits",
+            example_inputs=train_set.inputs[:1], task=TASK,
             extra={"seed": seed, "config": dataclasses.asdict(config)},
         )
         if checkpointer.latest_epoch() is not None:
@@ -633,3 +414,92 @@ def run(
         "seconds": time.perf_counter() - start,
         "params": jax.tree.map(np.asarray, jax.device_get(state.params)),
     }
+
+
+#: What :func:`run` writes into its run folder (besides ``checkpoints/``).
+OUTPUTS = ("config.json", "results.json", "accuracy_vs_bits.png")
+
+
+def run(
+    config: AdderConfig,
+    run_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = print,
+    on_seed_end: Callable[[dict[str, Any]], None] | None = None,
+    run_info: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate every seed of ``config`` into ``run_dir``; write its results.
+
+    Seeds ``config.seed .. config.seed + config.seeds - 1`` run in turn through
+    :func:`run_seed` (sharing one model, so they share the compiled functions), each
+    checkpointed every epoch in ``run_dir/checkpoints/seed-<k>``. Process 0 writes
+    ``config.json`` first (the settings and ``run_info``; not on ``resume``), and
+    ``results.json`` (config, summary, every seed's result) and the figure
+    ``accuracy_vs_bits.png`` at the end, each atomically.
+
+    Args:
+      config: the settings.
+      run_dir: the run folder (created when missing).
+      resume: continue each seed from its newest checkpoint (a seed already finished
+        restores its last epoch and re-evaluates).
+      progress: show the training progress bars.
+      log: receives the per-epoch lines; ``None`` for silence.
+      on_seed_end: called with each seed's result (as in ``results["runs"]``) when it
+        is done, e.g. to print its tables.
+      run_info: extra JSON values for ``config.json`` (devices, processes...).
+
+    Returns:
+      ``{"config", "summary", "runs", "seconds"}`` as written to ``results.json``:
+      ``summary`` counts the seeds that converged (100% exact sums at every evaluated
+      length) and that learned exactly a full adder's truth table.
+
+    Raises:
+      ValueError: for a checkpoint that cannot be restored, or (without ``resume``) a
+        seed folder that already holds checkpoints.
+      jaxseq.train.NonFiniteLossError: when a seed's loss becomes NaN or infinite; the
+        message names the seed and its last good checkpoint.
+    """
+    from jaxseq import plots
+    from jaxseq.runs import folder
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    primary = jax.process_index() == 0
+    settings = dataclasses.asdict(config)
+    if primary and not resume:
+        folder.write_json_atomic(run_dir / "config.json", settings | dict(run_info or {}))
+    start = time.perf_counter()
+    model = BinaryAdder(config.hidden_size)
+    runs = []
+    for seed in range(config.seed, config.seed + config.seeds):
+        directory = folder.checkpoint_dir(run_dir, f"seed-{seed}")
+        if log is not None:
+            log(f"\n=== seed {seed} ===")
+        try:
+            result = run_seed(config, seed, progress=progress, log=log, model=model,
+                              checkpoint_dir=directory,
+                              keep_checkpoints=config.keep_checkpoints, resume=resume)
+        except (KeyError, OSError) as error:  # orbax / tensorstore: a damaged checkpoint
+            raise ValueError(folder.restore_error_message(directory, error)) from error
+        except train.NonFiniteLossError as error:
+            raise error.in_run(f"seed {seed}", folder.latest_epoch(directory), directory) from None
+        result.pop("params")
+        runs.append(result)
+        if on_seed_end is not None:
+            on_seed_end(result)
+    converged = [r["seed"] for r in runs if r["converged"]]
+    results = {
+        "config": settings,
+        "summary": {"seeds": [r["seed"] for r in runs], "converged": len(converged),
+                    "converged_seeds": converged,
+                    "full_adder": sum(r["is_full_adder"] for r in runs)},
+        "runs": runs,
+        "seconds": time.perf_counter() - start,
+    }
+    if primary:
+        folder.write_json_atomic(run_dir / "results.json", results)
+        plots.plot_adder_lengths(runs, config.loss, config.bits, run_dir / "accuracy_vs_bits.png")
+    return results
+

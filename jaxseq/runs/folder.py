@@ -1,4 +1,4 @@
-"""Run folders and atomic result files.
+"""Run folders: atomic result files, new run folders, and the checkpoint folders in a run.
 
 Light on purpose (no JAX): the experiment scripts use it to check their flags and run
 folders before they import anything heavy.
@@ -97,7 +97,7 @@ def new_run_dir(base: str | os.PathLike = "runs", name: str = "run") -> Path:
     raise RuntimeError(f"could not create a new run folder under {base}")
 
 
-#: Sub-folder of a run folder with one checkpoint folder per model (see jaxseq.checkpoint).
+#: Sub-folder of a run folder with one checkpoint folder per model (see jaxseq.runs.checkpoint).
 CHECKPOINTS_DIR = "checkpoints"
 _TMP_MARK = ".orbax-checkpoint-tmp"  # orbax's suffix for a checkpoint still being written
 
@@ -158,3 +158,34 @@ def checkpoint_names(run_dir: str | os.PathLike) -> list[str]:
     if not folder.is_dir():
         return []
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and checkpoint_epochs(p))
+
+
+def latest_epoch(directory: str | os.PathLike) -> int | None:
+    """The epoch of the newest complete checkpoint in ``directory``, or ``None``.
+
+    Reads the folder listing only (no orbax, no JAX), like :func:`checkpoint_epochs`.
+
+    Args:
+      directory: one model's checkpoint folder (:func:`checkpoint_dir`).
+
+    Returns:
+      The largest epoch (1-based int) with a complete checkpoint; ``None`` if there is
+      none or the folder does not exist.
+    """
+    epochs = checkpoint_epochs(directory)
+    return epochs[-1] if epochs else None
+
+
+def restore_error_message(directory: str | os.PathLike, error: BaseException) -> str:
+    """One line for a checkpoint that exists but cannot be restored.
+
+    Args:
+      directory: the checkpoint folder.
+      error: what orbax or tensorstore raised.
+
+    Returns:
+      The message, naming the folder and the first line of the error.
+    """
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    return (f"--resume: the checkpoint in {directory} cannot be restored (damaged or written "
+            f"by another version?): {type(error).__name__}: {first}")

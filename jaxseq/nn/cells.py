@@ -1,5 +1,7 @@
-"""Hand-written Flax recurrent cells.
+"""Recurrent cells: Flax's own by registry name, and the hand-written full-adder cell.
 
+:func:`make_cell` builds Flax's ``nn.SimpleCell``, ``nn.OptimizedLSTMCell`` or
+``nn.GRUCell`` from a name of :data:`jaxseq.nn.registry.CELLS`.
 :class:`FullAdderCell` is a JAX/Flax transcription of the reference study's
 hand-written Keras full-adder cell: a tiny two-layer network that reads one bit of
 each operand and a one-number state, and emits one output bit and the next state.
@@ -13,10 +15,36 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["FullAdderCell", "keras_uniform"]
+from jaxseq.checks import check_positive_int
+from jaxseq.nn.registry import cell_info
+
+__all__ = ["FullAdderCell", "keras_uniform", "make_cell"]
 
 #: A Flax initializer: ``(key, shape, dtype) -> array``.
 Initializer = Any
+
+
+def make_cell(cell: str, features: int, **cell_kwargs: Any) -> nn.RNNCellBase:
+    """A Flax recurrent cell chosen by name.
+
+    Args:
+      cell: ``"rnn"`` (Elman tanh, ``nn.SimpleCell``), ``"lstm"``
+        (``nn.OptimizedLSTMCell``, carry ``(c, h)``) or ``"gru"`` (``nn.GRUCell``,
+        the PyTorch/cuDNN formulation with the reset gate applied after the
+        recurrent matmul): a key of :data:`jaxseq.nn.registry.CELLS`.
+      features: hidden units of the cell (positive).
+      **cell_kwargs: passed on to the Flax cell (``name``, ``dtype``, initialisers...).
+
+    Returns:
+      An unbound Flax cell, ``carry, y = cell(carry, x)`` with ``x [*batch, in]`` and
+      ``y [*batch, features]``, for use under ``nn.RNN``.
+
+    Raises:
+      ValueError: for an unknown name or a non-positive ``features``.
+    """
+    info = cell_info(cell)
+    features = check_positive_int("features", features)
+    return getattr(nn, info.flax_cell)(features=features, **cell_kwargs)
 
 
 def keras_uniform(minval: float = -0.05, maxval: float = 0.05) -> Initializer:
@@ -87,11 +115,7 @@ class FullAdderCell(nn.RNNCellBase):
     param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
-        if (isinstance(self.hidden_features, bool) or not isinstance(self.hidden_features, int)
-                or self.hidden_features <= 0):
-            raise ValueError(
-                f"hidden_features must be a positive integer, got {self.hidden_features!r}"
-            )
+        check_positive_int("hidden_features", self.hidden_features)
         super().__post_init__()
 
     @nn.compact

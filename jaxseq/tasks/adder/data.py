@@ -20,6 +20,7 @@ import numbers
 
 import numpy as np
 
+from jaxseq.checks import check_fraction, check_positive_int
 from jaxseq.data.dataset import Dataset
 
 __all__ = [
@@ -27,7 +28,9 @@ __all__ = [
     "bits_to_int",
     "generate",
     "make_rng",
+    "check_bits",
     "parse_bit_range",
+    "split_sizes",
     "train_test_split",
 ]
 
@@ -66,13 +69,48 @@ def make_rng(key_or_seed: SeedLike) -> np.random.Generator:
     return np.random.default_rng(int(key_or_seed))
 
 
-def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
+def check_bits(name: str, value: object) -> int:
+    """``value`` as an ``int`` if it is a bit length in ``[2, MAX_BITS]``.
+
+    Args:
+      name: what the value is, for the message (``"max_bits"``).
+      value: the value to check.
+
+    Returns:
+      ``int(value)``.
+
+    Raises:
+      ValueError: ``"<name> must satisfy 2 <= <name> <= 4096, got <value>"``.
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        allowed = f"{low} <= {name} <= {high}" if high is not None else f"{name} >= {low}"
-        raise ValueError(f"{name} must satisfy {allowed}, got {value}")
+    if not 2 <= value <= MAX_BITS:
+        raise ValueError(f"{name} must satisfy 2 <= {name} <= {MAX_BITS}, got {value}")
     return int(value)
+
+
+def split_sizes(samples: int, test_size: float) -> tuple[int, int]:
+    """``(train, test)`` example counts of :func:`train_test_split` for ``samples``.
+
+    The test part has ``ceil(test_size * samples)`` examples (scikit-learn's rounding).
+
+    Args:
+      samples: examples before the split (positive).
+      test_size: the held-out fraction, strictly between 0 and 1.
+
+    Returns:
+      ``(n_train, n_test)``.
+
+    Raises:
+      ValueError: for a ``test_size`` outside ``(0, 1)``, or one that leaves an empty part.
+    """
+    test_size = check_fraction("test_size", test_size)
+    n_test = math.ceil(test_size * samples)
+    if n_test < 1 or n_test >= samples:
+        raise ValueError(
+            f"test_size {test_size} of {samples} examples leaves an empty training or test set"
+        )
+    return samples - n_test, n_test
 
 
 def generate(max_bits: int, n_samples: int, key_or_seed: SeedLike = 0) -> Dataset:
@@ -100,8 +138,8 @@ def generate(max_bits: int, n_samples: int, key_or_seed: SeedLike = 0) -> Datase
         is not a positive integer.
       TypeError: for an unsupported seed type.
     """
-    max_bits = _check_int("max_bits", max_bits, 2, MAX_BITS)
-    n_samples = _check_int("n_samples", n_samples, 1)
+    max_bits = check_bits("max_bits", max_bits)
+    n_samples = check_positive_int("n_samples", n_samples)
     rng = make_rng(key_or_seed)
 
     operands = np.zeros((n_samples, max_bits, 2), np.int32)
@@ -159,18 +197,8 @@ def train_test_split(
     Raises:
       ValueError: if ``test_size`` is not in ``(0, 1)`` or either part would be empty.
     """
-    if isinstance(test_size, bool) or not isinstance(test_size, numbers.Real) or not (
-        0.0 < float(test_size) < 1.0
-    ):
-        raise ValueError(
-            f"test_size must be a fraction strictly between 0 and 1, got {test_size!r}"
-        )
     n = dataset.num_examples
-    n_test = math.ceil(float(test_size) * n)
-    if n_test < 1 or n_test >= n:
-        raise ValueError(
-            f"test_size {test_size} of {n} examples leaves an empty training or test set"
-        )
+    _, n_test = split_sizes(n, test_size)
     order = make_rng(seed).permutation(n)
     test_idx, train_idx = order[:n_test], order[n_test:]
     return (
@@ -215,7 +243,7 @@ def parse_bit_range(text: str) -> list[int]:
             ) from None
         if low > high:
             raise ValueError(f"bit range {part!r} is empty or reversed; use e.g. 3..19")
-        if low < 2 or high > MAX_BITS:
+        if low < 2 or high > MAX_BITS:  # not check_bits: the message names the item
             raise ValueError(f"bit lengths must be in [2, {MAX_BITS}], got {part!r}")
         values.update(range(low, high + 1))
     return sorted(values)

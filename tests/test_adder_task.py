@@ -15,9 +15,11 @@ import numpy as np
 import optax
 import pytest
 
-from jaxseq import adder, losses, train
-from jaxseq.cells import FullAdderCell
-from jaxseq.data import adder as ad
+from jaxseq import losses, optim, train
+from jaxseq.nn.cells import FullAdderCell
+from jaxseq.tasks import adder
+from jaxseq.tasks.adder import data as ad
+from jaxseq.tasks.adder import task as adder_task
 
 # --- NumPy references ----------------------------------------------------------------------
 
@@ -219,7 +221,7 @@ def test_keras_adam_matches_numpy_transcription():
     lr, b1, b2, eps = 1e-3, 0.9, 0.999, 1e-7
     # NumPy transcription of keras.optimizers.Adam.update_step (float64)
     ref, m, v = param.astype(np.float64), np.zeros((3, 4)), np.zeros((3, 4))
-    tx = adder.keras_adam(lr)
+    tx = optim.keras_adam(lr)
     p, state = jnp.asarray(param), tx.init(jnp.asarray(param))
     for t, g in enumerate(grads, start=1):
         alpha = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
@@ -236,7 +238,7 @@ def test_optax_adam_differs_from_keras_where_epsilon_matters():
     p0 = jnp.zeros((1,))
     steps = {}
     for name in ("adam", "keras_adam"):
-        tx = adder.make_optimizer(name, 1e-3)
+        tx = optim.make_optimizer(name, 1e-3)
         updates, _ = tx.update(g, tx.init(p0), p0)
         steps[name] = float(updates[0])
     # step 1: optax: lr * g / (|g| + 1e-8); Keras: lr * sqrt(1-b2) * g / (sqrt(1-b2)|g| + 1e-7)
@@ -247,11 +249,11 @@ def test_optax_adam_differs_from_keras_where_epsilon_matters():
 
 
 def test_make_optimizer_errors_and_reuse():
-    assert adder.make_optimizer("adam", 1e-3) is adder.make_optimizer("adam", 1e-3)
+    assert optim.make_optimizer("adam", 1e-3) is optim.make_optimizer("adam", 1e-3)
     with pytest.raises(ValueError, match="adam, keras_adam"):
-        adder.make_optimizer("sgd", 1e-3)
+        optim.make_optimizer("sgd", 1e-3)
     with pytest.raises(ValueError, match="learning_rate"):
-        adder.make_optimizer("adam", 0.0)
+        optim.make_optimizer("adam", 0.0)
 
 
 # --- Truth table ---------------------------------------------------------------------------
@@ -292,9 +294,9 @@ def test_padded_evaluation_equals_unpadded():
     model = adder.BinaryAdder()
     lengths = [3, 4, 7, 12]
     n = 333  # not a multiple of the batch: rows of two lengths share batches
-    before = adder._masked_bit_counts._cache_size()
+    before = adder_task._masked_bit_counts._cache_size()
     table = adder.evaluate_lengths(model, params, lengths, n, seed=9, batch_size=256)
-    assert adder._masked_bit_counts._cache_size() - before <= 1  # one compile for all lengths
+    assert adder_task._masked_bit_counts._cache_size() - before <= 1  # one compile for all lengths
     state = train.TrainState.create(apply_fn=model.apply, params=params, tx=optax.sgd(0.1))
     saw_partial = False
     for row, length in zip(table, lengths, strict=True):
@@ -335,7 +337,7 @@ CI_SEED = 0  # found by scanning seeds 0..9 with CI_CONFIG: 9 of 10 converge (no
 
 @pytest.fixture(scope="module")
 def trained():
-    return adder.run(CI_CONFIG, CI_SEED, progress=False, log=None)
+    return adder.run_seed(CI_CONFIG, CI_SEED, progress=False, log=None)
 
 
 def test_bce_training_converges_and_generalises_to_19_bits(trained):
@@ -372,13 +374,13 @@ def test_converged_model_adds_256_bit_numbers(trained):
 
 def test_run_validates_config():
     with pytest.raises(ValueError, match="batch_size 100 is larger"):
-        adder.run(adder.AdderConfig(samples=100, batch_size=100), 0)
+        adder.run_seed(adder.AdderConfig(samples=100, batch_size=100), 0)
     with pytest.raises(ValueError, match="unknown loss"):
-        adder.run(adder.AdderConfig(loss="hinge"), 0)
+        adder.run_seed(adder.AdderConfig(loss="hinge"), 0)
     with pytest.raises(ValueError, match="bits"):
-        adder.run(adder.AdderConfig(bits=1), 0)
+        adder.run_seed(adder.AdderConfig(bits=1), 0)
     with pytest.raises(ValueError, match="seed"):
-        adder.run(adder.AdderConfig(), -1)
+        adder.run_seed(adder.AdderConfig(), -1)
 
 
 def test_rnn_under_flax_directly():

@@ -1,4 +1,4 @@
-"""Per-epoch training checkpoints (orbax-checkpoint), resuming, and loading finished runs.
+"""Per-epoch training checkpoints with orbax-checkpoint, for resuming and for inference.
 
 Layout of a run folder (both experiments)::
 
@@ -34,7 +34,6 @@ import importlib
 import os
 import shutil
 from collections.abc import Callable, Mapping
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,47 +41,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxseq import io
-from jaxseq.data.dataset import Dataset
-from jaxseq.io import (
-    _TMP_MARK,
-    CHECKPOINTS_DIR,
-    checkpoint_dir,
-    checkpoint_epochs,
-    checkpoint_names,
-)
-from jaxseq.train import (
-    CLASSIFICATION,
-    History,
-    Objective,
-    TrainState,
-    data_mesh,
-    evaluate,
-)
+from jaxseq.checks import check_positive_int
+from jaxseq.runs.folder import _TMP_MARK
+from jaxseq.train import History, TrainState, data_mesh
 
-__all__ = [
-    "CHECKPOINTS_DIR",
-    "TASKS",
-    "Checkpointer",
-    "Predictor",
-    "Restored",
-    "checkpoint_dir",
-    "checkpoint_epochs",
-    "checkpoint_names",
-    "latest_epoch",
-    "load_run",
-    "model_spec",
-]
-
-#: What :meth:`Predictor.predict` returns: ``"classification"``, the arg-max class of
-#: ``[batch, classes]`` logits; ``"bits"``, each ``[batch, time, 1]`` probability
-#: thresholded at 0.5.
-TASKS = ("classification", "bits")
+__all__ = ["Checkpointer", "Restored", "build_model", "model_spec"]
 
 _FORMAT = 1
 
@@ -98,22 +65,6 @@ def _remove_unfinished_saves(directory: Path) -> None:
                 shutil.rmtree(path, ignore_errors=True)
 
 
-def latest_epoch(directory: str | os.PathLike) -> int | None:
-    """The epoch of the newest complete checkpoint in ``directory``, or ``None``.
-
-    Reads the folder listing only (no orbax, no JAX), like :func:`checkpoint_epochs`.
-
-    Args:
-      directory: one model's checkpoint folder (:func:`checkpoint_dir`).
-
-    Returns:
-      The largest epoch (1-based int) with a complete checkpoint; ``None`` if there is
-      none or the folder does not exist.
-    """
-    epochs = checkpoint_epochs(directory)
-    return epochs[-1] if epochs else None
-
-
 def _json_value(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
@@ -126,7 +77,7 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
 
     Returns:
       ``{"class": "<module>.<qualname>", "fields": {name: value}}``, e.g.
-      ``{"class": "jaxseq.models.RecurrentClassifier", "fields": {"cell": "gru",
+      ``{"class": "jaxseq.nn.classifier.RecurrentClassifier", "fields": {"cell": "gru",
       "features": 128, ...}}``: every constructor field except Flax's ``parent`` and
       ``name``; ``cls(**fields)`` rebuilds the module.
 
@@ -149,8 +100,28 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "fields": fields}
 
 
-def _build_model(spec: Mapping[str, Any]) -> nn.Module:
-    module_name, _, class_name = str(spec["class"]).rpartition(".")
+#: Model classes recorded by checkpoints of earlier versions, and where they live now.
+LEGACY_CLASSES = {
+    "jaxseq.models.RecurrentClassifier": "jaxseq.nn.classifier.RecurrentClassifier",
+    "jaxseq.adder.BinaryAdder": "jaxseq.tasks.adder.model.BinaryAdder",
+}
+
+
+def build_model(spec: Mapping[str, Any]) -> nn.Module:
+    """Rebuild a model from its :func:`model_spec` (checkpoints of earlier versions too).
+
+    Args:
+      spec: ``{"class": "<module>.<qualname>", "fields": {...}}`` as saved; the class
+        paths of earlier layouts (:data:`LEGACY_CLASSES`) are mapped to today's.
+
+    Returns:
+      ``cls(**fields)``.
+
+    Raises:
+      ValueError: if the class is not a Flax module defined in ``jaxseq``.
+    """
+    class_path = LEGACY_CLASSES.get(str(spec["class"]), str(spec["class"]))
+    module_name, _, class_name = class_path.rpartition(".")
     if not module_name.startswith("jaxseq."):
         raise ValueError(f"checkpoint names model class {spec['class']!r}; only jaxseq "
                          f"classes are loaded")
@@ -184,20 +155,22 @@ class Checkpointer:
     """Saves and restores one model's per-epoch checkpoints in ``directory`` (orbax).
 
     Args:
-      directory: the checkpoint folder, normally :func:`checkpoint_dir` ``(run, name)``;
-        created when missing.
+      directory: the checkpoint folder, normally
+        :func:`jaxseq.runs.folder.checkpoint_dir` ``(run, name)``; created when missing.
       keep: how many of the newest checkpoints to keep (positive), or ``None`` for all.
       model: the Flax module trained; recorded (:func:`model_spec`) so that
-        :func:`load_run` can rebuild it.
+        :func:`jaxseq.runs.predictor.load_run` can rebuild it.
       example_inputs: one example batch ``[1, ...]`` (only shape and dtype are kept),
         needed with ``model``.
-      task: ``"classification"`` or ``"bits"``, see :data:`TASKS`.
+      task: how :class:`~jaxseq.runs.predictor.Predictor` turns the model's outputs into
+        predictions: ``"classification"``, or a name registered with
+        :func:`jaxseq.runs.predictor.register_task` (the adder's ``"bits"``).
       extra: JSON-ready values saved with every checkpoint (e.g. the run's config).
       read_only: only read: the folder must exist, nothing in it is changed (not even
         leftover temporary folders removed), and :meth:`save` is refused.
 
     Raises:
-      ValueError: for a bad ``keep`` or ``task``, a ``model`` without
+      ValueError: for a non-positive ``keep``, an empty ``task``, a ``model`` without
         ``example_inputs``, or a model that cannot be recorded (:func:`model_spec`).
       FileNotFoundError: with ``read_only``, if ``directory`` does not exist.
     """
@@ -213,11 +186,10 @@ class Checkpointer:
         extra: Mapping[str, Any] | None = None,
         read_only: bool = False,
     ):
-        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int)
-                                 or keep <= 0):
-            raise ValueError(f"keep must be a positive integer or None, got {keep!r}")
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+        if keep is not None:
+            check_positive_int("keep", keep)
+        if not isinstance(task, str) or not task:
+            raise ValueError(f"task must be a task name such as 'classification', got {task!r}")
         #: The checkpoint folder, as an absolute :class:`~pathlib.Path`.
         self.directory = Path(directory).absolute()
         #: Whether the checkpointer only reads (:meth:`save` raises ``ValueError``).
@@ -464,148 +436,3 @@ class Checkpointer:
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"checkpoint {self.directory / str(epoch)} does not match the "
                              f"model: {error}") from error
-
-
-@dataclasses.dataclass(frozen=True)
-class Predictor:
-    """A trained model loaded from a run folder by :func:`load_run`.
-
-    Attributes:
-      model: the rebuilt Flax module.
-      params: its parameters.
-      config: the run's ``config.json`` (``{}`` if the run folder has none).
-      name: the checkpoint folder's name (model name, or ``seed-<k>`` for the adder).
-      epoch: the epoch the parameters were saved after.
-      history: the training history up to ``epoch``.
-      task: what :meth:`predict` returns, see :data:`TASKS`.
-    """
-
-    model: nn.Module
-    params: Any
-    config: dict[str, Any]
-    name: str
-    epoch: int
-    history: History
-    task: str
-
-    def outputs(self, inputs: np.ndarray | jax.Array) -> jax.Array:
-        """The model's raw outputs: ``[batch, classes]`` logits for a classifier,
-        ``[batch, time, 1]`` probabilities for the adder.
-
-        Args:
-          inputs: a batch shaped like the training inputs: ``[batch, 28, 28]`` float32
-            (:func:`jaxseq.data.mnist.preprocess`) for an MNIST classifier,
-            ``[batch, time, 2]`` operand bits (least significant first) for the adder.
-
-        Returns:
-          float32 ``[batch, classes]`` unnormalised logits, or float32
-          ``[batch, time, 1]`` probabilities that each sum bit is 1.
-
-        Raises:
-          ValueError: for inputs of the wrong rank or feature size (from the model).
-        """
-        return _apply(self.model, self.params, jnp.asarray(inputs))
-
-    def predict(self, inputs: np.ndarray | jax.Array) -> np.ndarray:
-        """Predictions for ``inputs`` (e.g. ``[batch, 28, 28]`` float32 as
-        :func:`jaxseq.data.mnist.preprocess` gives): int32 class ids ``[batch]``, or
-        int32 sum bits ``[batch, time]`` for the adder.
-
-        Args:
-          inputs: as for :meth:`outputs`.
-
-        Returns:
-          A NumPy int32 array: for ``task == "classification"`` the arg-max class
-          ``[batch]``; for ``"bits"`` each sum bit ``[batch, time]`` (1 where the
-          probability is above 0.5, else 0), least significant first.
-
-        Raises:
-          ValueError: for inputs of the wrong rank or feature size (from the model).
-        """
-        outputs = np.asarray(self.outputs(inputs))
-        if self.task == "bits":
-            return (outputs[..., 0] > 0.5).astype(np.int32)
-        return outputs.argmax(-1).astype(np.int32)
-
-    def evaluate(self, dataset: Dataset, objective: Objective = CLASSIFICATION,
-                 batch_size: int = 1000) -> dict[str, float]:
-        """:func:`jaxseq.train.evaluate` of these parameters on ``dataset``.
-
-        Args:
-          dataset: inputs ``[N, ...]`` and labels ``[N, ...]``, as for training.
-          objective: loss and metrics; the default suits classifiers, pass one of
-            :data:`jaxseq.adder.ADDER_OBJECTIVES` for the adder.
-          batch_size: examples per evaluation batch (memory only, not results).
-
-        Returns:
-          ``{"loss": ..., <metric>: ...}``: Python floats, means over every example;
-          metrics are fractions in [0, 1].
-
-        Raises:
-          ValueError: for an empty dataset or a non-positive ``batch_size``.
-        """
-        state = TrainState.create(apply_fn=self.model.apply, params=self.params,
-                                  tx=_NO_OPTIMIZER)
-        return evaluate(state, dataset, objective, batch_size)
-
-
-_NO_OPTIMIZER = optax.set_to_zero()  # evaluation needs a TrainState, not an optimizer
-
-
-def _apply(model: nn.Module, params: Any, inputs: jax.Array) -> jax.Array:
-    return _apply_jit(model, params, inputs)
-
-
-@partial(jax.jit, static_argnames="model")
-def _apply_jit(model: nn.Module, params: Any, inputs: jax.Array) -> jax.Array:
-    return model.apply({"params": params}, inputs)
-
-
-def load_run(
-    run_dir: str | os.PathLike,
-    name: str | None = None,
-    epoch: int | None = None,
-) -> Predictor:
-    """Load a trained model from a run folder for inference.
-
-    Args:
-      run_dir: the run folder (``--out-dir`` of an experiment).
-      name: which model (checkpoint sub-folder): ``"gru"``, ``"bilstm"``,
-        ``"seed-0"``...; may be left out when the run has only one.
-      epoch: which checkpoint; default the newest (the final one of a finished run).
-
-    Returns:
-      A :class:`Predictor` with the model, parameters and config.
-
-    Raises:
-      FileNotFoundError: if ``run_dir`` does not exist or holds no complete checkpoint.
-      ValueError: if ``name`` is missing (several models) or unknown, or the
-        checkpoint does not describe a model (saved without ``model=``).
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist")
-    names = checkpoint_names(run_dir)
-    if not names:
-        raise FileNotFoundError(f"no complete checkpoint in {run_dir / CHECKPOINTS_DIR}")
-    if name is None:
-        if len(names) > 1:
-            raise ValueError(f"{run_dir} holds several models; choose one of: "
-                             f"{', '.join(names)}")
-        name = names[0]
-    if name not in names:
-        raise ValueError(f"no checkpoint named {name!r} in {run_dir}; valid names: "
-                         f"{', '.join(names)}")
-    with Checkpointer(checkpoint_dir(run_dir, name), keep=None, read_only=True) as checkpointer:
-        meta = checkpointer.read_meta(epoch)
-        if "model" not in meta or "input" not in meta:
-            raise ValueError(f"checkpoint {checkpointer.directory} does not record its model")
-        model = _build_model(meta["model"])
-        example = jnp.zeros([1, *meta["input"]["shape"]], meta["input"]["dtype"])
-        params_like = jax.eval_shape(lambda: model.init(jax.random.key(0), example))["params"]
-        params = checkpointer.restore_params(params_like, meta["epoch"])
-    config_path = run_dir / "config.json"
-    config = io.read_json(config_path) if config_path.is_file() else {}
-    return Predictor(model, params, config, name, int(meta["epoch"]),
-                     {k: list(v) for k, v in meta["history"].items()}, meta["task"])
-

@@ -1,15 +1,22 @@
-"""Small helpers shared by the experiment scripts' command lines."""
+"""What both experiment scripts share on the command line: parsing once, argparse types
+built on :mod:`jaxseq.checks`, run-folder flags, one-line errors.
+
+Light on purpose (no JAX): the scripts check their flags before importing anything heavy.
+"""
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
+
+from jaxseq.checks import MAX_SEED, check_fraction, check_positive_int, check_positive_number
+from jaxseq.runs.folder import read_json, restore_error_message
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -21,82 +28,103 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def positive_int(text: str) -> int:
-    """``argparse`` type: an integer > 0.
+def _argument_type(check: Callable[[str, object], object], convert: Callable[[str], object],
+                   what: str) -> Callable[[str], object]:
+    """An argparse type: ``convert`` the text, then ``check`` it (one rule, one place)."""
 
-    Args:
-      text: the flag's value as given on the command line.
+    def parse(text: str) -> object:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        try:
+            return check("value", value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}") from None
 
-    Returns:
-      The integer.
-
-    Raises:
-      argparse.ArgumentTypeError: if ``text`` is not an integer or not positive
-        (argparse turns it into a one-line error, exit code 2).
-    """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+    parse.__name__ = what.replace(" ", "_")
+    return parse
 
 
-def positive_float(text: str) -> float:
-    """``argparse`` type: a finite number > 0.
-
-    Args:
-      text: the flag's value as given on the command line.
-
-    Returns:
-      The number as a float.
-
-    Raises:
-      argparse.ArgumentTypeError: if ``text`` is not a number, or is not finite and
-        positive (argparse turns it into a one-line error, exit code 2).
-    """
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return value
+#: ``argparse`` type: an integer > 0 (:func:`jaxseq.checks.check_positive_int`).
+positive_int = _argument_type(check_positive_int, int, "a positive integer")
+#: ``argparse`` type: a finite number > 0 (:func:`jaxseq.checks.check_positive_number`).
+positive_float = _argument_type(check_positive_number, float, "a positive finite number")
+#: ``argparse`` type: a number strictly between 0 and 1 (:func:`jaxseq.checks.check_fraction`).
+fraction = _argument_type(check_fraction, float, "strictly between 0 and 1")
 
 
-def explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
-    """The ``dest`` names of the options actually given in ``argv`` (``None``: ``sys.argv``).
+def path(text: str) -> Path:
+    """``argparse`` type: a path, ``~`` expanded as a shell would (also in ``--flag=~/x``)."""
+    return Path(text).expanduser()
 
-    An option given with its default value counts as given. ``argv`` must already have
-    parsed without error.
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None
+               ) -> tuple[argparse.Namespace, set[str]]:
+    """Parse ``argv`` once; also say which options were given explicitly.
 
     Args:
       parser: the script's parser.
-      argv: the command-line arguments (without the program name), or ``None``.
+      argv: the command-line arguments (without the program name), or ``None`` for
+        ``sys.argv[1:]``.
 
     Returns:
-      The ``dest`` names (``"data_dir"`` for ``--data-dir``) of the options present.
+      ``(args, given)``: the namespace with every default filled in, and the ``dest``
+      names of the options present in ``argv`` (an option given with its default value
+      counts as given).
     """
     unset = object()
-    namespace = argparse.Namespace(**{action.dest: unset for action in parser._actions})
+    namespace = argparse.Namespace(**{action.dest: unset for action in parser._actions
+                                      if action.dest != argparse.SUPPRESS})
     parser.parse_args(argv, namespace)
-    return {dest for dest, value in vars(namespace).items() if value is not unset}
+    given = set()
+    for action in parser._actions:
+        if action.dest == argparse.SUPPRESS:
+            continue
+        if getattr(namespace, action.dest) is unset:
+            default = action.default
+            if isinstance(default, str) and action.type is not None:
+                default = action.type(default)
+            setattr(namespace, action.dest, default)
+        else:
+            given.add(action.dest)
+    return namespace, given
 
 
-def refuse_other_flags(parser: argparse.ArgumentParser, argv: list[str] | None, mode: str,
+def for_command_line(message: str, parser: argparse.ArgumentParser) -> str:
+    """A library message as a command-line user reads it: Python names become flags.
+
+    ``batch_size 128 is larger...`` becomes ``--batch-size 128 is larger...`` and
+    ``data_dir=`` becomes ``--data-dir``, for every option of ``parser`` whose name has
+    an underscore (plain words such as ``seed`` are left as they are).
+
+    Args:
+      message: the error text.
+      parser: the script's parser, whose options are looked up.
+
+    Returns:
+      The message with those names replaced.
+    """
+    for action in parser._actions:
+        if "_" in action.dest and action.option_strings:
+            flag = action.option_strings[-1]
+            message = re.sub(rf"\b{action.dest}\b=?(<[^>]*>)?", flag, message)
+    return message
+
+
+def refuse_other_flags(parser: argparse.ArgumentParser, given: set[str], mode: str,
                        allowed: set[str]) -> None:
     """``parser.error`` if an option outside ``allowed`` (dest names) was given with
     ``mode`` (e.g. ``"--resume"``), naming the options that may be combined with it.
 
     Args:
       parser: the script's parser; its ``error`` exits (code 2).
-      argv: the command-line arguments, or ``None`` for ``sys.argv``.
+      given: the ``dest`` names of the options given (from :func:`parse_args`).
       mode: the flag that restricts the others, e.g. ``"--resume"``.
       allowed: ``dest`` names of the options allowed with ``mode``.
     """
     mode_dest = mode.lstrip("-").replace("-", "_")
-    given = explicit_flags(parser, argv) - allowed - {mode_dest}
+    given = given - allowed - {mode_dest}
     if given:
         def flag(dest: str) -> str:
             return "--" + dest.replace("_", "-")
@@ -155,10 +183,6 @@ def ensure_new_run_dir(parser: argparse.ArgumentParser, out_dir: str | os.PathLi
                 path.unlink()
 
 
-#: Largest ``--seed`` accepted (seeds feed ``jax.random.key``, a 32-bit seed here).
-MAX_SEED = 2**32 - 1
-
-
 def seed_int(text: str) -> int:
     """``argparse`` type: an integer seed in ``[0, MAX_SEED]``."""
     try:
@@ -197,7 +221,7 @@ def add_run_flags(parser: argparse.ArgumentParser, *, unit: str, resume_with: st
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run in a non-empty --out-dir (its checkpoints and "
                              "results are deleted first)")
-    parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+    parser.add_argument("--resume", type=path, default=None, metavar="RUN_DIR",
                         help="continue an interrupted run from its last complete checkpoints, "
                              "with the settings in RUN_DIR/config.json; combinable only with "
                              f"{resume_with}")
@@ -259,6 +283,28 @@ def saved_settings(parser: argparse.ArgumentParser, config: object, keys: tuple[
     return settings
 
 
+def read_run_config(parser: argparse.ArgumentParser, run_dir: Path, flag: str) -> dict:
+    """The ``config.json`` of a run folder, or a one-line ``parser.error`` (exit 2).
+
+    Args:
+      parser: the script's parser.
+      run_dir: the run folder named by ``flag``.
+      flag: ``"--resume"`` or ``"--eval-only"``, for the messages.
+
+    Returns:
+      The decoded settings.
+    """
+    if not run_dir.is_dir():
+        parser.error(f"{flag}: run folder {run_dir} does not exist")
+    if not (run_dir / "config.json").is_file():
+        parser.error(f"{flag}: {run_dir} holds no config.json, so it is not a run folder of "
+                     f"{parser.prog}")
+    try:
+        return read_json(run_dir / "config.json")
+    except (OSError, ValueError) as error:
+        parser.error(f"{flag}: cannot read {run_dir / 'config.json'}: {error}")
+
+
 def run_main(main: Callable[[], int], prog: str) -> int:
     """Run a script's ``main``; Ctrl-C ends with one line and exit code 130, no traceback.
 
@@ -274,6 +320,4 @@ def run_main(main: Callable[[], int], prog: str) -> int:
 
 def restore_error(prog: str, directory: str | os.PathLike, error: BaseException) -> NoReturn:
     """Exit (code 2) with one line for a checkpoint that exists but cannot be restored."""
-    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-    fail(prog, f"--resume: the checkpoint in {directory} cannot be restored (damaged or "
-               f"written by another version?): {type(error).__name__}: {first}", 2)
+    fail(prog, restore_error_message(directory, error), 2)

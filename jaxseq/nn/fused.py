@@ -32,10 +32,12 @@ import jax
 import jax.numpy as jnp
 from flax.linen import initializers
 
+from jaxseq.nn.registry import CELLS
+
 Array = jax.Array
 
-#: Cells with a fused implementation (the names of :data:`jaxseq.models.CELLS`).
-FUSED_CELLS = ("rnn", "lstm", "gru")
+#: Cells with a fused implementation (from :data:`jaxseq.nn.registry.CELLS`).
+FUSED_CELLS = tuple(name for name, info in CELLS.items() if "fused" in info.implementations)
 
 
 # ------------------------------------------------------------------------------------------
@@ -44,6 +46,26 @@ FUSED_CELLS = ("rnn", "lstm", "gru")
 # applies tanh/sigmoid to static slices of one [batch, 4 * hidden] array, which made the
 # gate non-linearities ~20x slower than on separate arrays (docs/performance.md).
 # ------------------------------------------------------------------------------------------
+
+
+#: Time steps per iteration of the compiled time loops, per JAX backend. On a CPU one step
+#: per iteration is the measured baseline of docs/performance.md (unchanged). On a GPU the
+#: loop's per-iteration cost is a large part of a step: an H200 probe (jaxseq issue 11)
+#: measured full unrolling of MNIST's 28 steps at 1.3-2.0x the samples/s of none for every
+#: model; the cap bounds compile time for long sequences (784 steps of pixel MNIST).
+SCAN_UNROLL: dict[str, int] = {"cpu": 1, "gpu": 32, "tpu": 8}
+
+
+def scan_unroll(length: int) -> int:
+    """Steps per loop iteration for a sequence of ``length`` steps on the current backend.
+
+    Args:
+      length: time steps of the scan.
+
+    Returns:
+      ``min(SCAN_UNROLL[backend], length)``, at least 1 (1 for an unknown backend).
+    """
+    return max(1, min(SCAN_UNROLL.get(jax.default_backend(), 1), length))
 
 
 def _project(xs: Array, kernel: Array, bias: Array | None) -> Array:
@@ -98,7 +120,7 @@ def _rnn_forward(xs, w, b, u):
         h = jnp.tanh(xw_t + h @ u)
         return h, h
 
-    _, hs = jax.lax.scan(step, h0, _project(xs, w, b))
+    _, hs = jax.lax.scan(step, h0, _project(xs, w, b), unroll=scan_unroll(xs.shape[0]))
     return hs, (xs, w, u, hs)
 
 
@@ -111,7 +133,8 @@ def _rnn_backward(residuals, d_hs):
         dz = (d_h + dh_next) * (1.0 - h * h)
         return dz @ u_t, dz
 
-    _, dz = jax.lax.scan(step, jnp.zeros_like(hs[0]), (d_hs, hs), reverse=True)
+    _, dz = jax.lax.scan(step, jnp.zeros_like(hs[0]), (d_hs, hs), reverse=True,
+                         unroll=scan_unroll(hs.shape[0]))
     return (_input_grad((dz,), (w,)), _kernel_grad(xs, dz), dz.sum((0, 1)),
             _kernel_grad(_shift(hs), dz))
 
@@ -164,7 +187,7 @@ def _lstm_forward(xs, w, u, b):
         h = o * tanh_c
         return (c, h), (h, c, tanh_c, i, f, g, o)
 
-    _, (hs, *saved) = jax.lax.scan(step, (zeros, zeros), xw)
+    _, (hs, *saved) = jax.lax.scan(step, (zeros, zeros), xw, unroll=scan_unroll(xs.shape[0]))
     return hs, (xs, w, u, hs, saved)
 
 
@@ -184,7 +207,7 @@ def _lstm_backward(residuals, d_hs):
         return (dh_prev, dc * f), dz
 
     _, dz = jax.lax.scan(step, (zeros, zeros), (d_hs, _shift(cs), tanh_cs, i, f, g, o),
-                         reverse=True)
+                         reverse=True, unroll=scan_unroll(hs.shape[0]))
     h_prev = _shift(hs)
     return (_input_grad(dz, w), tuple(_kernel_grad(xs, d) for d in dz),
             tuple(_kernel_grad(h_prev, d) for d in dz), tuple(d.sum((0, 1)) for d in dz))
@@ -242,7 +265,7 @@ def _gru_forward(xs, w, b, u, b_hn):
         h = (1.0 - z) * n + z * h
         return h, (h, r, z, n, hn)
 
-    _, (hs, *saved) = jax.lax.scan(step, h0, xw)
+    _, (hs, *saved) = jax.lax.scan(step, h0, xw, unroll=scan_unroll(xs.shape[0]))
     return hs, (xs, w, u, hs, saved)
 
 
@@ -262,7 +285,8 @@ def _gru_backward(residuals, d_hs):
         return dh_prev, (dr, dz, dn, dhn)
 
     _, (dr, dz, dn, dhn) = jax.lax.scan(step, jnp.zeros_like(hs[0]),
-                                        (d_hs, h_prev, r, z, n, hn), reverse=True)
+                                        (d_hs, h_prev, r, z, n, hn), reverse=True,
+                                        unroll=scan_unroll(hs.shape[0]))
     d_input = (dr, dz, dn)
     d_hidden = (dr, dz, dhn)
     return (_input_grad(d_input, w), tuple(_kernel_grad(xs, d) for d in d_input),
@@ -294,10 +318,6 @@ class _DenseParams(nn.Module):
         return kernel, bias
 
 
-# Per cell: the gate names, as Flax's cells name their parameters.
-_GATES = {"rnn": ("",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
-
-
 def _cell_params(cell: str, features: int, in_features: int) -> tuple:
     """Create one direction's parameters as Flax's cell would, in the calling module.
 
@@ -305,9 +325,10 @@ def _cell_params(cell: str, features: int, in_features: int) -> tuple:
     module being called. Returns the argument tuple of :func:`rnn_sequence`,
     :func:`lstm_sequence` or :func:`gru_sequence` after the inputs.
     """
-    if cell not in _GATES:
+    if cell not in FUSED_CELLS:
         raise ValueError(f"no fused implementation of cell {cell!r}; "
                          f"fused cells: {', '.join(FUSED_CELLS)}")
+    gates = CELLS[cell].gates
     lecun, orthogonal = initializers.lecun_normal(), initializers.orthogonal()
 
     def dense(name, fan_in, use_bias, init):
@@ -318,11 +339,11 @@ def _cell_params(cell: str, features: int, in_features: int) -> tuple:
         u, _ = dense("h", features, False, orthogonal)
         return (w, b, u)
     if cell == "lstm":
-        w = tuple(dense(f"i{g}", in_features, False, lecun)[0] for g in _GATES["lstm"])
-        u, b = zip(*(dense(f"h{g}", features, True, orthogonal) for g in _GATES["lstm"]),
+        w = tuple(dense(f"i{g}", in_features, False, lecun)[0] for g in gates)
+        u, b = zip(*(dense(f"h{g}", features, True, orthogonal) for g in gates),
                    strict=True)
         return (w, u, b)
-    w, b = zip(*(dense(f"i{g}", in_features, True, lecun) for g in _GATES["gru"]), strict=True)
+    w, b = zip(*(dense(f"i{g}", in_features, True, lecun) for g in gates), strict=True)
     u_r, _ = dense("hr", features, False, orthogonal)
     u_z, _ = dense("hz", features, False, orthogonal)
     u_n, b_hn = dense("hn", features, True, orthogonal)
@@ -330,6 +351,31 @@ def _cell_params(cell: str, features: int, in_features: int) -> tuple:
 
 
 _SEQUENCE_FNS = {"rnn": rnn_sequence, "lstm": lstm_sequence, "gru": gru_sequence}
+
+
+def sequence_fn(cell: str, implementation: str = "fused"):
+    """The whole-sequence function of ``cell``: :func:`rnn_sequence`, :func:`lstm_sequence`
+    or :func:`gru_sequence` (``"fused"``), or its persistent Pallas kernel (``"pallas"``,
+    :mod:`jaxseq.nn.pallas`, same signature and parameters).
+
+    Args:
+      cell: ``"rnn"``, ``"lstm"`` or ``"gru"``.
+      implementation: ``"fused"`` or ``"pallas"``.
+
+    Returns:
+      ``fn(xs [T, B, I], *params) -> hs [T, B, H]``.
+
+    Raises:
+      ValueError: for a cell or implementation without such a function.
+    """
+    if implementation == "pallas":
+        from jaxseq.nn import pallas  # Pallas: only when asked for
+
+        return pallas.PALLAS_SEQUENCE_FNS[cell]
+    if implementation != "fused" or cell not in _SEQUENCE_FNS:
+        raise ValueError(f"no {implementation!r} sequence function for cell {cell!r}; "
+                         f"fused cells: {', '.join(FUSED_CELLS)}")
+    return _SEQUENCE_FNS[cell]
 
 
 def _check_inputs(inputs: Array) -> None:
@@ -351,6 +397,8 @@ class FusedRNN(nn.Module):
       features: hidden units.
       reverse: process the sequence from its last step to its first; outputs stay in
         input order (like ``nn.RNN(..., reverse=True, keep_order=True)``).
+      implementation: ``"fused"`` (``lax.scan``) or ``"pallas"`` (the persistent kernels
+        of :mod:`jaxseq.nn.pallas`): the same parameters and numbers.
 
     Raises:
       ValueError: for an unknown cell or inputs that are not ``[batch, time, in]``.
@@ -359,6 +407,7 @@ class FusedRNN(nn.Module):
     cell: str
     features: int
     reverse: bool = False
+    implementation: str = "fused"
 
     @nn.compact
     def __call__(self, inputs: Array) -> Array:
@@ -378,7 +427,7 @@ class FusedRNN(nn.Module):
         xs = jnp.swapaxes(inputs, 0, 1)  # time-major for the scan
         if self.reverse:
             xs = xs[::-1]
-        hs = _SEQUENCE_FNS[self.cell](xs, *params)
+        hs = sequence_fn(self.cell, self.implementation)(xs, *params)
         if self.reverse:
             hs = hs[::-1]
         return jnp.swapaxes(hs, 0, 1)
@@ -387,7 +436,7 @@ class FusedRNN(nn.Module):
 class FusedCellParams(nn.Module):
     """One direction's parameters, laid out like Flax's cell (see :class:`FusedRNN`).
 
-    Used by :class:`jaxseq.models.RecurrentClassifier` to create both directions'
+    Used by :class:`jaxseq.nn.classifier.RecurrentClassifier` to create both directions'
     parameters for :func:`fused_bidirectional`.
 
     Attributes:
@@ -416,7 +465,7 @@ class FusedCellParams(nn.Module):
 
 
 def fused_bidirectional(cell: str, inputs: Array, forward_params: tuple,
-                        backward_params: tuple) -> Array:
+                        backward_params: tuple, implementation: str = "fused") -> Array:
     """Both directions of a layer, ``[batch, time, in] -> [batch, time, 2 * features]``.
 
     What ``nn.Bidirectional`` computes (forward outputs, then backward outputs in input
@@ -429,6 +478,7 @@ def fused_bidirectional(cell: str, inputs: Array, forward_params: tuple,
       inputs: ``[batch, time, in]`` float32.
       forward_params: the forward direction's parameters, from :class:`FusedCellParams`.
       backward_params: the backward direction's, same cell and sizes.
+      implementation: ``"fused"`` or ``"pallas"``, see :func:`sequence_fn`.
 
     Returns:
       ``[batch, time, 2 * features]`` float32: forward outputs then backward outputs,
@@ -441,6 +491,6 @@ def fused_bidirectional(cell: str, inputs: Array, forward_params: tuple,
     _check_inputs(inputs)
     xs = jnp.swapaxes(inputs, 0, 1)
     stacked = jax.tree.map(lambda f, b: jnp.stack([f, b]), forward_params, backward_params)
-    hs = jax.vmap(_SEQUENCE_FNS[cell])(jnp.stack([xs, xs[::-1]]), *stacked)
+    hs = jax.vmap(sequence_fn(cell, implementation))(jnp.stack([xs, xs[::-1]]), *stacked)
     outputs = jnp.concatenate([hs[0], hs[1][::-1]], axis=-1)
     return jnp.swapaxes(outputs, 0, 1)

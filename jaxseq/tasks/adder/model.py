@@ -1,0 +1,130 @@
+"""The binary-addition model: ``nn.RNN`` over the full-adder cell, and its truth table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxseq.nn.cells import FullAdderCell
+from jaxseq.runs.predictor import register_task
+
+__all__ = ["BinaryAdder", "cell_params", "is_full_adder", "truth_table"]
+
+#: The name of the adder's task in its checkpoints: predictions are sum bits.
+TASK = "bits"
+
+
+def _sum_bits(probabilities: np.ndarray) -> np.ndarray:
+    """``[batch, time, 1]`` probabilities -> int32 ``[batch, time]`` bits (1 where p > 0.5)."""
+    return (probabilities[..., 0] > 0.5).astype(np.int32)
+
+
+register_task(TASK, _sum_bits)
+
+
+class BinaryAdder(nn.Module):
+    """``nn.RNN`` over a :class:`FullAdderCell`: bit pairs in, sum-bit probabilities out.
+
+    ``inputs [batch, time, 2]`` (int or float 0/1, LSB first) ->
+    ``probabilities [batch, time, 1]`` float32 that each sum bit is 1. The state
+    starts at 0 for every sequence. Parameters live under
+    ``params["cell"]`` (see :func:`cell_params`).
+
+    Attributes:
+      hidden_features: hidden tanh units of the cell (the study: 5, 32 parameters).
+      unroll: time steps per iteration of the compiled loop (``nn.RNN``'s ``unroll``).
+        The cell is so small that the loop's per-iteration cost dominates; unrolling
+        the study's 5 bits whole makes training ~1.7x faster (docs/performance.md).
+
+    Source: the reference study's Keras model, its hand-written full-adder cell wrapped
+    in ``keras.layers.RNN`` and returning the output of every step.
+    """
+
+    hidden_features: int = 5
+    unroll: int = 8
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        """Sum-bit probabilities for a batch of bit-pair sequences.
+
+        Args:
+          inputs: ``[batch, time, 2]`` operand bits, least significant first (int or
+            float 0/1), as :func:`jaxseq.data.adder.generate` gives.
+
+        Returns:
+          ``[batch, time, 1]`` float32 probabilities that each sum bit is 1.
+
+        Raises:
+          ValueError: if ``inputs`` is not ``[batch, time, 2]``.
+        """
+        if inputs.ndim != 3 or inputs.shape[-1] != 2:
+            raise ValueError(f"inputs must be [batch, time, 2] bit pairs, got {inputs.shape}")
+        return nn.RNN(FullAdderCell(self.hidden_features, name="cell"), unroll=self.unroll)(inputs)
+
+
+def cell_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The :class:`FullAdderCell` parameters inside a :class:`BinaryAdder`'s ``params``.
+
+    Args:
+      params: a :class:`BinaryAdder`'s parameter tree (``state.params``).
+
+    Returns:
+      ``{"hidden_kernel" [3, H], "hidden_bias" [H], "output_kernel" [H, 2],
+      "output_bias" [2]}``.
+    """
+    return params["cell"]
+
+
+def truth_table(params: Mapping[str, Any], hidden_features: int = 5) -> list[dict[str, Any]]:
+    """The learned cell on all 8 ``(a, b, carry_in)`` combinations, one step each.
+
+    The cell is applied once with input bits ``(a, b)`` and the state set to
+    ``carry_in`` as 0.0 or 1.0; its two outputs are thresholded at 0.5.
+
+    Args:
+      params: :class:`BinaryAdder` parameters (or the cell's own).
+      hidden_features: hidden units of the cell.
+
+    Returns:
+      Eight dicts ``{"a", "b", "carry_in", "output", "next_state", "output_bit",
+      "next_state_bit", "sum_bit", "carry_out"}``: the two probabilities, their
+      thresholded bits, and what a full adder gives (``(a+b+c) % 2``, ``(a+b+c) // 2``).
+    """
+    cell = FullAdderCell(hidden_features)
+    own = cell_params(params) if "cell" in params else params
+    combos = np.array([(a, b, c) for a in (0, 1) for b in (0, 1) for c in (0, 1)], np.int32)
+    new_state, output = cell.apply(
+        {"params": own}, jnp.asarray(combos[:, 2:3], jnp.float32), jnp.asarray(combos[:, :2])
+    )
+    output, new_state = np.asarray(output)[:, 0], np.asarray(new_state)[:, 0]
+    rows = []
+    for (a, b, c), out, nxt in zip(combos.tolist(), output.tolist(), new_state.tolist(),
+                                   strict=True):
+        rows.append({
+            "a": a, "b": b, "carry_in": c,
+            "output": out, "next_state": nxt,
+            "output_bit": int(out > 0.5), "next_state_bit": int(nxt > 0.5),
+            "sum_bit": (a + b + c) % 2, "carry_out": (a + b + c) // 2,
+        })
+    return rows
+
+
+def is_full_adder(table: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether every row of :func:`truth_table` matches the full adder's sum and carry.
+
+    Args:
+      table: the rows of :func:`truth_table`.
+
+    Returns:
+      True if every thresholded output equals ``(a + b + c) % 2`` and every thresholded
+      next state equals ``(a + b + c) // 2``.
+    """
+    return all(r["output_bit"] == r["sum_bit"] and r["next_state_bit"] == r["carry_out"]
+               for r in table)
+
+

@@ -1,0 +1,399 @@
+"""MNIST handwritten digits read as sequences of 28 rows of 28 pixels.
+
+Source: Y. LeCun, C. Cortes and C. J. C. Burges, "The MNIST database of handwritten digits"
+(http://yann.lecun.com/exdb/mnist/): 60,000 training and 10,000 test images of 28x28 uint8
+grey levels (0 = background, 255 = ink) with labels 0-9, distributed as four IDX files.
+
+The data is read either from those IDX files (``source="idx"``, the default) or from a
+TensorFlow Datasets copy that has already been prepared (``source="tfds"``).
+
+Where the IDX files are looked for (:func:`resolve_data_dir`; :mod:`jaxseq.data.download`):
+
+1. the folder given by ``--data-dir`` / the ``data_dir`` argument, if any;
+2. else the folder named by the ``JAXSEQ_DATA_DIR`` environment variable, if set;
+3. else the user cache folder ``$XDG_CACHE_HOME/jaxseq/mnist`` (``~/.cache/jaxseq/mnist`` when
+   ``XDG_CACHE_HOME`` is unset).
+
+Each file may be stored gzipped (``train-images-idx3-ubyte.gz``) or not
+(``train-images-idx3-ubyte``), or as some mirrors spell it (``train-images.idx3-ubyte``).
+Only the cache folder is ever downloaded into, and only when ``download=True``: a folder
+the user named (``--data-dir``, ``data_dir=`` or the environment variable) is never
+written to by :func:`load_mnist`; missing files there are a :class:`FileNotFoundError`.
+To fill a folder of your choice, call :func:`download_mnist` on it explicitly.
+
+Every file is checked against the published MD5 of its *uncompressed* bytes (gzip encodings
+differ between mirrors, so the hash of a ``.gz`` file means nothing), its IDX magic number and
+its dimensions.
+
+Pre-processing follows the reference study: ``x = (pixels / 255 - 0.5) / 0.5`` (mean 0.5,
+std 0.5), float32, shape ``[N, 28, 28]`` read as 28 time steps (rows, top to bottom) of 28
+features (pixels, left to right); labels int32. The 60,000 training images are split 80/20 into
+training and validation parts by a seeded random permutation; the 10,000 test images are kept
+for the final score.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from jaxseq.data import download
+from jaxseq.data.dataset import Dataset
+from jaxseq.data.download import DATA_DIR_ENV_VAR
+from jaxseq.data.idx import IdxFile, read_idx, read_idx_file
+
+__all__ = [
+    "DATA_DIR_ENV_VAR",
+    "DEFAULT_MIRRORS",
+    "MNIST_FILES",
+    "MNISTSplits",
+    "download_mnist",
+    "load_mnist",
+    "load_splits",
+    "preprocess",
+    "read_idx",
+    "resolve_data_dir",
+]
+
+#: Public mirrors of the original LeCun files (``<mirror><name>.gz``), tried in order.
+DEFAULT_MIRRORS: tuple[str, ...] = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+
+
+#: The four IDX files, with the magic number, shape and MD5 (of the uncompressed bytes) that
+#: LeCun et al. published for each.
+MNIST_FILES: tuple[IdxFile, ...] = (
+    IdxFile(
+        "train_images",
+        "train-images-idx3-ubyte",
+        0x00000803,
+        (60000, 28, 28),
+        "6bbc9ace898e44ae57da46a324031adb",
+    ),
+    IdxFile(
+        "train_labels",
+        "train-labels-idx1-ubyte",
+        0x00000801,
+        (60000,),
+        "a25bea736e30d166cdddb491f175f624",
+    ),
+    IdxFile(
+        "test_images",
+        "t10k-images-idx3-ubyte",
+        0x00000803,
+        (10000, 28, 28),
+        "2646ac647ad5339dbf082846283269ea",
+    ),
+    IdxFile(
+        "test_labels",
+        "t10k-labels-idx1-ubyte",
+        0x00000801,
+        (10000,),
+        "27ae3e4e09519cfbb04c329615203637",
+    ),
+)
+
+_SOURCES = ("idx", "tfds")
+_NUM_CLASSES = 10
+_IMAGE_SIDE = 28
+
+_PathLike = str | os.PathLike
+
+
+def resolve_data_dir(data_dir: _PathLike | None = None) -> pathlib.Path:
+    """The folder where the MNIST IDX files are looked for.
+
+    Args:
+      data_dir: an explicit folder; ``~`` is expanded.
+
+    Returns:
+      ``data_dir`` if given; else ``$JAXSEQ_DATA_DIR`` if that environment variable is set
+      and non-empty; else the user cache folder ``$XDG_CACHE_HOME/jaxseq/mnist``, or
+      ``~/.cache/jaxseq/mnist`` when ``XDG_CACHE_HOME`` is unset. The folder need not exist.
+    """
+    return download.resolve_data_dir(data_dir, "mnist")
+
+
+def download_mnist(
+    cache_dir: _PathLike,
+    mirrors: Sequence[str] = DEFAULT_MIRRORS,
+    timeout: float = 5.0,
+) -> pathlib.Path:
+    """Download the MNIST IDX files missing from ``cache_dir`` and verify them.
+
+    :func:`jaxseq.data.download.download_files` with the four :data:`MNIST_FILES`: each
+    missing ``<name>.gz`` is fetched from the first mirror that serves a valid copy,
+    checked (magic number, dimensions, the published MD5 of the uncompressed bytes), and
+    only then moved into ``cache_dir``; a failed or corrupted download leaves nothing.
+
+    Args:
+      cache_dir: the folder to fill; created if needed.
+      mirrors: base URLs, each ending with the folder that holds the ``.gz`` files.
+      timeout: seconds allowed for name resolution, connecting, and each wait for data.
+
+    Returns:
+      ``cache_dir`` as a :class:`pathlib.Path`, holding the four verified files.
+
+    Raises:
+      FileNotFoundError: if a file could not be fetched from any mirror (the message lists
+        the mirrors' errors and where to put the files).
+      ValueError: if a file already there is invalid, or no mirror served a valid copy and
+        one served a corrupted one.
+    """
+    return download.download_files(cache_dir, MNIST_FILES, mirrors, timeout, "MNIST")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+_ORIGINS = {"given": "the folder was named explicitly (--data-dir, or data_dir= in Python)",
+            "env": f"the folder was named by ${download.DATA_DIR_ENV_VAR}"}
+
+
+def _load_idx(data_dir: _PathLike | None, allow_download: bool) -> dict[str, np.ndarray]:
+    folder, origin = download.resolve(data_dir, "mnist")
+    missing = download.missing_files(folder, MNIST_FILES)
+    if missing:
+        if origin == "cache" and allow_download:
+            download_mnist(folder, mirrors=DEFAULT_MIRRORS)
+        else:
+            why = ("download=False" if origin == "cache"
+                   else f"{_ORIGINS[origin]}, so nothing is downloaded into it")
+            raise FileNotFoundError(
+                f"MNIST files missing from {folder}: "
+                f"{', '.join(f'{name}[.gz]' for name in missing)} ({why}). "
+                f"{download.where_to_put(folder, MNIST_FILES, 'MNIST')} To download them "
+                f"into a folder, call jaxseq.tasks.mnist.data.download_mnist(folder)."
+            )
+    arrays = {}
+    for spec in MNIST_FILES:
+        path = download.find_file(folder, spec.name)
+        if path is None:  # removed between the check and now
+            raise FileNotFoundError(f"MNIST file {spec.name}[.gz] missing from {folder}")
+        arrays[spec.key] = read_idx_file(path, spec)
+    return arrays
+
+
+def _tfds_split_arrays(
+    source: Sequence[Mapping[str, object]], where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    count = len(source)
+    images = np.empty((count, _IMAGE_SIDE, _IMAGE_SIDE), dtype=np.uint8)
+    labels = np.empty((count,), dtype=np.uint8)
+    for index in range(count):
+        record = source[index]
+        image = np.asarray(record["image"])
+        label = int(np.asarray(record["label"]))
+        if image.shape != (_IMAGE_SIDE, _IMAGE_SIDE, 1) or image.dtype != np.uint8:
+            raise ValueError(
+                f"{where}[{index}]: image has shape {image.shape} and dtype {image.dtype}, "
+                "expected (28, 28, 1) uint8"
+            )
+        if not 0 <= label < _NUM_CLASSES:
+            raise ValueError(f"{where}[{index}]: label {label}, expected 0..9")
+        images[index] = image[..., 0]
+        labels[index] = label
+    return images, labels
+
+
+def _load_tfds(data_dir: _PathLike | None) -> dict[str, np.ndarray]:
+    import tensorflow_datasets as tfds  # slow import; only when asked for
+
+    tfds_dir = None if data_dir is None else os.fspath(pathlib.Path(data_dir).expanduser())
+    where = tfds_dir if tfds_dir is not None else "the default tfds data_dir ($TFDS_DATA_DIR)"
+    try:
+        train, test = tfds.data_source(
+            "mnist", split=["train", "test"], data_dir=tfds_dir, download=False
+        )
+    except Exception as err:  # tfds raises assorted types for "not prepared"
+        raise FileNotFoundError(
+            f"could not open the tensorflow-datasets 'mnist' data in {where}: "
+            f"{download.short_error(err, 400)}. "
+            "source='tfds' only reads data tfds has already prepared in a random-access format, "
+            "e.g. `tfds build mnist --file_format=array_record`; or use source='idx'."
+        ) from err
+    train_images, train_labels = _tfds_split_arrays(train, "tfds mnist train")
+    test_images, test_labels = _tfds_split_arrays(test, "tfds mnist test")
+    return {
+        "train_images": train_images,
+        "train_labels": train_labels,
+        "test_images": test_images,
+        "test_labels": test_labels,
+    }
+
+
+def _check_source(source: str) -> None:
+    if source not in _SOURCES:
+        raise ValueError(f"unknown MNIST source {source!r}; valid sources are {list(_SOURCES)}")
+
+
+def load_mnist(
+    data_dir: _PathLike | None = None,
+    *,
+    source: str = "idx",
+    download: bool = True,
+) -> dict[str, np.ndarray]:
+    """Load the raw MNIST digits (LeCun et al.), unnormalised.
+
+    Args:
+      data_dir: for ``source="idx"``, the folder holding the four IDX files (see
+        :func:`resolve_data_dir` for the default: ``$JAXSEQ_DATA_DIR``, then the user cache);
+        for ``source="tfds"``, the tensorflow-datasets ``data_dir`` (default: tfds's own,
+        ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``; ``JAXSEQ_DATA_DIR`` is not used).
+      source: ``"idx"`` to read the IDX files, or ``"tfds"`` to read
+        ``tfds.data_source("mnist")`` data prepared beforehand (it is never downloaded here).
+      download: ``source="idx"`` only: whether missing files may be downloaded into the user
+        cache folder (see :func:`download_mnist`). Never applies to a folder given by
+        ``data_dir`` or ``JAXSEQ_DATA_DIR``, which is only read.
+
+    Returns:
+      A dict with ``"train_images"`` uint8 ``[60000, 28, 28]`` (grey levels 0-255, rows top to
+      bottom), ``"train_labels"`` uint8 ``[60000]`` (digits 0-9), ``"test_images"`` uint8
+      ``[10000, 28, 28]`` and ``"test_labels"`` uint8 ``[10000]``, in the files' order. With
+      ``source="tfds"`` the counts are whatever the tfds data holds.
+
+    Raises:
+      ValueError: for an unknown ``source``, or a file with the wrong magic number,
+        dimensions, size or MD5 (the message names the file, what was found and expected).
+      FileNotFoundError: if files are missing and not downloaded (the message names the
+        folder, where to put the files, and ``JAXSEQ_DATA_DIR``), if the download failed, or
+        if the tfds data is not prepared.
+    """
+    _check_source(source)
+    if source == "tfds":
+        return _load_tfds(data_dir)
+    return _load_idx(data_dir, download)
+
+
+def preprocess(images: np.ndarray) -> np.ndarray:
+    """Normalise raw MNIST pixels as the reference study does.
+
+    ``x = (images / 255 - 0.5) / 0.5`` (mean 0.5, std 0.5 after scaling to [0, 1]), so grey
+    level 0 maps to -1.0 and 255 to +1.0 exactly.
+
+    Args:
+      images: raw grey levels 0-255, integer dtype (normally uint8), shape ``[N, 28, 28]``
+        (any shape is accepted and kept).
+
+    Returns:
+      float32 array of the same shape with values in [-1, 1]; for ``[N, 28, 28]`` it reads as
+      N sequences of 28 time steps (rows) of 28 features (pixels).
+
+    Raises:
+      ValueError: if ``images`` is not of an integer dtype or has values outside 0-255.
+    """
+    images = np.asarray(images)
+    if not np.issubdtype(images.dtype, np.integer):
+        raise ValueError(
+            f"images must be raw integer grey levels 0-255 (uint8), got dtype {images.dtype}"
+        )
+    if images.dtype != np.uint8 and images.size and (images.min() < 0 or images.max() > 255):
+        raise ValueError(
+            f"images must hold grey levels 0-255, got values in [{images.min()}, {images.max()}]"
+        )
+    scaled = images.astype(np.float32) / np.float32(255.0)
+    return (scaled - np.float32(0.5)) / np.float32(0.5)
+
+
+class MNISTSplits(NamedTuple):
+    """Training, validation and test sets, inputs float32 ``[N, 28, 28]``, labels int32 ``[N]``.
+
+    Attributes:
+      train: the shuffled training part (48,000 examples by default).
+      validation: the held-out part of the training images (12,000 by default).
+      test: the 10,000 test images, in file order, for the final score.
+    """
+
+    train: Dataset
+    validation: Dataset
+    test: Dataset
+
+
+def load_splits(
+    data_dir: _PathLike | None = None,
+    *,
+    source: str = "idx",
+    seed: int = 0,
+    validation_fraction: float = 0.2,
+    train_subset: int | None = None,
+    download: bool = True,
+) -> MNISTSplits:
+    """MNIST as pre-processed training / validation / test sets of row-by-row sequences.
+
+    The training images are shuffled with ``perm = np.random.default_rng(seed).permutation(N)``;
+    with ``n_val = round(N * validation_fraction)`` the training set is
+    ``perm[:N - n_val]`` and the validation set ``perm[N - n_val:]`` (48,000 / 12,000 for the
+    default 0.2 of 60,000). The test set is the 10,000 test images in file order. Pixels are
+    normalised by :func:`preprocess` (reference study: mean 0.5, std 0.5).
+
+    Args:
+      data_dir, source, download: as for :func:`load_mnist`.
+      seed: non-negative integer seeding the permutation; the same seed gives the same split.
+      validation_fraction: share of the training images held out, strictly between 0 and 1.
+      train_subset: if given, keep only the first ``train_subset`` examples of the shuffled
+        training part (for quick runs); a positive integer at most the training part's size.
+        The validation and test sets are unchanged.
+
+    Returns:
+      :class:`MNISTSplits` of :class:`~jaxseq.data.dataset.Dataset`, inputs float32
+      ``[N, 28, 28]`` (28 time steps of 28 features) in [-1, 1], labels int32 ``[N]`` in 0-9.
+
+    Raises:
+      ValueError: for arguments outside the allowed ranges (the message says what is
+        allowed), an unknown ``source``, or invalid data files.
+      FileNotFoundError: as for :func:`load_mnist`.
+    """
+    _check_source(source)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(validation_fraction, int | float | np.floating) or not (
+        0.0 < float(validation_fraction) < 1.0
+    ):
+        raise ValueError(
+            f"validation_fraction must be a number strictly between 0 and 1, "
+            f"got {validation_fraction!r}"
+        )
+    if train_subset is not None and (
+        isinstance(train_subset, bool)
+        or not isinstance(train_subset, int | np.integer)
+        or train_subset <= 0
+    ):
+        raise ValueError(f"train_subset must be a positive integer or None, got {train_subset!r}")
+
+    raw = load_mnist(data_dir, source=source, download=download)
+    count = raw["train_labels"].shape[0]
+    num_validation = int(round(count * float(validation_fraction)))
+    num_train = count - num_validation
+    if num_validation < 1 or num_train < 1:
+        raise ValueError(
+            f"validation_fraction={validation_fraction} leaves {num_train} training and "
+            f"{num_validation} validation examples out of {count}; both must be at least 1"
+        )
+    if train_subset is not None and train_subset > num_train:
+        raise ValueError(
+            f"train_subset must be at most the training part's size {num_train}, got {train_subset}"
+        )
+    permutation = np.random.default_rng(seed).permutation(count)
+    train_index = permutation[:num_train]
+    if train_subset is not None:
+        train_index = train_index[:train_subset]
+    validation_index = permutation[num_train:]
+
+    def subset(images: np.ndarray, labels: np.ndarray) -> Dataset:
+        return Dataset(preprocess(images), labels.astype(np.int32))
+
+    return MNISTSplits(
+        train=subset(raw["train_images"][train_index], raw["train_labels"][train_index]),
+        validation=subset(
+            raw["train_images"][validation_index], raw["train_labels"][validation_index]
+        ),
+        test=subset(raw["test_images"], raw["test_labels"]),
+    )
