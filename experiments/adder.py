@@ -13,6 +13,7 @@ length (one compiled forward for all lengths) and the learned truth table.
 Writes ``config.json`` (at the start), a checkpoint after every epoch of every seed in
 ``checkpoints/seed-<k>/<epoch>/``, and at the end ``results.json`` and
 ``accuracy_vs_bits.png`` to ``--out-dir`` (default a new folder under ``runs/``).
+``--log-dir DIR`` also writes TensorBoard event files to ``DIR/seed-<k>/``.
 ``--resume RUN_DIR`` continues an interrupted run with its saved settings. Exit codes:
 0 done; 2 invalid flags or run folder (a one-line message); 3 training stopped on a
 non-finite loss (the last good checkpoint is kept).
@@ -36,6 +37,7 @@ from jaxseq.cli import (
     explicit_flags,
     fail,
     make_run_dir,
+    metric_writer_factory,
     refuse_other_flags,
     restore_error,
     run_main,
@@ -47,7 +49,7 @@ from jaxseq.data.adder import MAX_BITS, parse_bit_range
 LOSSES = ("bce", "mse")  # keys of jaxseq.adder.ADDER_OBJECTIVES (checked by the tests)
 OPTIMIZERS = ("adam", "keras_adam")  # keys of jaxseq.adder.OPTIMIZERS
 #: Flags that may be given with --resume (the rest come from RUN_DIR/config.json).
-RESUME_FLAGS = {"no_progress", "keep_checkpoints", "distributed"}
+RESUME_FLAGS = {"no_progress", "keep_checkpoints", "distributed", "log_dir", "log_every_steps"}
 #: Settings read back from config.json by --resume.
 SETTINGS = ("loss", "bits", "samples", "test_size", "epochs", "batch_size", "learning_rate",
             "hidden_size", "optimizer", "seed", "seeds", "eval_bits", "eval_samples",
@@ -126,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="output folder (default: a new folder under runs/)")
     add_run_flags(parser, unit="seed",
-                  resume_with="--no-progress, --keep-checkpoints, --distributed")
+                  resume_with="--no-progress, --keep-checkpoints, --distributed, --log-dir, "
+                              "--log-every-steps")
     return parser
 
 
@@ -240,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.out_dir is not None:
         ensure_new_run_dir(parser, args.out_dir, args.overwrite, OUTPUTS)
     check_sizes(parser, args)
+    metric_writer = metric_writer_factory(parser, args)  # TensorBoard: DIR/seed-<k>
     if args.seed + args.seeds - 1 > MAX_SEED:
         parser.error(f"--seed {args.seed} with --seeds {args.seeds} goes past the largest "
                      f"seed, {MAX_SEED}")
@@ -297,11 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for seed in seeds:
         print(f"\n=== seed {seed} ===")
+        writer = metric_writer(f"seed-{seed}", primary)
         try:
             result = adder.run(config, seed, progress=not args.no_progress, model=model,
                                checkpoint_dir=out_dir / "checkpoints" / f"seed-{seed}",
                                keep_checkpoints=args.keep_checkpoints,
-                               resume=args.resume is not None)
+                               resume=args.resume is not None, metric_writer=writer,
+                               log_every_steps=args.log_every_steps)
         except (KeyError, OSError) as error:  # orbax / tensorstore: a damaged checkpoint
             restore_error(parser.prog, out_dir / "checkpoints" / f"seed-{seed}", error)
         except NonFiniteLossError as error:
@@ -312,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"{out_dir / 'checkpoints' / f'seed-{seed}'}" if last is not None
                     else "no checkpoint had been saved yet")
             fail(parser.prog, f"seed {seed}: {error}; training stopped, {kept}", EXIT_DIVERGED)
+        finally:
+            if writer is not None:
+                writer.close()
         result.pop("params")
         runs.append(result)
         test = result["test"]

@@ -12,7 +12,8 @@ study's: hidden 128, 1 layer, Adam 1e-3, batch 64, 10 epochs, 80/20 split.
     python experiments/mnist.py --eval-only runs/mnist-gru-20250101-120000  # re-score it
 
 Every epoch ends with a checkpoint in RUN_DIR/checkpoints/<model>/<epoch>/ (see
-jaxseq.checkpoint). Exit codes: 0 done; 1 --eval-only found a test accuracy other than
+jaxseq.checkpoint); ``--log-dir DIR`` also writes TensorBoard event files to DIR/<model>/.
+Exit codes: 0 done; 1 --eval-only found a test accuracy other than
 the saved one; 2 bad flags, data or run folder (one line on stderr); 3 training
 stopped on a non-finite loss (the last good checkpoint is kept).
 """
@@ -35,6 +36,7 @@ from jaxseq.cli import (
     explicit_flags,
     fail,
     make_run_dir,
+    metric_writer_factory,
     positive_float,
     positive_int,
     refuse_other_flags,
@@ -47,7 +49,8 @@ from jaxseq.data import mnist
 
 CELLS = ("gru", "lstm", "rnn")  # the keys of jaxseq.models.CELLS (checked by the tests)
 #: Flags that may be given with --resume / --eval-only (the rest come from config.json).
-RESUME_FLAGS = {"data_dir", "no_progress", "keep_checkpoints", "distributed"}
+RESUME_FLAGS = {"data_dir", "no_progress", "keep_checkpoints", "distributed", "log_dir",
+                "log_every_steps"}
 EVAL_ONLY_FLAGS = {"data_dir", "distributed"}
 #: What a run writes into its folder (removed with --overwrite, with checkpoints/).
 OUTPUTS = ("config.json", "summary.json", "*_results.json", "*_accuracy.png", "*_loss.png",
@@ -80,7 +83,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--train-subset", type=positive_int, default=None,
                         help="train on the first N shuffled training images only (quick runs)")
     add_run_flags(parser, unit="model",
-                  resume_with="--data-dir, --no-progress, --keep-checkpoints, --distributed")
+                  resume_with="--data-dir, --no-progress, --keep-checkpoints, --distributed, "
+                              "--log-dir, --log-every-steps")
     parser.add_argument("--eval-only", type=Path, default=None, metavar="RUN_DIR",
                         help="re-score the saved model(s) of RUN_DIR on the test set and "
                              "check the saved test accuracy; combinable only with --data-dir "
@@ -113,6 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.cpu_devices = config.get("cpu_devices", 1)  # the run's own device count
     elif args.out_dir is not None:
         ensure_new_run_dir(parser, args.out_dir, args.overwrite, OUTPUTS)
+    args.metric_writer = metric_writer_factory(parser, args)  # TensorBoard: DIR/<model>
     return args
 
 
@@ -171,6 +176,7 @@ def train_one(cell: str, args: argparse.Namespace, splits: mnist.MNISTSplits) ->
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     print(f"\n== {name}: {num_params:,} parameters")
     initial_epoch, history = 0, None
+    writer = args.metric_writer(name, jax.process_index() == 0)
     with Checkpointer(io.checkpoint_dir(args.out_dir, name), keep=args.keep_checkpoints,
                       model=model, example_inputs=splits.train.inputs[:1]) as checkpointer:
         if args.resume is not None and checkpointer.latest_epoch() is not None:
@@ -186,13 +192,17 @@ def train_one(cell: str, args: argparse.Namespace, splits: mnist.MNISTSplits) ->
                                  batch_size=args.batch_size, rng=shuffle_rng,
                                  progress=not args.no_progress, initial_epoch=initial_epoch,
                                  history=history,
-                                 on_epoch_end=checkpointer.on_epoch_end(shuffle_rng))
+                                 on_epoch_end=checkpointer.on_epoch_end(shuffle_rng),
+                                 metric_writer=writer, log_every_steps=args.log_every_steps)
         except NonFiniteLossError as error:
             last = checkpointer.latest_epoch()
             kept = (f"the last good checkpoint, epoch {last}, is kept in "
                     f"{checkpointer.directory}" if last is not None
                     else "no checkpoint had been saved yet")
             fail(args.parser.prog, f"{name}: {error}; training stopped, {kept}", EXIT_DIVERGED)
+        finally:
+            if writer is not None:
+                writer.close()
     test = evaluate(state, splits.test)
     print(f"{name}: test accuracy {100 * test['accuracy']:.2f}%  (test loss {test['loss']:.4f})")
 
@@ -300,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out_dir = (make_run_dir(parser, args.out_dir) if args.out_dir
                         else io.new_run_dir("runs", f"mnist-{args.cell}"))
         config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                  if k not in ("parser", "resume", "eval_only", "overwrite")}
+                  if k not in ("parser", "resume", "eval_only", "overwrite", "metric_writer")}
         config.update(backend=jax.default_backend(), devices=[str(d) for d in jax.devices()],
                       process_count=jax.process_count(),
                       train_examples=splits.train.num_examples,

@@ -527,6 +527,8 @@ def run(
     checkpoint_dir: str | os.PathLike | None = None,
     keep_checkpoints: int | None = 3,
     resume: bool = False,
+    metric_writer: train.MetricWriter | None = None,
+    log_every_steps: int | None = None,
 ) -> dict[str, Any]:
     """Generate, split, train with :func:`jaxseq.train.fit`, evaluate, tabulate.
 
@@ -548,6 +550,8 @@ def run(
       resume: continue from the newest checkpoint in ``checkpoint_dir`` if there is
         one (the result is the same as a run never interrupted); without it, a
         ``checkpoint_dir`` that already holds checkpoints is an error.
+      metric_writer, log_every_steps: passed to :func:`jaxseq.train.fit`, e.g. a
+        :class:`jaxseq.tensorboard.TensorBoardWriter` for TensorBoard curves.
 
     Returns:
       ``{"seed", "history", "test", "lengths", "converged", "truth_table",
@@ -606,6 +610,7 @@ def run(
             state, train_set, test_set, objective=objective, epochs=config.epochs,
             batch_size=config.batch_size, rng=shuffle_key, progress=progress, log=log,
             initial_epoch=initial_epoch, history=history, on_epoch_end=on_epoch_end,
+            metric_writer=metric_writer, log_every_steps=log_every_steps,
         )
     finally:
         if checkpointer is not None:

@@ -204,6 +204,59 @@ def add_run_flags(parser: argparse.ArgumentParser, *, unit: str, resume_with: st
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() first (multi-host; start the "
                              "same command on every host)")
+    # TensorBoard (jaxseq.tensorboard); allowed with --resume, not saved as run settings.
+    parser.add_argument("--log-dir", type=expanded_path, default=None, metavar="DIR",
+                        help=f"write TensorBoard event files of the training metrics, one "
+                             f"folder per {unit} under DIR (view: tensorboard --logdir DIR; "
+                             f"needs the tensorboard extra)")
+    parser.add_argument("--log-every-steps", type=positive_int, default=None, metavar="N",
+                        help="with --log-dir, also write the training loss and metrics "
+                             "averaged over every N steps (default: once per epoch)")
+
+
+def expanded_path(text: str) -> Path:
+    """``argparse`` type: a path with ``~`` expanded to the home folder."""
+    return Path(text).expanduser()
+
+
+def metric_writer_factory(parser: argparse.ArgumentParser, args: argparse.Namespace
+                          ) -> Callable[..., object | None]:
+    """Check ``--log-dir``/``--log-every-steps`` and return ``name -> writer or None``.
+
+    Exits with a one-line ``parser.error`` (code 2) when ``--log-every-steps`` is given
+    without ``--log-dir``, or when tensorboardX is missing (naming the extra to install),
+    so that bad flags fail before training.
+
+    Args:
+      parser: the script's parser.
+      args: its parsed flags (``log_dir``, ``log_every_steps``).
+
+    Returns:
+      ``make(name, primary=True)``: a :class:`jaxseq.tensorboard.TensorBoardWriter`
+      for ``log_dir / name``, or ``None`` without ``--log-dir`` or when ``primary`` is
+      false (only process 0 of a multi-process run writes).
+    """
+    if args.log_dir is None:
+        if args.log_every_steps is not None:
+            parser.error("--log-every-steps needs --log-dir")
+        return lambda name, primary=True: None
+    from jaxseq.tensorboard import TensorBoardWriter, require_tensorboardx
+
+    try:
+        require_tensorboardx()
+    except ModuleNotFoundError as error:
+        parser.error(f"--log-dir: {error}")
+
+    def make(name: str, primary: bool = True):
+        if not primary:
+            return None
+        try:
+            return TensorBoardWriter(args.log_dir / name)
+        except OSError as error:
+            parser.error(f"--log-dir {args.log_dir / name} cannot be created: "
+                         f"{error.strerror or error}")
+
+    return make
 
 
 def saved_settings(parser: argparse.ArgumentParser, config: object, keys: tuple[str, ...],
