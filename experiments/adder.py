@@ -32,7 +32,7 @@ from jaxseq.tasks.adder.data import MAX_BITS, check_bits, parse_bit_range
 LOSSES = ("bce", "mse")  # keys of jaxseq.tasks.adder.task.ADDER_OBJECTIVES (tested)
 OPTIMIZERS = ("adam", "keras_adam")  # keys of jaxseq.optim.OPTIMIZERS (tested)
 #: Flags that may be given with --resume (the rest come from RUN_DIR/config.json).
-RESUME_FLAGS = {"no_progress", "keep_checkpoints", "distributed"}
+RESUME_FLAGS = {"no_progress", "keep_checkpoints", "distributed", "log_dir", "log_every_steps"}
 #: Settings read back from config.json by --resume.
 SETTINGS = ("loss", "bits", "samples", "test_size", "epochs", "batch_size", "learning_rate",
             "hidden_size", "optimizer", "seed", "seeds", "eval_bits", "eval_samples",
@@ -88,13 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out-dir", type=cli.path, default=None,
                         help="output folder (default: a new folder under runs/)")
     cli.add_run_flags(parser, unit="seed",
-                      resume_with="--no-progress, --keep-checkpoints, --distributed")
+                      resume_with="--no-progress, --keep-checkpoints, --distributed, --log-dir, "
+                                  "--log-every-steps")
     return parser
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """Flags -> settings; --resume takes the run's saved ones."""
     args, given = cli.parse_args(parser, argv)
+    cli.check_log_flags(parser, args)  # TensorBoard: --log-dir DIR/seed-<k>
     if args.resume is None:
         if args.out_dir is not None:
             from jaxseq.tasks.adder.task import OUTPUTS
@@ -187,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         run_info = {"out_dir": str(run_dir), "devices": jax.device_count(),
                     "processes": jax.process_count()}
         results = run(config, run_dir, resume=args.resume is not None,
-                      progress=not args.no_progress, on_seed_end=print_seed, run_info=run_info)
+                      progress=not args.no_progress, on_seed_end=print_seed, run_info=run_info,
+                      log_dir=args.log_dir, log_every_steps=args.log_every_steps)
     except (FileNotFoundError, ValueError) as error:
         cli.fail(parser.prog, cli.for_command_line(str(error), parser), 2)
     except FloatingPointError as error:  # jaxseq.train.NonFiniteLossError

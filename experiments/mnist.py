@@ -12,9 +12,10 @@ study's: hidden 128, 1 layer, Adam 1e-3, batch 64, 10 epochs, 80/20 split.
     python experiments/mnist.py --eval-only runs/mnist-gru-20250101-120000  # re-score it
 
 The work is done by jaxseq.tasks.mnist.task; this script turns flags into its MnistConfig
-and prints. Exit codes: 0 done; 1 --eval-only found a test accuracy other than the saved
-one; 2 bad flags, data or run folder (one line on stderr); 3 training stopped on a
-non-finite loss (the last good checkpoint is kept).
+and prints; ``--log-dir DIR`` also writes TensorBoard event files to DIR/<model>/.
+Exit codes: 0 done; 1 --eval-only found a test accuracy other than the saved one; 2 bad
+flags, data or run folder (one line on stderr); 3 training stopped on a non-finite loss
+(the last good checkpoint is kept).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from jaxseq.runs import cli, folder
 from jaxseq.tasks.mnist.task import OUTPUTS, MnistConfig
 
 #: Flags that may be given with --resume / --eval-only (the rest come from config.json).
-RESUME_FLAGS = {"data_dir", "no_progress", "keep_checkpoints", "distributed"}
+RESUME_FLAGS = {"data_dir", "no_progress", "keep_checkpoints", "distributed", "log_dir",
+                "log_every_steps"}
 EVAL_ONLY_FLAGS = {"data_dir", "distributed"}
 #: Settings read back from config.json by --resume (the MnistConfig fields, cpu_devices).
 SETTINGS = (*(f.name for f in dataclasses.fields(MnistConfig)), "cpu_devices")
@@ -64,7 +66,8 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--train-subset", type=cli.positive_int, default=None,
                         help="train on the first N shuffled training images only (quick runs)")
     cli.add_run_flags(parser, unit="model",
-                      resume_with="--data-dir, --no-progress, --keep-checkpoints, --distributed")
+                      resume_with="--data-dir, --no-progress, --keep-checkpoints, --distributed, "
+                                  "--log-dir, --log-every-steps")
     parser.add_argument("--eval-only", type=cli.path, default=None, metavar="RUN_DIR",
                         help="re-score the saved model(s) of RUN_DIR on the test set and "
                              "check the saved test accuracy; combinable only with --data-dir "
@@ -111,6 +114,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.cpu_devices = config.get("cpu_devices", 1)  # the run's own device count
     elif args.out_dir is not None:
         cli.ensure_new_run_dir(parser, args.out_dir, args.overwrite, OUTPUTS)
+    cli.check_log_flags(parser, args)  # TensorBoard: --log-dir DIR/<model>
     return args
 
 
@@ -165,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'resuming the run in ' + str(run_dir) if args.resume else 'config:'}")
         print(json.dumps(dataclasses.asdict(config) | run_info, indent=2))
         summary = run(config, run_dir, resume=args.resume is not None, splits=splits,
-                      progress=not args.no_progress, run_info=run_info)
+                      progress=not args.no_progress, run_info=run_info,
+                      log_dir=args.log_dir, log_every_steps=args.log_every_steps)
     except (FileNotFoundError, ValueError) as error:
         cli.fail(parser.prog, cli.for_command_line(str(error), parser), 2)
     except FloatingPointError as error:  # jaxseq.train.NonFiniteLossError

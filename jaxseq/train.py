@@ -32,7 +32,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import flax.linen as nn
 import jax
@@ -64,6 +64,7 @@ __all__ = [
     "DATA_AXIS",
     "EvalData",
     "History",
+    "MetricWriter",
     "NonFiniteLossError",
     "Objective",
     "TrainState",
@@ -148,6 +149,63 @@ class NonFiniteLossError(FloatingPointError):
         kept = (f"the last good checkpoint, epoch {last_checkpoint}, is kept in {directory}"
                 if last_checkpoint is not None else "no checkpoint had been saved yet")
         return type(self)(self.epoch, self.step, self.steps_per_epoch, where, kept)
+
+
+# --- metric writing (TensorBoard and the like) --------------------------------------------
+
+
+class MetricWriter(Protocol):
+    """What :func:`fit` writes its metrics to (:class:`jaxseq.runs.tensorboard.TensorBoardWriter`).
+
+    The two methods of ``clu.metric_writers.MetricWriter`` that fit uses, so a CLU writer
+    works too.
+    """
+
+    def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+        """Record ``{tag: value}`` at the global optimizer ``step``."""
+
+    def flush(self) -> None:
+        """Write what is buffered (called after every epoch)."""
+
+
+#: TensorBoard tag of each per-epoch history key (train_<metric>/val_<metric>: "train/<metric>").
+_EPOCH_TAGS = {"epoch_seconds": "time/epoch_seconds"}
+
+
+def _epoch_scalars(record: Mapping[str, float]) -> dict[str, float]:
+    scalars = {}
+    for key, value in record.items():
+        if key == "epoch":
+            continue
+        split, _, name = key.partition("_")
+        scalars[_EPOCH_TAGS.get(key, f"{split}/{name}")] = float(value)
+    return scalars
+
+
+def _log_chunk(default_chunk: int, steps: int, log_every_steps: int) -> int:
+    """Chunk length with a chunk boundary every ``log_every_steps`` steps of an epoch: the
+    largest divisor of ``log_every_steps`` not above ``default_chunk`` (the chunk is left
+    as is when ``log_every_steps >= steps``: only the epoch's end is a boundary then)."""
+    if log_every_steps >= steps:
+        return default_chunk
+    return max(d for d in range(1, min(default_chunk, log_every_steps) + 1)
+               if log_every_steps % d == 0)
+
+
+def _write_steps(writer: MetricWriter, step: int, sums: Mapping[str, jax.Array],
+                 written: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """Write the means over the steps since the last point (``written``: the sums then,
+    ``None`` at the epoch's start); return the sums now."""
+    now = {k: np.asarray(v, np.float64) for k, v in jax.device_get(sums).items()
+           if k != _NONFINITE_STEP}
+    window = now if written is None else {k: now[k] - written[k] for k in now}
+    names = ["loss"] + sorted(k for k in window if k not in ("loss", "count"))
+    writer.write_scalars(step, {f"train_steps/{k}": float(window[k] / window["count"])
+                                for k in names})
+    return now
+
+
+# --- end of metric writing -----------------------------------------------------------------
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -568,6 +626,8 @@ def fit(
     initial_epoch: int = 0,
     history: Mapping[str, Sequence[float]] | None = None,
     mesh: Mesh | None = None,
+    metric_writer: MetricWriter | None = None,
+    log_every_steps: int | None = None,
 ) -> tuple[TrainState, History]:
     """Train ``state`` up to epoch ``epochs`` over ``train``, validating after each epoch.
 
@@ -593,7 +653,7 @@ def fit(
       progress: show a tqdm progress bar during each epoch.
       log: called with one line per epoch; ``None`` for silence.
       on_epoch_end: called as ``on_epoch_end(epoch, state, history)`` after each
-        epoch (1-based), e.g. to save a checkpoint (:mod:`jaxseq.checkpoint`).
+        epoch (1-based), e.g. to save a checkpoint (:mod:`jaxseq.runs.checkpoint`).
       initial_epoch: epochs already done (0 for a new run): training starts at epoch
         ``initial_epoch + 1``; ``0 <= initial_epoch <= epochs``.
       history: the history of those epochs (as returned by ``fit``), continued; every
@@ -601,6 +661,20 @@ def fit(
       mesh: devices to split every batch over (default :func:`data_mesh`: all devices).
         Data and state are replicated on it; each step's batch is sharded along its
         data axis.
+      metric_writer: if given, each epoch's history values are written to it at the
+        global step (``state.step``) of the epoch's end, tagged ``train/loss``,
+        ``train/<metric>``, ``val/loss``, ``val/<metric>`` and ``time/epoch_seconds``
+        (e.g. a :class:`jaxseq.runs.tensorboard.TensorBoardWriter`); flushed every epoch.
+      log_every_steps: also write ``train_steps/loss`` and ``train_steps/<metric>``, the
+        means over the last ``log_every_steps`` training steps, every ``log_every_steps``
+        steps of an epoch (counted from its start) and at its end for the steps left. It
+        sets the compiled chunk length to the largest divisor of ``log_every_steps`` not
+        above ``steps / progress_updates`` (rounded up), so that a chunk ends where a
+        point is due and the host syncs no more than once per chunk; a ``log_every_steps``
+        with small factors (e.g. 100) keeps the chunks long. The chunking follows
+        ``log_every_steps`` with or without a writer, so in a multi-process run every
+        process passes it and only one passes the writer. Each step computes the same
+        as without it (the tests find bit-identical results on CPU).
 
     The state's buffers are donated to the compiled steps: after ``fit`` use the state
     it returns, not the one passed in, and copy a state handed to ``on_epoch_end``
@@ -616,7 +690,8 @@ def fit(
     Raises:
       ValueError: for non-positive sizes, a ``batch_size`` larger than the training set
         or not a multiple of the device count, an ``initial_epoch`` outside
-        ``[0, epochs]``, or a ``history`` that does not match it.
+        ``[0, epochs]``, a ``history`` that does not match it, or a non-positive
+        ``log_every_steps``.
       NonFiniteLossError: when a training loss is NaN or infinite; it names the epoch
         and step. The failing epoch is not recorded and ``on_epoch_end`` is not called
         for it.
@@ -624,6 +699,8 @@ def fit(
     for name, value in (("epochs", epochs), ("batch_size", batch_size),
                         ("progress_updates", progress_updates)):
         check_positive_int(name, value)
+    if log_every_steps is not None:
+        check_positive_int("log_every_steps", log_every_steps)
     if (not isinstance(initial_epoch, (int, np.integer)) or isinstance(initial_epoch, bool)
             or not 0 <= initial_epoch <= epochs):
         raise ValueError(f"initial_epoch must be an integer in [0, epochs={epochs}], "
@@ -644,6 +721,9 @@ def fit(
     first_step = int(jax.device_get(state.step))
     steps = num_examples // batch_size
     chunk = -(-steps // min(progress_updates, steps))
+    if log_every_steps is not None:  # metric writing: chunk boundaries every N steps
+        chunk = _log_chunk(chunk, steps, log_every_steps)
+    step_writes = metric_writer is not None and log_every_steps is not None
 
     sum_shapes = _sum_shapes(state, objective, inputs, labels)  # traced once, not per epoch
     for epoch in range(initial_epoch + 1, epochs + 1):
@@ -653,6 +733,8 @@ def fit(
         sums = _to_mesh(_zeros(sum_shapes), replicated)
         bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="step",
                    disable=not progress, leave=False)
+        epoch_start_step = first_step + (epoch - initial_epoch - 1) * steps
+        written = None  # metric writing: the host copy of the sums at the last point
         for first in range(0, steps, chunk):
             state, sums = train_chunk(
                 state, sums, inputs, labels, indices[first : first + chunk], objective, mesh
@@ -661,9 +743,11 @@ def fit(
             bad_step = int(jax.device_get(sums[_NONFINITE_STEP]))
             if bad_step >= 0:
                 bar.close()
-                epoch_start_step = first_step + (epoch - initial_epoch - 1) * steps
                 raise NonFiniteLossError(epoch, bad_step - epoch_start_step + 1, steps)
-            bar.update(min(chunk, steps - first))
+            done = min(first + chunk, steps)
+            if step_writes and (done % log_every_steps == 0 or done == steps):
+                written = _write_steps(metric_writer, epoch_start_step + done, sums, written)
+            bar.update(done - first)
         bar.close()
         record = {"epoch": epoch}
         record.update({f"train_{k}": v for k, v in _normalise(sums).items()})
@@ -675,6 +759,9 @@ def fit(
         record["epoch_seconds"] = time.perf_counter() - start
         for key, value in record.items():
             history.setdefault(key, []).append(value)
+        if metric_writer is not None:
+            metric_writer.write_scalars(epoch_start_step + steps, _epoch_scalars(record))
+            metric_writer.flush()
         if log is not None:
             log(format_epoch(record))
         if on_epoch_end is not None:

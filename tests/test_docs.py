@@ -19,6 +19,7 @@ pyproject.toml.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import subprocess
 import sys
@@ -202,3 +203,59 @@ def test_bash_snippets_use_existing_flags_and_extras():
                     problems.append(f"{block.id}: {script.group(1)} has no flag {flag}")
     assert not problems, "\n".join(problems)
     assert flags_cache, "no bash block runs an experiment script"
+
+
+# --- The documentation site works offline: nothing is loaded from another host ----------
+
+#: Elements whose URL the browser loads by itself (not links the reader may follow).
+_LOADED = re.compile(r"<(?:script|link|img|iframe|source|audio|video)\b[^>]*?"
+                     r"\b(?:src|href)\s*=\s*[\"']?((?:https?:)?//[^\"'\s>]+)", re.IGNORECASE)
+_CSS_URL = re.compile(r"(?:@import\s+|url\()\s*[\"']?((?:https?:)?//[^\"')\s]+)", re.IGNORECASE)
+
+
+def test_mkdocs_config_needs_no_network():
+    """Material with system fonts, Pygments highlighting at build time, no CDN assets."""
+    yaml = pytest.importorskip("yaml")
+    config = yaml.safe_load((REPO_ROOT / "mkdocs.yml").read_text())
+    theme = config["theme"]
+    assert theme["name"] == "material"
+    assert theme["font"] is False  # else Google Fonts are fetched by every page
+    assert "highlightjs" not in theme  # the mkdocs theme's CDN highlight.js
+    extensions = {}
+    for entry in config["markdown_extensions"]:
+        extensions.update(entry if isinstance(entry, dict) else {entry: {}})
+    assert extensions["pymdownx.highlight"].get("use_pygments", True) is True
+    assert "pymdownx.superfences" in extensions
+    plugins = [p if isinstance(p, str) else next(iter(p)) for p in config["plugins"]]
+    assert "search" in plugins
+    for key in ("extra_javascript", "extra_css"):
+        for url in config.get(key, []):
+            url = url if isinstance(url, str) else url["path"]
+            assert not re.match(r"(https?:)?//", url), f"{key} loads {url} from the network"
+
+
+def test_built_site_loads_nothing_from_other_hosts(tmp_path):
+    """Build the site (strict) and look for scripts, styles, fonts or images from a URL."""
+    pytest.importorskip("mkdocs")
+    pytest.importorskip("material")
+    pytest.importorskip("mkdocstrings")
+    site = tmp_path / "site"
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    pages = sorted(site.rglob("*.html"))
+    assert len(pages) >= 5
+    external = []
+    for path in pages:
+        text = path.read_text(encoding="utf-8")
+        external += [f"{path.relative_to(site)}: {url}" for url in _LOADED.findall(text)]
+        external += [f"{path.relative_to(site)}: {url}" for url in _CSS_URL.findall(text)]
+    for path in site.rglob("*.css"):
+        external += [f"{path.relative_to(site)}: {url}"
+                     for url in _CSS_URL.findall(path.read_text(encoding="utf-8"))]
+    assert not external, "\n".join(external)
+    guide = (site / "guide.html").read_text(encoding="utf-8")
+    assert '<span class="kn">import</span>' in guide  # highlighted by Pygments at build time
+    assert (site / "search" / "search_index.json").is_file()

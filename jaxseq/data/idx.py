@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import pathlib
 import zlib
@@ -125,7 +126,7 @@ def read_idx(
         )
     dtype = np.dtype(_IDX_DTYPES[type_code])
     payload = len(raw) - header_size
-    expected_payload = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected_payload = math.prod(shape) * dtype.itemsize  # Python ints: no int64 overflow
     if payload < expected_payload:
         raise ValueError(
             f"{path}: file truncated: payload has {payload} bytes, expected {expected_payload} "
@@ -143,7 +144,10 @@ def read_idx(
                 f"{path}: MD5 of the uncompressed bytes is {found_md5}, expected "
                 f"{expected_md5.lower()}; the file is corrupted or not the published one"
             )
-    array = np.frombuffer(raw, dtype=dtype, offset=header_size).reshape(shape)
+    try:
+        array = np.frombuffer(raw, dtype=dtype, offset=header_size).reshape(shape)
+    except ValueError as err:  # e.g. more dimensions than NumPy supports (64; 32 before 2.0)
+        raise ValueError(f"{path}: IDX dimensions {shape} cannot be read by NumPy: {err}") from None
     return array.astype(dtype.newbyteorder("="), copy=True)
 
 

@@ -27,6 +27,8 @@ networks on GPUs").
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -353,7 +355,7 @@ def _cell_params(cell: str, features: int, in_features: int) -> tuple:
 _SEQUENCE_FNS = {"rnn": rnn_sequence, "lstm": lstm_sequence, "gru": gru_sequence}
 
 
-def sequence_fn(cell: str, implementation: str = "fused"):
+def sequence_fn(cell: str, implementation: str = "fused") -> Callable[..., Array]:
     """The whole-sequence function of ``cell``: :func:`rnn_sequence`, :func:`lstm_sequence`
     or :func:`gru_sequence` (``"fused"``), or its persistent Pallas kernel (``"pallas"``,
     :mod:`jaxseq.nn.pallas`, same signature and parameters).
@@ -363,7 +365,7 @@ def sequence_fn(cell: str, implementation: str = "fused"):
       implementation: ``"fused"`` or ``"pallas"``.
 
     Returns:
-      ``fn(xs [T, B, I], *params) -> hs [T, B, H]``.
+      Callable[..., Array]: ``fn(xs [T, B, I], *params) -> hs [T, B, H]``.
 
     Raises:
       ValueError: for a cell or implementation without such a function.

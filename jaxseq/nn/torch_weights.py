@@ -87,7 +87,7 @@ _GATES: dict[str, tuple[str, ...]] = {"rnn": ("",), "lstm": ("i", "f", "g", "o")
                                       "gru": ("r", "z", "n")}
 # Per cell: the ``mode`` attribute of the matching PyTorch module.
 _TORCH_MODES = {"rnn": "RNN_TANH", "lstm": "LSTM", "gru": "GRU"}
-#: The cells this module converts (the names of :data:`jaxseq.models.CELLS`).
+#: The cells this module converts (names of :data:`jaxseq.nn.registry.CELLS`).
 TORCH_CELLS = tuple(_GATES)
 
 _TORCH_SUFFIXES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -340,7 +340,7 @@ def params_to_torch(
     rnn_prefix: str | None = None,
     head_prefix: str | None = "fc",
 ) -> dict[str, np.ndarray]:
-    """A PyTorch ``state_dict`` (NumPy arrays) from :class:`RecurrentClassifier` parameters.
+    """A PyTorch ``state_dict`` (NumPy arrays) from :class:`~jaxseq.nn.classifier.RecurrentClassifier` parameters.
 
     The inverse of :func:`params_from_torch` up to PyTorch's bias split: the combined
     bias of a gate goes into ``bias_ih`` and ``bias_hh`` is zeros, except the GRU's

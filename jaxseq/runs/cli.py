@@ -228,6 +228,35 @@ def add_run_flags(parser: argparse.ArgumentParser, *, unit: str, resume_with: st
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() first (multi-host; start the "
                              "same command on every host)")
+    # TensorBoard (jaxseq.runs.tensorboard); allowed with --resume, not saved as run settings.
+    parser.add_argument("--log-dir", type=path, default=None, metavar="DIR",
+                        help=f"write TensorBoard event files of the training metrics, one "
+                             f"folder per {unit} under DIR (view: tensorboard --logdir DIR; "
+                             f"needs the tensorboard extra)")
+    parser.add_argument("--log-every-steps", type=positive_int, default=None, metavar="N",
+                        help="with --log-dir, also write the training loss and metrics "
+                             "averaged over every N steps (default: once per epoch)")
+
+
+def check_log_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse ``--log-every-steps`` without ``--log-dir``, and ``--log-dir`` without
+    tensorboardX (naming the extra to install), with a one-line ``parser.error`` (exit 2)
+    before anything is trained.
+
+    Args:
+      parser: the script's parser.
+      args: its parsed flags (``log_dir``, ``log_every_steps``).
+    """
+    if args.log_dir is None:
+        if args.log_every_steps is not None:
+            parser.error("--log-every-steps needs --log-dir")
+        return
+    from jaxseq.runs.tensorboard import require_tensorboardx
+
+    try:
+        require_tensorboardx()
+    except ModuleNotFoundError as error:
+        parser.error(f"--log-dir: {error}")
 
 
 def saved_settings(parser: argparse.ArgumentParser, config: object, keys: tuple[str, ...],

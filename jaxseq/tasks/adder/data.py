@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 
 import numpy as np
 
@@ -207,6 +208,11 @@ def train_test_split(
     )
 
 
+#: One item of :func:`parse_bit_range`: ``N``, ``START..STOP`` or ``START-STOP`` (ASCII
+#: digits, an optional minus sign so that negative lengths get the range message).
+_BIT_RANGE_ITEM = re.compile(r"(?P<low>-?[0-9]+)(?:\s*(?:\.\.|-)\s*(?P<high>-?[0-9]+))?")
+
+
 def parse_bit_range(text: str) -> list[int]:
     """Parse bit lengths like ``"3..19"``, ``"3-19"``, ``"5"`` or ``"3..19,32,64,256"``.
 
@@ -214,7 +220,8 @@ def parse_bit_range(text: str) -> list[int]:
 
     Args:
       text: comma-separated items, each a length ``N`` or an inclusive range
-        ``START..STOP`` / ``START-STOP``.
+        ``START..STOP`` / ``START-STOP`` (decimal ASCII digits; spaces around items and
+        separators are ignored).
 
     Returns:
       The lengths, sorted, without duplicates.
@@ -230,17 +237,16 @@ def parse_bit_range(text: str) -> list[int]:
     for part in parts:
         if not part:
             raise ValueError(f"empty item in bit range {text!r}; use e.g. 3..19,32")
-        sep = ".." if ".." in part else ("-" if "-" in part[1:] else None)
-        try:
-            if sep is None:
-                low = high = int(part)
-            else:
-                low_text, high_text = part.split(sep, 1) if sep == ".." else part.rsplit("-", 1)
-                low, high = int(low_text), int(high_text)
-        except ValueError:
+        match = _BIT_RANGE_ITEM.fullmatch(part)
+        if match is None:  # only ASCII digits: int() would also take "1_0", "+3", "٣"
             raise ValueError(
                 f"bad bit range {part!r}; use START..STOP or START-STOP, e.g. 3..19"
-            ) from None
+            )
+        try:
+            low = int(match["low"])
+            high = low if match["high"] is None else int(match["high"])
+        except ValueError:  # more digits than int() converts
+            raise ValueError(f"bit lengths must be in [2, {MAX_BITS}], got {part!r}") from None
         if low > high:
             raise ValueError(f"bit range {part!r} is empty or reversed; use e.g. 3..19")
         if low < 2 or high > MAX_BITS:  # not check_bits: the message names the item

@@ -54,7 +54,7 @@ class BinaryAdder(nn.Module):
 
         Args:
           inputs: ``[batch, time, 2]`` operand bits, least significant first (int or
-            float 0/1), as :func:`jaxseq.data.adder.generate` gives.
+            float 0/1), as :func:`jaxseq.tasks.adder.data.generate` gives.
 
         Returns:
           ``[batch, time, 1]`` float32 probabilities that each sum bit is 1.

@@ -86,11 +86,11 @@ def eval_dataset(bits: int, n_samples: int, seed: int) -> Dataset:
 
     Returns:
       A :class:`~jaxseq.data.dataset.Dataset` as from
-      :func:`jaxseq.data.adder.generate`: inputs int32 ``[n_samples, bits, 2]``, labels
+      :func:`jaxseq.tasks.adder.data.generate`: inputs int32 ``[n_samples, bits, 2]``, labels
       int32 ``[n_samples, bits]``.
 
     Raises:
-      ValueError: for sizes out of range (from :func:`jaxseq.data.adder.generate`).
+      ValueError: for sizes out of range (from :func:`jaxseq.tasks.adder.data.generate`).
     """
     return adder_data.generate(bits, n_samples, np.random.default_rng((seed, bits)))
 
@@ -308,6 +308,8 @@ def run_seed(
     checkpoint_dir: str | os.PathLike | None = None,
     keep_checkpoints: int | None = 3,
     resume: bool = False,
+    metric_writer: train.MetricWriter | None = None,
+    log_every_steps: int | None = None,
 ) -> dict[str, Any]:
     """Generate, split, train with :func:`jaxseq.train.fit`, evaluate, tabulate.
 
@@ -330,6 +332,8 @@ def run_seed(
       resume: continue from the newest checkpoint in ``checkpoint_dir`` if there is
         one (the result is the same as a run never interrupted); without it, a
         ``checkpoint_dir`` that already holds checkpoints is an error.
+      metric_writer, log_every_steps: passed to :func:`jaxseq.train.fit`, e.g. a
+        :class:`jaxseq.runs.tensorboard.TensorBoardWriter` for TensorBoard curves.
 
     Returns:
       ``{"seed", "history", "test", "lengths", "converged", "truth_table",
@@ -387,6 +391,7 @@ def run_seed(
             state, train_set, test_set, objective=objective, epochs=config.epochs,
             batch_size=config.batch_size, rng=shuffle_key, progress=progress, log=log,
             initial_epoch=initial_epoch, history=history, on_epoch_end=on_epoch_end,
+            metric_writer=metric_writer, log_every_steps=log_every_steps,
         )
     finally:
         if checkpointer is not None:
@@ -429,6 +434,8 @@ def run(
     log: Callable[[str], None] | None = print,
     on_seed_end: Callable[[dict[str, Any]], None] | None = None,
     run_info: Mapping[str, Any] | None = None,
+    log_dir: str | os.PathLike | None = None,
+    log_every_steps: int | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate every seed of ``config`` into ``run_dir``; write its results.
 
@@ -449,6 +456,10 @@ def run(
       on_seed_end: called with each seed's result (as in ``results["runs"]``) when it
         is done, e.g. to print its tables.
       run_info: extra JSON values for ``config.json`` (devices, processes...).
+      log_dir: if given, TensorBoard event files of each seed's training metrics go to
+        ``log_dir/seed-<k>`` (:class:`jaxseq.runs.tensorboard.TensorBoardWriter`; process
+        0 only).
+      log_every_steps: with ``log_dir``, also the training metrics every N steps.
 
     Returns:
       ``{"config", "summary", "runs", "seconds"}`` as written to ``results.json``:
@@ -463,6 +474,7 @@ def run(
     """
     from jaxseq import plots
     from jaxseq.runs import folder
+    from jaxseq.runs.tensorboard import writer_for
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -477,14 +489,19 @@ def run(
         directory = folder.checkpoint_dir(run_dir, f"seed-{seed}")
         if log is not None:
             log(f"\n=== seed {seed} ===")
+        writer = writer_for(log_dir, f"seed-{seed}", primary)
         try:
             result = run_seed(config, seed, progress=progress, log=log, model=model,
                               checkpoint_dir=directory,
-                              keep_checkpoints=config.keep_checkpoints, resume=resume)
+                              keep_checkpoints=config.keep_checkpoints, resume=resume,
+                              metric_writer=writer, log_every_steps=log_every_steps)
         except (KeyError, OSError) as error:  # orbax / tensorstore: a damaged checkpoint
             raise ValueError(folder.restore_error_message(directory, error)) from error
         except train.NonFiniteLossError as error:
             raise error.in_run(f"seed {seed}", folder.latest_epoch(directory), directory) from None
+        finally:
+            if writer is not None:
+                writer.close()
         result.pop("params")
         runs.append(result)
         if on_seed_end is not None:
@@ -502,4 +519,5 @@ def run(
         folder.write_json_atomic(run_dir / "results.json", results)
         plots.plot_adder_lengths(runs, config.loss, config.bits, run_dir / "accuracy_vs_bits.png")
     return results
+
 

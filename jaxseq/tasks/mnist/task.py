@@ -114,13 +114,16 @@ def load_data(config: MnistConfig) -> mnist_data.MNISTSplits:
 
 
 def _train_one(cell: str, config: MnistConfig, run_dir: Path, splits: mnist_data.MNISTSplits,
-               resume: bool, progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
+               resume: bool, progress: bool, log: Callable[[str], None],
+               log_dir: str | os.PathLike | None, log_every_steps: int | None
+               ) -> dict[str, Any]:
     """Train one classifier (or continue it from its checkpoint); return its results."""
     import jax
 
     from jaxseq import plots
     from jaxseq.nn.classifier import RecurrentClassifier
     from jaxseq.runs.checkpoint import Checkpointer
+    from jaxseq.runs.tensorboard import writer_for
     from jaxseq.train import NonFiniteLossError, create_train_state, evaluate, fit
 
     name = model_name(cell, config.bidirectional)
@@ -131,6 +134,7 @@ def _train_one(cell: str, config: MnistConfig, run_dir: Path, splits: mnist_data
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     log(f"\n== {name}: {num_params:,} parameters")
     initial_epoch, history = 0, None
+    writer = writer_for(log_dir, name, jax.process_index() == 0)
     with Checkpointer(folder.checkpoint_dir(run_dir, name), keep=config.keep_checkpoints,
                       model=model, example_inputs=splits.train.inputs[:1]) as checkpointer:
         if resume and checkpointer.latest_epoch() is not None:
@@ -147,10 +151,14 @@ def _train_one(cell: str, config: MnistConfig, run_dir: Path, splits: mnist_data
                                  batch_size=config.batch_size, rng=shuffle_rng,
                                  progress=progress, initial_epoch=initial_epoch,
                                  history=history, log=log,
-                                 on_epoch_end=checkpointer.on_epoch_end(shuffle_rng))
+                                 on_epoch_end=checkpointer.on_epoch_end(shuffle_rng),
+                                 metric_writer=writer, log_every_steps=log_every_steps)
         except NonFiniteLossError as error:
             raise error.in_run(name, checkpointer.latest_epoch(),
                                checkpointer.directory) from None
+        finally:
+            if writer is not None:
+                writer.close()
     test = evaluate(state, splits.test)
     log(f"{name}: test accuracy {100 * test['accuracy']:.2f}%  (test loss {test['loss']:.4f})")
     result = {"model": name, "num_params": num_params, "history": history,
@@ -174,6 +182,8 @@ def run(
     progress: bool = True,
     log: Callable[[str], None] = print,
     run_info: Mapping[str, Any] | None = None,
+    log_dir: str | os.PathLike | None = None,
+    log_every_steps: int | None = None,
 ) -> dict[str, Any]:
     """Train, checkpoint and score every model of ``config`` into ``run_dir``.
 
@@ -192,6 +202,10 @@ def run(
       progress: show the training progress bars.
       log: receives every printed line (per-epoch lines, test accuracies).
       run_info: extra JSON values for ``config.json`` (devices, backend...).
+      log_dir: if given, TensorBoard event files of each model's training metrics go to
+        ``log_dir/<model>`` (:class:`jaxseq.runs.tensorboard.TensorBoardWriter`; process 0
+        only).
+      log_every_steps: with ``log_dir``, also the training metrics every N steps.
 
     Returns:
       The summary as written to ``summary.json``: ``{"config", "results": {model:
@@ -221,7 +235,8 @@ def run(
     elif primary:
         folder.write_json_atomic(run_dir / "config.json", settings)
     start = time.perf_counter()
-    results = {cell: _train_one(cell, config, run_dir, splits, resume, progress, log)
+    results = {cell: _train_one(cell, config, run_dir, splits, resume, progress, log, log_dir,
+                                log_every_steps)
                for cell in config.cells}
     summary = {"config": settings,
                "results": {r["model"]: {"test_accuracy": r["test_accuracy"],
