@@ -23,8 +23,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from jaxseq.tasks.adder import data as ad  # noqa: E402
 from jaxseq.data.idx import read_idx  # noqa: E402
+from jaxseq.tasks.adder import data as ad  # noqa: E402
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])

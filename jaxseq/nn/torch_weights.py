@@ -340,7 +340,9 @@ def params_to_torch(
     rnn_prefix: str | None = None,
     head_prefix: str | None = "fc",
 ) -> dict[str, np.ndarray]:
-    """A PyTorch ``state_dict`` (NumPy arrays) from :class:`~jaxseq.nn.classifier.RecurrentClassifier` parameters.
+    """A PyTorch ``state_dict`` (NumPy arrays) from classifier parameters.
+
+    The parameters are those of :class:`~jaxseq.nn.classifier.RecurrentClassifier`.
 
     The inverse of :func:`params_from_torch` up to PyTorch's bias split: the combined
     bias of a gate goes into ``bias_ih`` and ``bias_hh`` is zeros, except the GRU's
