@@ -273,8 +273,11 @@ def _torch_cell(row: dict, mode: str) -> str:
 def _ratio_cell(row: dict) -> str:
     if "ratio_vs_torch" not in row:
         return "-"
-    mode = row.get("torch_fastest_mode")  # absent in results from before the modes
-    return f"**{row['ratio_vs_torch']:.2f}**" + (f" ({MODE_LABELS[mode]})" if mode else "")
+    if "modes" not in row["torch"]:  # a result of the script before the modes existed
+        return (f"{row['ratio_vs_torch']:.2f} (vs the old script's PyTorch, which ran on "
+                "the CPU whatever JAX's device)")
+    return (f"**{row['ratio_vs_torch']:.2f}** "
+            f"({MODE_LABELS[row['torch_fastest_mode']]})")
 
 
 def _torch_header(modes) -> str:
@@ -302,7 +305,7 @@ def markdown(result: dict) -> str:
              f" (JAX {result['machine']['jax']}); PyTorch "
              + (f"{torch_info['torch_version']} on {torch_info['device_name']} "
                 f"(CUDA {torch_info['cuda_version']}, cuDNN {torch_info['cudnn_version']})"
-                if torch_info else "not run")
+                if torch_info else "not run or not recorded")
              + f"; {result['steps']} batches x {result['repeats']} repeats.", ""]
     if "scaling" in result:
         rows = result["scaling"]
