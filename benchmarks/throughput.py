@@ -2,6 +2,8 @@
 
     python benchmarks/throughput.py                   # all models, JSON into benchmarks/results/
     python benchmarks/throughput.py --models lstm gru --repeats 3 --steps 100
+    python benchmarks/throughput.py --scaling --models gru --steps 20 --repeats 1 --markdown
+    python benchmarks/throughput.py --show benchmarks/results/throughput-cpu.json  # Markdown
 
 What is measured, on whatever device JAX picks (CPU here, GPU/TPU unchanged):
 
@@ -21,19 +23,42 @@ What is measured, on whatever device JAX picks (CPU here, GPU/TPU unchanged):
   ``3 * 2 * D * H * C`` (``D`` directions, ``C`` classes). Element-wise work is not counted.
 * ``matmul peak``: float32 GFLOP/s of a 1024 x 1024 x 1024 ``jnp.dot``, measured in the
   same run: the ceiling for the GFLOP/s column.
-* PyTorch (when ``import torch`` works): the same model (``nn.RNN``/``nn.LSTM``/``nn.GRU``,
-  ``batch_first``, a ``Linear`` head on the last output, ``Adam`` 1e-3, the same shapes and
-  thread count), trained on the same number of batches; the ``ratio`` column is jaxseq's
-  train samples/s over PyTorch's.
+* PyTorch (when ``torch`` is installed): the study's model (``nn.RNN``/``nn.LSTM``/``nn.GRU``,
+  ``batch_first``, a ``Linear`` head on the last output, ``CrossEntropyLoss``, ``Adam``
+  1e-3, the same shapes), on the device JAX runs on (CUDA when ``jax.default_backend()``
+  is ``"gpu"``, else the CPU with PyTorch's default thread count), trained in a child
+  process (``benchmarks/torch_baseline.py``, which never imports JAX) in up to three
+  labelled modes, ``--torch-modes``: "eager + DataLoader" (the study's way: batches from a
+  host ``DataLoader`` moved to the device each step), "eager, data on device" (the whole
+  data set on the device; on a CPU this is exactly the PyTorch figure this script recorded
+  before the modes existed) and "CUDA graph" (the whole step, Adam included, captured once
+  and replayed; CUDA only, recorded as not applicable on a CPU). Every ``ratio`` is
+  jaxseq's train samples/s over the FASTEST measured PyTorch mode (``ratio_vs_torch``,
+  mode in ``torch_fastest_mode``); the ratio against each mode is kept too
+  (``ratio_vs_torch_modes``). The JSON records PyTorch's, CUDA's and cuDNN's versions and
+  both sides' device names.
 * The adder: training samples/s at the reference study's settings (batch 32, 5 bits,
   hidden 5) through the same loop, and the wall time (seconds) of a complete default
   ``experiments/adder.py`` run in a subprocess (``--adder-run``).
+* ``--scaling`` (instead of the table above): train samples/s, jaxseq and PyTorch side by
+  side, for every batch size of ``--scaling-batch-sizes`` (default 64 256 1024 4096) and
+  sequence length of ``--scaling-lengths`` (default 28 112 784). The image stays 784
+  pixels: a sequence of ``T`` steps has ``784 / T`` features per step (28 x 28 row by row,
+  112 x 7 quarter rows, 784 x 1 pixel by pixel), so longer sequences mean the same data in
+  more, thinner steps. ``--steps`` and ``--repeats`` apply to every configuration (lower
+  them on a CPU: batch 4096 at 784 steps is slow there), ``--models`` and
+  ``--torch-modes`` choose subsets; JSON in ``throughput-scaling-<backend>.json``.
+
+On a GPU, JAX preallocates 75% of the GPU's memory in this process; the PyTorch child
+uses the rest (set ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` if it runs out).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import math
 import os
 import platform
 import statistics
@@ -48,6 +73,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+from torch_baseline import MODE_LABELS, MODES, cpu_name  # benchmarks/torch_baseline.py
 
 from jaxseq import runtime
 from jaxseq.data import Dataset
@@ -65,8 +91,18 @@ from jaxseq.train import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+TORCH_CHILD = Path(__file__).resolve().with_name("torch_baseline.py")
 _CHILD_ENV: dict[str, str] = {}
 MODELS = {**{cell: (cell, False) for cell in CELLS}, "bilstm": ("lstm", True)}
+PIXELS = 784  # one 28 x 28 image; --scaling keeps it whole: T steps of 784 / T features
+COLUMNS = {
+    "train_samples_per_s": "jaxseq training samples/s (compiled loop, median of repeats)",
+    "torch.modes.<mode>.train_samples_per_s": "PyTorch training samples/s in that mode: "
+    + "; ".join(f"{m} = {label}" for m, label in MODE_LABELS.items()),
+    "torch.fastest_mode": "the PyTorch mode with the most samples/s in this run",
+    "ratio_vs_torch": "jaxseq train samples/s / the FASTEST measured PyTorch mode's",
+    "ratio_vs_torch_modes": "jaxseq train samples/s / each measured PyTorch mode's",
+}
 
 
 def train_flops_per_sample(cell: str, bidirectional: bool, time_steps: int = 28,
@@ -120,11 +156,13 @@ def _time_chunk(state, sums, x, y, indices, objective, mesh, repeats: int):
 
 
 def bench_jax(cell: str, bidirectional: bool, batch_size: int, steps: int, repeats: int,
-              implementation: str) -> dict:
+              implementation: str, time_steps: int = 28, features: int = 28,
+              evaluation: bool = True) -> dict:
+    """jaxseq's figures for inputs ``[batch_size, time_steps, features]`` float32."""
     mesh = data_mesh()
     rng = np.random.default_rng(0)
     n = batch_size * steps
-    x = _replicate(jnp.asarray(rng.normal(size=(n, 28, 28)), jnp.float32), mesh)
+    x = _replicate(jnp.asarray(rng.normal(size=(n, time_steps, features)), jnp.float32), mesh)
     y = _replicate(jnp.asarray(rng.integers(0, 10, n), jnp.int32), mesh)
     model = RecurrentClassifier(cell=cell, features=128, bidirectional=bidirectional,
                                 implementation=implementation)
@@ -135,70 +173,60 @@ def bench_jax(cell: str, bidirectional: bool, batch_size: int, steps: int, repea
     compile_seconds, seconds, state = _time_chunk(state, sums, x, y, indices, CLASSIFICATION,
                                                   mesh, repeats)
     train_rate = n / seconds
+    flops = train_flops_per_sample(cell, bidirectional, time_steps, features)
+    row = {"train_samples_per_s": train_rate, "compile_s": compile_seconds,
+           "train_gflops": train_rate * flops / 1e9, "train_flops_per_sample": flops}
+    if evaluation:
+        count = min(n, 10_000)
+        data = EvalData.from_dataset(Dataset(np.asarray(x[:count]), np.asarray(y[:count])),
+                                     1000, mesh)
+        args = (state, data.inputs, data.labels, data.weights, CLASSIFICATION, mesh)
+        jax.block_until_ready(evaluate_batches(*args))
+        eval_times = [_timed(lambda: jax.block_until_ready(evaluate_batches(*args)))
+                      for _ in range(repeats)]
+        row["eval_samples_per_s"] = count / statistics.median(eval_times)
+    return row
 
-    count = min(n, 10_000)
-    evaluation = EvalData.from_dataset(Dataset(np.asarray(x[:count]), np.asarray(y[:count])),
-                                        1000, mesh)
-    args = (state, evaluation.inputs, evaluation.labels, evaluation.weights, CLASSIFICATION,
-            mesh)
-    jax.block_until_ready(evaluate_batches(*args))
-    eval_times = [_timed(lambda: jax.block_until_ready(evaluate_batches(*args)))
-                  for _ in range(repeats)]
-    eval_count = count
-    flops = train_flops_per_sample(cell, bidirectional)
-    return {"train_samples_per_s": train_rate, "compile_s": compile_seconds,
-            "eval_samples_per_s": eval_count / statistics.median(eval_times),
-            "train_gflops": train_rate * flops / 1e9, "train_flops_per_sample": flops}
+
+def torch_device() -> str:
+    """PyTorch's device for this run: the one JAX runs on (``"cuda"`` for a JAX GPU)."""
+    return "cuda" if jax.default_backend() == "gpu" else "cpu"
 
 
-def bench_torch(cell: str, bidirectional: bool, batch_size: int, steps: int,
-                repeats: int) -> dict | None:
-    """PyTorch's figures, measured in a child process: JAX's idle CPU threads in this one
-    would otherwise compete with PyTorch's. ``None`` when PyTorch is not installed."""
-    command = [sys.executable, __file__, "--torch-child", json.dumps(
-        [cell, bidirectional, batch_size, steps, repeats])]
+def bench_torch(cell: str, bidirectional: bool, batch_size: int, steps: int, repeats: int,
+                device: str = "cpu", modes: list[str] | tuple[str, ...] = MODES,
+                time_steps: int = 28, features: int = 28) -> dict | None:
+    """PyTorch's figures (:func:`torch_baseline.run`), measured in a child process that
+    never imports JAX: JAX's idle CPU threads (and, on a GPU, its memory pool) in this one
+    would otherwise compete with PyTorch's. ``None`` when PyTorch is not installed.
+
+    Raises:
+      RuntimeError: the child failed (its stderr's tail is in the message).
+    """
+    if importlib.util.find_spec("torch") is None:
+        return None
+    config = {"cell": cell, "bidirectional": bidirectional, "batch_size": batch_size,
+              "steps": steps, "repeats": repeats, "device": device, "modes": list(modes),
+              "time_steps": time_steps, "features": features}
+    command = [sys.executable, str(TORCH_CHILD), json.dumps(config)]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=_CHILD_ENV)
     if result.returncode != 0:
         raise RuntimeError(f"PyTorch benchmark failed: {result.stderr.strip()[-2000:]}")
     return json.loads(result.stdout)
 
 
-def _torch_child(cell: str, bidirectional: bool, batch_size: int, steps: int,
-                 repeats: int) -> dict | None:
-    try:
-        import torch
-    except ImportError:
-        return None
-    layer_cls = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
-
-    class Model(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.rnn = layer_cls(28, 128, batch_first=True, bidirectional=bidirectional)
-            self.fc = torch.nn.Linear(128 * (2 if bidirectional else 1), 10)
-
-        def forward(self, x):
-            out, _ = self.rnn(x)
-            return self.fc(out[:, -1, :])
-
-    torch.manual_seed(0)
-    model = Model()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    x = torch.randn(steps, batch_size, 28, 28)
-    y = torch.randint(0, 10, (steps, batch_size))
-
-    def epoch():
-        for k in range(steps):
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x[k]), y[k])
-            loss.backward()
-            optimizer.step()
-
-    epoch()  # warm-up
-    times = [_timed(epoch) for _ in range(repeats)]
-    return {"train_samples_per_s": steps * batch_size / statistics.median(times),
-            "torch_version": torch.__version__, "threads": torch.get_num_threads()}
+def add_torch(row: dict, torch_row: dict | None) -> None:
+    """Put PyTorch's figures into ``row`` with the ratios against them (in place)."""
+    if torch_row is None:
+        return
+    row["torch"] = torch_row
+    ours = row["train_samples_per_s"]
+    row["ratio_vs_torch_modes"] = {m: ours / e["train_samples_per_s"]
+                                   for m, e in torch_row["modes"].items()
+                                   if "train_samples_per_s" in e}
+    if torch_row["fastest_mode"] is not None:
+        row["torch_fastest_mode"] = torch_row["fastest_mode"]
+        row["ratio_vs_torch"] = ours / torch_row["train_samples_per_s"]
 
 
 def bench_adder(steps: int, repeats: int, adder_run: bool) -> dict:
@@ -227,11 +255,121 @@ def bench_adder(steps: int, repeats: int, adder_run: bool) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--torch-child"]:
-        print(json.dumps(_torch_child(*json.loads(argv[1]))))
-        return 0
+# ----------------------------------------------------------------------------- formatting
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _torch_cell(row: dict, mode: str) -> str:
+    """One PyTorch mode's samples/s for a table cell, or why there is none."""
+    entry = row.get("torch", {}).get("modes", {}).get(mode)
+    if entry is None:
+        return "not run"
+    if "not_applicable" in entry:
+        return "n/a (CPU)" if row["torch"].get("device") == "cpu" else "n/a"
+    return _num(entry["train_samples_per_s"])
+
+
+def _ratio_cell(row: dict) -> str:
+    if "ratio_vs_torch" not in row:
+        return "-"
+    if "modes" not in row["torch"]:  # a result of the script before the modes existed
+        return (f"{row['ratio_vs_torch']:.2f} (vs the old script's PyTorch, which ran on "
+                "the CPU whatever JAX's device)")
+    return (f"**{row['ratio_vs_torch']:.2f}** "
+            f"({MODE_LABELS[row['torch_fastest_mode']]})")
+
+
+def _torch_header(modes) -> str:
+    return " | ".join(f"PyTorch {MODE_LABELS[m]} train samples/s" for m in modes)
+
+
+def _table(header: list[str], rows: list[list[str]], right_from: int = 1) -> str:
+    align = ["---"] + ["---:"] * (len(header) - 1)
+    align[:right_from] = ["---"] * right_from
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
+
+
+def _modes_of(rows) -> list[str]:
+    present = {m for row in rows for m in row.get("torch", {}).get("modes", {})}
+    return [m for m in MODES if m in present]
+
+
+def markdown(result: dict) -> str:
+    """The Markdown table(s) of a result of this script (main run or ``--scaling``)."""
+    names = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU", "bilstm": "BiLSTM"}
+    torch_info = result.get("torch") or {}
+    lines = [f"jaxseq on {result['machine'].get('device_name', result['machine']['backend'])}"
+             f" (JAX {result['machine']['jax']}); PyTorch "
+             + (f"{torch_info['torch_version']} on {torch_info['device_name']} "
+                f"(CUDA {torch_info['cuda_version']}, cuDNN {torch_info['cudnn_version']})"
+                if torch_info else "not run or not recorded")
+             + f"; {result['steps']} batches x {result['repeats']} repeats.", ""]
+    if "scaling" in result:
+        rows = result["scaling"]
+        modes = _modes_of(rows)
+        header = (["model", "batch", "steps x features", "jaxseq train samples/s",
+                   "jaxseq GFLOP/s"] + [f"PyTorch {MODE_LABELS[m]}" for m in modes]
+                  + ["jaxseq / fastest PyTorch"])
+        body = [[names[r["model"]], str(r["batch_size"]), f"{r['time_steps']} x {r['features']}",
+                 _num(r["train_samples_per_s"]), _num(r["train_gflops"], 1)]
+                + [_torch_cell(r, m) for m in modes] + [_ratio_cell(r)] for r in rows]
+        lines.append(_table(header, body, right_from=1))
+        return "\n".join(lines)
+    rows = result["models"]
+    modes = _modes_of(rows.values())
+    peak = result["matmul_peak_gflops"]
+    header = (["model", "jaxseq train samples/s", "compile s", "eval samples/s", "GFLOP/s",
+               "% of peak"] + [f"PyTorch {MODE_LABELS[m]} train samples/s" for m in modes]
+              + ["jaxseq / fastest PyTorch"])
+    body = [[names[name], _num(r["train_samples_per_s"]), _num(r["compile_s"], 2),
+             _num(r.get("eval_samples_per_s")), _num(r["train_gflops"], 1),
+             _num(100 * r["train_gflops"] / peak, 1)]
+            + [_torch_cell(r, m) for m in modes] + [_ratio_cell(r)]
+            for name, r in rows.items()]
+    lines.append(_table(header, body))
+    return "\n".join(lines)
+
+
+def _short_torch(row: dict, modes) -> str:
+    cells = [f"{_torch_cell(row, m).replace(',', ''):>10s}" for m in modes]
+    ratio = f"{row['ratio_vs_torch']:6.2f}" if "ratio_vs_torch" in row else f"{'-':>6s}"
+    return " ".join(cells) + " " + ratio
+
+
+# ---------------------------------------------------------------------------------- main
+
+def _scaling(args) -> dict:
+    device = torch_device()
+    rows = []
+    modes = args.torch_modes
+    print(f"{'model':8s} {'batch':>5s} {'T x I':>8s} {'train/s':>9s} {'GFLOP/s':>8s} "
+          + " ".join(f"{'torch ' + m.split('_')[-1]:>10s}" for m in modes) + "  ratio")
+    for name in args.models:
+        cell, bidirectional = MODELS[name]
+        for time_steps in args.scaling_lengths:
+            features = PIXELS // time_steps
+            for batch_size in args.scaling_batch_sizes:
+                row = {"model": name, "batch_size": batch_size, "time_steps": time_steps,
+                       "features": features}
+                row.update(bench_jax(cell, bidirectional, batch_size, args.steps,
+                                     args.repeats, args.implementation, time_steps, features,
+                                     evaluation=False))
+                if not args.no_torch:
+                    add_torch(row, bench_torch(cell, bidirectional, batch_size, args.steps,
+                                               args.repeats, device, modes, time_steps,
+                                               features))
+                rows.append(row)
+                print(f"{name:8s} {batch_size:5d} {f'{time_steps}x{features}':>8s} "
+                      f"{row['train_samples_per_s']:9.0f} {row['train_gflops']:8.1f} "
+                      + (_short_torch(row, modes) if "torch" in row else ""), flush=True)
+    return {"scaling": rows}
+
+
+def _parse_args(argv: list[str]):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--implementation", default="fused", choices=["fused", "flax"])
@@ -239,61 +377,121 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=200, help="batches per timed repeat")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if present")
+    parser.add_argument("--torch-modes", nargs="+", default=list(MODES), choices=list(MODES),
+                        help="PyTorch modes to run (default all; cuda_graph is recorded as "
+                             "not applicable off CUDA)")
     parser.add_argument("--no-adder", action="store_true")
     parser.add_argument("--adder-run", action=argparse.BooleanOptionalAction, default=True,
                         help="also time a full default experiments/adder.py run")
+    parser.add_argument("--scaling", action="store_true",
+                        help="instead of the model table: train samples/s against batch size "
+                             "and sequence length")
+    parser.add_argument("--scaling-batch-sizes", type=int, nargs="+",
+                        default=[64, 256, 1024, 4096])
+    parser.add_argument("--scaling-lengths", type=int, nargs="+", default=[28, 112, 784],
+                        help=f"time steps; each must divide {PIXELS} (features = {PIXELS} / T)")
+    parser.add_argument("--markdown", action="store_true",
+                        help="also print the result as Markdown table(s)")
+    parser.add_argument("--show", type=Path, default=None, metavar="JSON",
+                        help="print a saved result of this script as Markdown and exit")
     parser.add_argument("--cpu-devices", type=int, default=None,
                         help="split a CPU into this many devices (default: the largest divisor "
-                             "of --batch-size up to the core count; 1 = one device)")
+                             "of the batch size(s) up to the core count; 1 = one device)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="JSON file (default benchmarks/results/throughput-<backend>.json)")
+                        help="JSON file (default benchmarks/results/throughput-<backend>.json, "
+                             "throughput-scaling-<backend>.json with --scaling)")
     args = parser.parse_args(argv)
+    for name in ("batch_size", "steps", "repeats"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive, got "
+                         f"{getattr(args, name)}")
+    bad = [t for t in args.scaling_lengths if t <= 0 or PIXELS % t]
+    if bad:
+        parser.error(f"--scaling-lengths must divide {PIXELS} (e.g. 28 112 784), got {bad}")
+    if any(b <= 0 for b in args.scaling_batch_sizes):
+        parser.error(f"--scaling-batch-sizes must be positive, got {args.scaling_batch_sizes}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    if args.show is not None:
+        print(markdown(json.loads(args.show.read_text())))
+        return 0
     # Before anything starts JAX's backends. Child processes get the environment as it
     # was, so that they choose their own device count as they would when run by hand.
     _CHILD_ENV.update(os.environ)
-    runtime.set_cpu_devices(args.cpu_devices or runtime.default_cpu_devices(args.batch_size))
+    batch_sizes = args.scaling_batch_sizes if args.scaling else [args.batch_size]
+    runtime.set_cpu_devices(args.cpu_devices
+                            or runtime.default_cpu_devices(math.gcd(*batch_sizes)))
     results_dir = REPO / "benchmarks" / "results"
-    args.out = args.out or results_dir / f"throughput-{jax.default_backend()}.json"
+    stem = "throughput-scaling" if args.scaling else "throughput"
+    args.out = args.out or results_dir / f"{stem}-{jax.default_backend()}.json"
 
     machine = {"backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-               "cpu_count": os.cpu_count(), "platform": platform.platform(),
+               "device_name": (cpu_name() if jax.default_backend() == "cpu"
+                               else jax.devices()[0].device_kind),
+               "cpu_count": os.cpu_count(), "cpu_name": cpu_name(),
+               "platform": platform.platform(),
                "processor": platform.processor(), "jax": jax.__version__,
                "xla_flags": os.environ.get("XLA_FLAGS", ""), "device_count": jax.device_count()}
     peak = matmul_peak()
-    print(f"{machine['backend']}: {jax.device_count()} device(s) {machine['devices']}, "
-          f"{machine['cpu_count']} CPUs, float32 matmul peak {peak:.0f} GFLOP/s")
+    print(f"{machine['backend']}: {jax.device_count()} device(s) {machine['devices']} "
+          f"({machine['device_name']}), {machine['cpu_count']} CPUs, float32 matmul peak "
+          f"{peak:.0f} GFLOP/s; PyTorch on {torch_device()}")
+    result = {"machine": machine, "matmul_peak_gflops": peak, "steps": args.steps,
+              "repeats": args.repeats, "implementation": args.implementation,
+              "columns": COLUMNS}
+    if args.scaling:
+        result.update(_scaling(args))
+        rows = result["scaling"]
+    else:
+        result["batch_size"] = args.batch_size
+        result["models"] = _main_table(args, peak)
+        rows = list(result["models"].values())
+        if not args.no_adder:
+            adder = bench_adder(steps=2000, repeats=args.repeats, adder_run=args.adder_run)
+            result["adder"] = adder
+            line = f"adder (batch 32, 5 bits): {adder['train_samples_per_s']:,.0f} train samples/s"
+            if "default_run_wall_s" in adder:
+                line += (f"; full default experiments/adder.py run "
+                         f"{adder['default_run_wall_s']:.1f} s")
+            print(line)
+    torch_rows = [row["torch"] for row in rows if "torch" in row]
+    if torch_rows:  # versions and device, once for the whole run
+        keys = ("torch_version", "cuda_version", "cudnn_version", "cudnn_enabled",
+                "float32_matmul_precision", "cudnn_allow_tf32", "device", "device_name",
+                "threads")
+        result["torch"] = {key: torch_rows[0][key] for key in keys}
+    folder.write_json_atomic(args.out, result)
+    if args.markdown:
+        print(markdown(result))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _main_table(args, peak: float) -> dict:
+    device = torch_device()
+    modes = args.torch_modes
     rows = {}
-    header = (f"{'model':8s} {'train/s':>9s} {'compile s':>9s} {'eval/s':>9s} {'GFLOP/s':>8s} "
-              f"{'% peak':>6s} {'torch/s':>8s} {'ratio':>6s}")
-    print(header)
+    print(f"{'model':8s} {'train/s':>9s} {'compile s':>9s} {'eval/s':>9s} {'GFLOP/s':>8s} "
+          f"{'% peak':>6s} "
+          + " ".join(f"{'torch ' + m.split('_')[-1]:>10s}" for m in modes) + "  ratio")
+    print("  (torch dataloader = eager + DataLoader, device = eager, data on device, graph = "
+          "CUDA graph; ratio = jaxseq / the fastest PyTorch mode)")
     for name in args.models:
         cell, bidirectional = MODELS[name]
         row = bench_jax(cell, bidirectional, args.batch_size, args.steps, args.repeats,
                         args.implementation)
-        torch_row = None if args.no_torch else bench_torch(
-            cell, bidirectional, args.batch_size, args.steps, args.repeats)
-        if torch_row:
-            row["torch"] = torch_row
-            row["ratio_vs_torch"] = row["train_samples_per_s"] / torch_row["train_samples_per_s"]
+        if not args.no_torch:
+            add_torch(row, bench_torch(cell, bidirectional, args.batch_size, args.steps,
+                                       args.repeats, device, modes))
         rows[name] = row
-        torch_text = (f"{torch_row['train_samples_per_s']:8.0f} {row['ratio_vs_torch']:6.2f}"
-                      if torch_row else f"{'-':>8s} {'-':>6s}")
         print(f"{name:8s} {row['train_samples_per_s']:9.0f} {row['compile_s']:9.2f} "
               f"{row['eval_samples_per_s']:9.0f} {row['train_gflops']:8.1f} "
-              f"{100 * row['train_gflops'] / peak:6.1f} {torch_text}", flush=True)
-    result = {"machine": machine, "matmul_peak_gflops": peak, "batch_size": args.batch_size,
-              "steps": args.steps, "repeats": args.repeats,
-              "implementation": args.implementation, "models": rows}
-    if not args.no_adder:
-        adder = bench_adder(steps=2000, repeats=args.repeats, adder_run=args.adder_run)
-        result["adder"] = adder
-        line = f"adder (batch 32, 5 bits): {adder['train_samples_per_s']:,.0f} train samples/s"
-        if "default_run_wall_s" in adder:
-            line += f"; full default experiments/adder.py run {adder['default_run_wall_s']:.1f} s"
-        print(line)
-    folder.write_json_atomic(args.out, result)
-    print(f"wrote {args.out}")
-    return 0
+              f"{100 * row['train_gflops'] / peak:6.1f} "
+              + (_short_torch(row, modes) if "torch" in row else ""), flush=True)
+    return rows
 
 
 if __name__ == "__main__":

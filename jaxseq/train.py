@@ -796,3 +796,4 @@ def format_epoch(record: Mapping[str, float]) -> str:
             parts.append(f"{key} {100 * value:6.2f}%")
     parts.append(f"{record['epoch_seconds']:.1f} s")
     return " | ".join(parts)
+
