@@ -78,7 +78,7 @@ from torch_baseline import MODE_LABELS, MODES, cpu_name  # benchmarks/torch_base
 from jaxseq import runtime
 from jaxseq.data import Dataset
 from jaxseq.nn.classifier import RecurrentClassifier
-from jaxseq.nn.registry import CELLS
+from jaxseq.nn.registry import CELLS, IMPLEMENTATIONS
 from jaxseq.runs import folder
 from jaxseq.train import (
     CLASSIFICATION,
@@ -372,7 +372,7 @@ def _scaling(args) -> dict:
 def _parse_args(argv: list[str]):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--implementation", default="fused", choices=["fused", "flax"])
+    parser.add_argument("--implementation", default="fused", choices=IMPLEMENTATIONS)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=200, help="batches per timed repeat")
     parser.add_argument("--repeats", type=int, default=5)
