@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
@@ -40,6 +41,8 @@ def plot_history(
     path: str | os.PathLike,
     title: str = "",
     percent: bool | None = None,
+    loss_name: str | None = None,
+    test_value: float | None = None,
 ) -> Path:
     """Training and validation ``quantity`` ("loss", "accuracy", ...) per epoch, like the study.
 
@@ -55,6 +58,10 @@ def plot_history(
       title: figure title (default ``quantity``).
       percent: scale values by 100 and label the axis "(%)"; default: for everything
         but ``"loss"``.
+      loss_name: which loss, for the axis label of ``quantity="loss"`` (e.g.
+        ``"softmax cross-entropy, nats"``).
+      test_value: the final test score of ``quantity`` (a fraction for metrics, the loss
+        as is), drawn as a dashed line and written in the legend.
 
     Returns:
       ``path`` as a :class:`pathlib.Path`.
@@ -72,8 +79,13 @@ def plot_history(
         values = history.get(f"{split}_{quantity}")
         if values:
             ax.plot(epochs, [scale * v for v in values], marker="o", label=label)
+    if test_value is not None:
+        shown = f"{scale * test_value:.2f}%" if percent else f"{test_value:.4f}"
+        ax.axhline(scale * test_value, color="C3", ls="--", lw=1, label=f"test: {shown}")
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"{quantity} (%)" if percent else quantity)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    label = f"{quantity} ({loss_name})" if quantity == "loss" and loss_name else quantity
+    ax.set_ylabel(f"{label} (%)" if percent else label)
     ax.set_title(title or quantity)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -140,13 +152,18 @@ def plot_adder_lengths(runs: Sequence[Mapping], loss: str, bits: int,
     else:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
         title += f", {len(runs)} seeds"
+    # Where the per-bit and exact-sum curves coincide (100% at every length), the exact-sum
+    # curve is drawn over the per-bit one with hollow, larger markers and a dashed line, so
+    # both stay visible.
+    styles = ({"marker": "o", "ms": 4, "ls": "-", "lw": 2.5, "zorder": 2},
+              {"marker": "s", "ms": 8, "ls": "--", "lw": 1.2, "mfc": "none", "zorder": 3})
     for i, result in enumerate(runs):
         lengths = [row["bits"] for row in result["lengths"]]
-        for ax, (key, name), marker in zip(axes, metrics, "os", strict=True):
+        for ax, (key, name), style in zip(axes, metrics, styles, strict=True):
             label = name if len(runs) == 1 else f"seed {result['seed']}"
             color = f"C{(i if len(runs) > 1 else metrics.index((key, name))) % 10}"
-            ax.plot(lengths, [100 * row[key] for row in result["lengths"]], marker=marker, ms=3,
-                    color=color, alpha=0.8, label=label, ls="-" if marker == "o" else "--")
+            ax.plot(lengths, [100 * row[key] for row in result["lengths"]], color=color,
+                    alpha=0.85, label=label, **style)
     for ax, (_, name) in zip(axes if len(runs) > 1 else axes[:1], metrics, strict=False):
         ax.axvline(bits, color="gray", ls=":", label=f"trained on {bits} bits")
         ax.set_xlabel("bit length")

@@ -166,9 +166,11 @@ def _train_one(cell: str, config: MnistConfig, run_dir: Path, splits: mnist_data
               "mean_epoch_seconds": sum(history["epoch_seconds"]) / len(history["epoch_seconds"])}
     if jax.process_index() == 0:
         plots.plot_history(history, "accuracy", run_dir / f"{name}_accuracy.png",
-                           title=f"{name}: training and validation accuracy")
+                           title=f"{name}: training and validation accuracy",
+                           test_value=test["accuracy"])
         plots.plot_history(history, "loss", run_dir / f"{name}_loss.png",
-                           title=f"{name}: training and validation loss")
+                           title=f"{name}: training and validation loss",
+                           loss_name="softmax cross-entropy, nats", test_value=test["loss"])
         folder.write_json_atomic(run_dir / f"{name}_results.json", result)
     return result
 
