@@ -64,6 +64,13 @@ def reference_decode(data: bytes):
     payload = data[4 + 4 * ndim:]
     if len(payload) != count * struct.calcsize(char) or ndim > NUMPY_MAX_DIMS:
         return None
+    # NumPy refuses a shape whose non-zero sizes multiply past its index range, even with a
+    # zero among them (an empty array): such a file cannot be read into an array.
+    nonzero = 1
+    for size in shape:
+        nonzero *= size or 1
+    if nonzero * struct.calcsize(char) > np.iinfo(np.intp).max:
+        return None
     return shape, np.dtype(dtype), struct.unpack(f">{count}{char}", payload)
 
 

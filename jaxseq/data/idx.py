@@ -82,8 +82,9 @@ def read_idx(
       FileNotFoundError: if ``path`` does not exist (the message names it).
       ValueError: if the content is not a valid IDX file or does not match the expectations:
         unreadable gzip stream, bad magic number, header or payload truncated, trailing bytes,
-        wrong dimensions, or MD5 mismatch. The message names the file, what was found and what
-        was expected.
+        wrong dimensions, MD5 mismatch, or dimensions NumPy cannot hold (more than 64, or
+        sizes whose product passes its index range even for an empty array). The message
+        names the file, what was found and what was expected.
     """
     path = pathlib.Path(path)
     if not path.is_file():
