@@ -8,6 +8,8 @@ study's: hidden 128, 1 layer, Adam 1e-3, batch 64, 10 epochs, 80/20 split.
     python experiments/mnist.py --cell all            # rnn, lstm and gru in one run
     python experiments/mnist.py --cell lstm --bidirectional
     python experiments/mnist.py --cell gru --epochs 1 --train-subset 4800   # quick look
+    python experiments/mnist.py --cell lstm --order permuted --clip-grad-norm 1 \
+        --schedule cosine --warmup-steps 500                 # permuted pixel-by-pixel MNIST
     python experiments/mnist.py --resume runs/mnist-gru-20250101-120000   # continue a run
     python experiments/mnist.py --eval-only runs/mnist-gru-20250101-120000  # re-score it
 
@@ -29,7 +31,8 @@ import sys
 # fails fast; JAX is started by jaxseq.runtime.start.
 from jaxseq.nn.registry import CELLS
 from jaxseq.runs import cli, folder
-from jaxseq.tasks.mnist.task import OUTPUTS, MnistConfig
+from jaxseq.tasks.mnist.data import ORDERS
+from jaxseq.tasks.mnist.task import OUTPUTS, SCHEDULES, MnistConfig
 
 #: Flags that may be given with --resume / --eval-only (the rest come from config.json).
 RESUME_FLAGS = {"data_dir", "no_progress", "keep_checkpoints", "distributed", "log_dir",
@@ -37,7 +40,20 @@ RESUME_FLAGS = {"data_dir", "no_progress", "keep_checkpoints", "distributed", "l
 EVAL_ONLY_FLAGS = {"data_dir", "distributed"}
 #: Settings read back from config.json by --resume (the MnistConfig fields, cpu_devices).
 SETTINGS = (*(f.name for f in dataclasses.fields(MnistConfig)), "cpu_devices")
+#: Settings that config.json files of earlier versions lack (read back as the defaults).
+NEWER_SETTINGS = ("order", "clip_grad_norm", "schedule", "warmup_steps")
 EXIT_DIVERGED = 3
+
+
+def non_negative_int(text: str) -> int:
+    """``argparse`` type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -65,6 +81,19 @@ def build_parser() -> cli.ArgumentParser:
                         help="run folder (default: a new folder under runs/)")
     parser.add_argument("--train-subset", type=cli.positive_int, default=None,
                         help="train on the first N shuffled training images only (quick runs)")
+    # -- issue 12: variants of the study (defaults: the study's behaviour) --
+    parser.add_argument("--order", default="rows", choices=ORDERS,
+                        help="read each image as 28 rows of 28 pixels, as 784 pixels "
+                             "(sequential MNIST) or as 784 pixels in one fixed random order "
+                             "drawn from --seed and saved in RUN/permutation.json (permuted "
+                             "MNIST)")
+    parser.add_argument("--clip-grad-norm", type=cli.positive_float, default=None,
+                        metavar="X", help="clip the gradients to global L2 norm X before Adam "
+                                          "(default: no clipping)")
+    parser.add_argument("--schedule", default="constant", choices=SCHEDULES,
+                        help="learning rate: constant, or cosine decay to 0 at the last step")
+    parser.add_argument("--warmup-steps", type=non_negative_int, default=0, metavar="N",
+                        help="linear learning-rate warm-up from 0 over the first N steps")
     cli.add_run_flags(parser, unit="model",
                       resume_with="--data-dir, --no-progress, --keep-checkpoints, --distributed, "
                                   "--log-dir, --log-every-steps")
@@ -100,7 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--resume: {args.resume} is a finished run (summary.json exists); "
                          f"nothing to resume; use --eval-only {args.resume} to re-score it")
         saved = cli.saved_settings(parser, config, SETTINGS, "--resume",
-                                   optional=("cpu_devices",))
+                                   optional=("cpu_devices", *NEWER_SETTINGS))
         for key, value in saved.items():
             if key not in given:
                 setattr(args, key, cli.path(value) if key == "data_dir" and value else value)

@@ -29,7 +29,10 @@ Pre-processing follows the reference study: ``x = (pixels / 255 - 0.5) / 0.5`` (
 std 0.5), float32, shape ``[N, 28, 28]`` read as 28 time steps (rows, top to bottom) of 28
 features (pixels, left to right); labels int32. The 60,000 training images are split 80/20 into
 training and validation parts by a seeded random permutation; the 10,000 test images are kept
-for the final score.
+for the final score. :func:`as_sequences` re-reads the images pixel by pixel (784 steps of 1
+feature), optionally in a fixed random order (:func:`pixel_permutation`): the sequential and
+permuted MNIST benchmarks of Le, Jaitly & Hinton (2015), "A simple way to initialize recurrent
+networks of rectified linear units", arXiv:1504.00941.
 """
 
 from __future__ import annotations
@@ -51,9 +54,13 @@ __all__ = [
     "DEFAULT_MIRRORS",
     "MNIST_FILES",
     "MNISTSplits",
+    "ORDERS",
+    "as_sequences",
+    "check_permutation",
     "download_mnist",
     "load_mnist",
     "load_splits",
+    "pixel_permutation",
     "preprocess",
     "read_idx",
     "resolve_data_dir",
@@ -397,3 +404,87 @@ def load_splits(
         ),
         test=subset(raw["test_images"], raw["test_labels"]),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Sequences: rows, pixels, permuted pixels
+# --------------------------------------------------------------------------------------------
+
+#: How an image becomes a sequence (:func:`as_sequences`).
+ORDERS = ("rows", "pixels", "permuted")
+_NUM_PIXELS = _IMAGE_SIDE * _IMAGE_SIDE
+
+
+def pixel_permutation(seed: int) -> np.ndarray:
+    """The fixed pixel order of permuted MNIST for ``seed``.
+
+    ``np.random.default_rng([seed, 784]).permutation(784)``: a stream of its own, so it
+    does not repeat the training/validation split's ``default_rng(seed)``.
+
+    Args:
+      seed: a non-negative integer.
+
+    Returns:
+      int64 ``[784]``, a permutation of ``0 .. 783`` (raster indices ``28 * row + column``).
+
+    Raises:
+      ValueError: for a negative or non-integer seed.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return np.random.default_rng([int(seed), _NUM_PIXELS]).permutation(_NUM_PIXELS)
+
+
+def check_permutation(permutation: object) -> np.ndarray:
+    """``permutation`` as an int64 array if it is a permutation of ``0 .. 783``.
+
+    Raises:
+      ValueError: otherwise (the message says what was found).
+    """
+    array = np.asarray(permutation)
+    if (array.shape != (_NUM_PIXELS,) or not np.issubdtype(array.dtype, np.integer)
+            or not np.array_equal(np.sort(array), np.arange(_NUM_PIXELS))):
+        raise ValueError(f"a pixel permutation must hold each of 0..{_NUM_PIXELS - 1} once, "
+                         f"got an array of shape {array.shape} and dtype {array.dtype}")
+    return array.astype(np.int64)
+
+
+def as_sequences(images: np.ndarray, order: str = "rows",
+                 permutation: np.ndarray | None = None) -> np.ndarray:
+    """Images ``[N, 28, 28]`` as the sequences a recurrent model reads.
+
+    * ``"rows"``: unchanged, 28 steps (rows, top to bottom) of 28 features (the study's);
+    * ``"pixels"``: ``[N, 784, 1]``, 784 steps of one pixel in raster order (row by row,
+      left to right): sequential ("pixel-by-pixel") MNIST, Le, Jaitly & Hinton (2015);
+    * ``"permuted"``: ``[N, 784, 1]`` with step ``t`` the pixel ``permutation[t]`` of the
+      raster order (permuted MNIST, ibid.): the same fixed permutation for every image.
+
+    Args:
+      images: ``[N, 28, 28]``, any dtype (normally float32 from :func:`preprocess`).
+      order: a name of :data:`ORDERS`.
+      permutation: for ``"permuted"`` only (required there): int ``[784]``, e.g.
+        :func:`pixel_permutation`.
+
+    Returns:
+      ``[N, 28, 28]`` or ``[N, 784, 1]``, same dtype (a view for rows and pixels, a copy
+      for permuted).
+
+    Raises:
+      ValueError: for an unknown order, images not ``[N, 28, 28]``, a permutation missing
+        (permuted), given for another order, or not a permutation of ``0 .. 783``.
+    """
+    if order not in ORDERS:
+        raise ValueError(f"unknown order {order!r}; valid orders are {list(ORDERS)}")
+    if (order == "permuted") != (permutation is not None):
+        raise ValueError("a pixel permutation is needed for order 'permuted' and only there, "
+                         f"got order {order!r} with permutation "
+                         f"{'given' if permutation is not None else 'None'}")
+    images = np.asarray(images)
+    if images.ndim != 3 or images.shape[1:] != (_IMAGE_SIDE, _IMAGE_SIDE):
+        raise ValueError(f"images must have shape [N, 28, 28], got {list(images.shape)}")
+    if order == "rows":
+        return images
+    flat = images.reshape(images.shape[0], _NUM_PIXELS)
+    if order == "permuted":
+        flat = flat[:, check_permutation(permutation)]
+    return flat[..., None]

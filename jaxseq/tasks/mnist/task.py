@@ -1,14 +1,16 @@
 """Sequential MNIST, row by row: train recurrent classifiers, score them, re-score a run.
 
-Each 28x28 image is read as 28 time steps of 28 pixels; the classifier's logits come
-from the recurrent output at the last step. :class:`MnistConfig`'s defaults are the
-reference study's: hidden 128, 1 layer, Adam 1e-3, batch 64, 10 epochs, 80/20 split of
-the 60,000 training images, the 10,000 test images for the final score.
+Each 28x28 image is read as 28 time steps of 28 pixels (or, with ``order="pixels"`` /
+``"permuted"``, as 784 steps of one pixel: sequential and permuted MNIST); the
+classifier's logits come from the recurrent output at the last step. :class:`MnistConfig`'s
+defaults are the reference study's: hidden 128, 1 layer, Adam 1e-3, batch 64, 10 epochs,
+80/20 split of the 60,000 training images, the 10,000 test images for the final score.
 
 A run folder holds ``config.json``, one checkpoint folder per model
 (``checkpoints/<model>/<epoch>/``, see :mod:`jaxseq.runs.checkpoint`),
-``<model>_results.json``, ``summary.json`` and the figures. ``experiments/mnist.py`` is
-the command line.
+``<model>_results.json``, ``summary.json`` and the figures; a permuted-order run also
+``permutation.json`` (its pixel order, checked when the run is resumed or re-scored).
+``experiments/mnist.py`` is the command line.
 """
 
 from __future__ import annotations
@@ -25,11 +27,16 @@ from jaxseq.nn.registry import CELLS, cell_info
 from jaxseq.runs import folder
 from jaxseq.tasks.mnist import data as mnist_data
 
-__all__ = ["OUTPUTS", "MnistConfig", "evaluate_run", "load_data", "model_name", "run"]
+__all__ = ["OUTPUTS", "PERMUTATION_FILE", "SCHEDULES", "MnistConfig", "check_saved_permutation",
+           "evaluate_run", "load_data", "model_name", "run"]
 
 #: What :func:`run` writes into its run folder (besides ``checkpoints/``).
 OUTPUTS = ("config.json", "summary.json", "*_results.json", "*_accuracy.png", "*_loss.png",
-           "comparison.png")
+           "comparison.png", "permutation.json")
+#: The file of a permuted-order run folder that holds its pixel order.
+PERMUTATION_FILE = "permutation.json"
+#: Learning-rate schedules (:func:`jaxseq.optim.make_schedule`; kept here without JAX).
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +58,15 @@ class MnistConfig:
         user cache); ``~`` is expanded.
       train_subset: train on the first N shuffled training images only (``None``: all).
       keep_checkpoints: newest checkpoints kept per model.
+      order: how an image is read (:func:`jaxseq.tasks.mnist.data.as_sequences`):
+        ``"rows"`` (28 steps of 28 pixels, the study's), ``"pixels"`` (784 steps of one
+        pixel) or ``"permuted"`` (784 steps in one fixed random pixel order drawn from
+        ``seed``, :func:`jaxseq.tasks.mnist.data.pixel_permutation`).
+      clip_grad_norm: if given, gradients are clipped to this global L2 norm before Adam
+        (:func:`jaxseq.optim.make_optimizer`); ``None``: no clipping (the study's).
+      schedule: the learning-rate schedule, ``"constant"`` (the study's) or ``"cosine"``
+        (decaying to 0 at the last step), :func:`jaxseq.optim.make_schedule`.
+      warmup_steps: steps of linear warm-up from 0 to ``learning_rate`` (0: none).
     """
 
     cell: str = "lstm"
@@ -64,6 +80,11 @@ class MnistConfig:
     data_dir: str | None = None
     train_subset: int | None = None
     keep_checkpoints: int = 3
+    # -- issue 12: sequence order, clipping, schedule (defaults: the study's behaviour) --
+    order: str = "rows"
+    clip_grad_norm: float | None = None
+    schedule: str = "constant"
+    warmup_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.data_dir is not None:
@@ -80,6 +101,18 @@ class MnistConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not (
                 0 <= self.seed <= MAX_SEED):
             raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
+        if self.order not in mnist_data.ORDERS:
+            raise ValueError(f"unknown order {self.order!r}; valid orders are "
+                             f"{list(mnist_data.ORDERS)}")
+        if self.clip_grad_norm is not None:
+            check_positive_number("clip_grad_norm", self.clip_grad_norm)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; valid schedules are "
+                             f"{list(SCHEDULES)}")
+        if (isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int)
+                or self.warmup_steps < 0):
+            raise ValueError(f"warmup_steps must be a non-negative integer, got "
+                             f"{self.warmup_steps!r}")
 
     @property
     def cells(self) -> list[str]:
@@ -93,24 +126,96 @@ def model_name(cell: str, bidirectional: bool) -> str:
 
 
 def load_data(config: MnistConfig) -> mnist_data.MNISTSplits:
-    """The run's MNIST splits (no JAX): :func:`jaxseq.tasks.mnist.data.load_splits`.
+    """The run's MNIST splits (no JAX): :func:`jaxseq.tasks.mnist.data.load_splits`,
+    read in ``config.order`` (:func:`jaxseq.tasks.mnist.data.as_sequences`).
 
     Args:
-      config: its ``data_dir``, ``seed`` and ``train_subset`` are used.
+      config: its ``data_dir``, ``seed``, ``train_subset`` and ``order`` are used.
 
     Returns:
-      The training, validation and test sets.
+      The training, validation and test sets, inputs ``[N, 28, 28]`` (rows) or
+      ``[N, 784, 1]`` (pixels, permuted) float32.
 
     Raises:
       FileNotFoundError, ValueError: for missing or corrupt data files (one line saying
-        which and where to put them), or a ``batch_size`` larger than the training set.
+        which and where to put them), a ``batch_size`` larger than the training set, or
+        ``warmup_steps`` too long for the run (cosine: not fewer than its steps; constant:
+        more than its steps).
     """
     from jaxseq.checks import check_batch_size
 
     splits = mnist_data.load_splits(config.data_dir, seed=config.seed,
                                     train_subset=config.train_subset)
     check_batch_size(config.batch_size, splits.train.num_examples)
-    return splits
+    _check_warmup(config, splits.train.num_examples)
+    return _in_order(splits, config.order, config.seed)
+
+
+def _check_warmup(config: MnistConfig, num_train: int) -> None:
+    """The warm-up must fit in the run (as :func:`jaxseq.optim.make_schedule` checks)."""
+    total_steps = config.epochs * (num_train // config.batch_size)
+    if config.schedule == "cosine" and config.warmup_steps >= total_steps:
+        raise ValueError(f"warmup_steps {config.warmup_steps} must be smaller than the run's "
+                         f"{total_steps} training steps for the cosine schedule")
+    if config.warmup_steps > total_steps:
+        raise ValueError(f"warmup_steps {config.warmup_steps} is more than the run's "
+                         f"{total_steps} training steps")
+
+
+def _permutation(order: str, seed: int) -> Any:
+    return mnist_data.pixel_permutation(seed) if order == "permuted" else None
+
+
+def _in_order(splits: mnist_data.MNISTSplits, order: str, seed: int) -> mnist_data.MNISTSplits:
+    if order == "rows":
+        return splits
+    return mnist_data.MNISTSplits(*(_part_in_order(part, order, seed) for part in splits))
+
+
+def _part_in_order(part: Any, order: str, seed: int) -> Any:
+    from jaxseq.data.dataset import Dataset
+
+    inputs = mnist_data.as_sequences(part.inputs, order, _permutation(order, seed))
+    return Dataset(inputs, part.labels)
+
+
+def check_saved_permutation(run_dir: str | os.PathLike, order: str, seed: int) -> None:
+    """For a permuted-order run: its ``permutation.json`` must hold the pixel order that
+    :func:`jaxseq.tasks.mnist.data.pixel_permutation` draws from ``seed``.
+
+    Args:
+      run_dir: the run folder.
+      order: the run's order; nothing is checked unless ``"permuted"``.
+      seed: the run's seed.
+
+    Raises:
+      ValueError: ``"<file>: a saved permutation that does not match ..."`` when the file
+        is missing, unreadable, or holds another order (another seed, an edited file, a
+        NumPy whose generator changed), so that a run is never continued or re-scored on
+        differently ordered pixels.
+    """
+    if order != "permuted":
+        return
+    path = Path(run_dir) / PERMUTATION_FILE
+    expected = mnist_data.pixel_permutation(seed)
+    try:
+        saved = folder.read_json(path)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: a saved permutation that does not match is needed to "
+                         f"resume or re-score a permuted-order run, but it cannot be read "
+                         f"({type(error).__name__})") from None
+    values = saved.get("permutation") if isinstance(saved, dict) else None
+    if not isinstance(values, list) or values != expected.tolist():
+        raise ValueError(f"{path}: a saved permutation that does not match the pixel order "
+                         f"drawn from seed {seed}; this run folder cannot be resumed or "
+                         f"re-scored with it")
+
+
+def _write_permutation(run_dir: Path, order: str, seed: int) -> None:
+    if order == "permuted":
+        folder.write_json_atomic(run_dir / PERMUTATION_FILE,
+                                 {"seed": seed, "order": order,
+                                  "permutation": mnist_data.pixel_permutation(seed).tolist()})
 
 
 def _train_one(cell: str, config: MnistConfig, run_dir: Path, splits: mnist_data.MNISTSplits,
@@ -122,6 +227,7 @@ def _train_one(cell: str, config: MnistConfig, run_dir: Path, splits: mnist_data
 
     from jaxseq import plots
     from jaxseq.nn.classifier import RecurrentClassifier
+    from jaxseq.optim import make_optimizer, make_schedule
     from jaxseq.runs.checkpoint import Checkpointer
     from jaxseq.runs.tensorboard import writer_for
     from jaxseq.train import NonFiniteLossError, create_train_state, evaluate, fit
@@ -130,7 +236,12 @@ def _train_one(cell: str, config: MnistConfig, run_dir: Path, splits: mnist_data
     model = RecurrentClassifier(cell=cell, features=config.hidden_size,
                                 num_layers=config.num_layers, bidirectional=config.bidirectional)
     init_rng, shuffle_rng = jax.random.split(jax.random.key(config.seed))
-    state = create_train_state(model, init_rng, splits.train.inputs[:1], config.learning_rate)
+    total_steps = config.epochs * (splits.train.num_examples // config.batch_size)
+    learning_rate = make_schedule(config.learning_rate, config.schedule, config.warmup_steps,
+                                  total_steps)
+    optimizer = make_optimizer("adam", learning_rate, clip_grad_norm=config.clip_grad_norm)
+    state = create_train_state(model, init_rng, splits.train.inputs[:1], config.learning_rate,
+                               optimizer=optimizer)
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     log(f"\n== {name}: {num_params:,} parameters")
     initial_epoch, history = 0, None
@@ -214,7 +325,8 @@ def run(
 
     Raises:
       FileNotFoundError, ValueError: for missing or corrupt data, a batch size the data
-        or the devices cannot take, or a checkpoint that cannot be restored.
+        or the devices cannot take, a warm-up longer than the run, a checkpoint that
+        cannot be restored, or (``resume``) a saved permutation that does not match.
       jaxseq.train.NonFiniteLossError: when a loss becomes NaN or infinite; the message
         names the model and its last good checkpoint.
     """
@@ -232,8 +344,10 @@ def run(
     primary = jax.process_index() == 0
     if resume:
         settings = folder.read_json(run_dir / "config.json")
+        check_saved_permutation(run_dir, config.order, config.seed)
     elif primary:
         folder.write_json_atomic(run_dir / "config.json", settings)
+        _write_permutation(run_dir, config.order, config.seed)
     start = time.perf_counter()
     results = {cell: _train_one(cell, config, run_dir, splits, resume, progress, log, log_dir,
                                 log_every_steps)
@@ -267,9 +381,13 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
       where ``saved`` is the ``<model>_results.json`` content, or ``None`` for an
       unfinished run.
 
+    The test images are read in the run's order (``order`` in its ``config.json``; rows
+    when absent, as in runs of earlier versions).
+
     Raises:
       FileNotFoundError: for a missing run folder, checkpoints or data.
-      ValueError: for corrupt data or a checkpoint that cannot be loaded.
+      ValueError: for corrupt data, a checkpoint that cannot be loaded, or a permuted-order
+        run whose saved permutation does not match.
     """
     from jaxseq.runs.predictor import load_run
 
@@ -277,7 +395,15 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     names = folder.checkpoint_names(run_dir)
     if not names:
         raise FileNotFoundError(f"{run_dir} holds no checkpoint")
+    config_path = run_dir / "config.json"
+    saved_config = folder.read_json(config_path) if config_path.is_file() else {}
+    order = saved_config.get("order", "rows") if isinstance(saved_config, dict) else "rows"
+    if order not in mnist_data.ORDERS:
+        raise ValueError(f"{config_path}: unknown order {order!r}; valid orders are "
+                         f"{list(mnist_data.ORDERS)}")
+    check_saved_permutation(run_dir, order, seed)
     test_set = mnist_data.load_splits(data_dir, seed=seed).test
+    test_set = _part_in_order(test_set, order, seed)
     scores = []
     for name in names:
         predictor = load_run(run_dir, name)
