@@ -31,7 +31,7 @@ import sys
 # fails fast; JAX is started by jaxseq.runtime.start.
 from jaxseq.nn.registry import CELLS
 from jaxseq.runs import cli, folder
-from jaxseq.tasks.mnist.data import ORDERS
+from jaxseq.tasks.mnist.data import DATASETS, ORDERS, SOURCES
 from jaxseq.tasks.mnist.task import OUTPUTS, SCHEDULES, MnistConfig
 
 #: Flags that may be given with --resume / --eval-only (the rest come from config.json).
@@ -41,7 +41,7 @@ EVAL_ONLY_FLAGS = {"data_dir", "distributed"}
 #: Settings read back from config.json by --resume (the MnistConfig fields, cpu_devices).
 SETTINGS = (*(f.name for f in dataclasses.fields(MnistConfig)), "cpu_devices")
 #: Settings that config.json files of earlier versions lack (read back as the defaults).
-NEWER_SETTINGS = ("order", "clip_grad_norm", "schedule", "warmup_steps")
+NEWER_SETTINGS = ("order", "clip_grad_norm", "schedule", "warmup_steps", "dataset", "source")
 EXIT_DIVERGED = 3
 
 
@@ -75,8 +75,10 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--seed", type=cli.seed_int, default=0,
                         help="seeds the split, the initialisation and the shuffles")
     parser.add_argument("--data-dir", type=cli.path, default=None,
-                        help="folder with the four MNIST IDX files (default: $JAXSEQ_DATA_DIR, "
-                             "else ~/.cache/jaxseq/mnist, downloading there if needed)")
+                        help="folder with the dataset's four IDX files (default: "
+                             "$JAXSEQ_DATA_DIR for MNIST, $JAXSEQ_DATA_DIR/<dataset> for the "
+                             "others if it exists, else ~/.cache/jaxseq/<dataset>, downloading "
+                             "there if needed)")
     parser.add_argument("--out-dir", type=cli.path, default=None,
                         help="run folder (default: a new folder under runs/)")
     parser.add_argument("--train-subset", type=cli.positive_int, default=None,
@@ -94,6 +96,14 @@ def build_parser() -> cli.ArgumentParser:
                         help="learning rate: constant, or cosine decay to 0 at the last step")
     parser.add_argument("--warmup-steps", type=non_negative_int, default=0, metavar="N",
                         help="linear learning-rate warm-up from 0 over the first N steps")
+    parser.add_argument("--dataset", default="mnist", choices=list(DATASETS),
+                        help="MNIST digits, Fashion-MNIST (Zalando articles) or Kuzushiji-MNIST "
+                             "(cursive hiragana); the same 28x28 images, splits and models")
+    parser.add_argument("--source", default="idx", choices=SOURCES,
+                        help="read the published IDX files (checked against their MD5s), or a "
+                             "TensorFlow Datasets copy prepared beforehand (`tfds build "
+                             "<dataset> --file_format=array_record`; needs tensorflow-datasets; "
+                             "--data-dir is then tfds' data folder)")
     cli.add_run_flags(parser, unit="model",
                       resume_with="--data-dir, --no-progress, --keep-checkpoints, --distributed, "
                                   "--log-dir, --log-every-steps")
@@ -191,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         import jax
 
         run_dir = (cli.make_run_dir(parser, args.out_dir) if args.out_dir
-                   else folder.new_run_dir("runs", f"mnist-{config.cell}"))
+                   else folder.new_run_dir("runs", f"{config.dataset}-{config.cell}"))
         run_info = {"cpu_devices": args.cpu_devices, "out_dir": str(run_dir),
                     "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
                     "process_count": jax.process_count()}

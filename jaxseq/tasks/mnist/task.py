@@ -54,8 +54,10 @@ class MnistConfig:
       batch_size: examples per step (64); a multiple of the device count.
       learning_rate: Adam's step size (1e-3).
       seed: seeds the split, the initialisation and the shuffles.
-      data_dir: the folder with the MNIST files (``None``: ``$JAXSEQ_DATA_DIR``, then the
-        user cache); ``~`` is expanded.
+      data_dir: the folder with the dataset's IDX files (``None``: ``$JAXSEQ_DATA_DIR`` for
+        MNIST, ``$JAXSEQ_DATA_DIR/<dataset>`` for the others if it exists, then the user
+        cache; :func:`jaxseq.tasks.mnist.data.resolve_data_dir`), or with ``source="tfds"``
+        the tfds data folder; ``~`` is expanded.
       train_subset: train on the first N shuffled training images only (``None``: all).
       keep_checkpoints: newest checkpoints kept per model.
       order: how an image is read (:func:`jaxseq.tasks.mnist.data.as_sequences`):
@@ -67,6 +69,10 @@ class MnistConfig:
       schedule: the learning-rate schedule, ``"constant"`` (the study's) or ``"cosine"``
         (decaying to 0 at the last step), :func:`jaxseq.optim.make_schedule`.
       warmup_steps: steps of linear warm-up from 0 to ``learning_rate`` (0: none).
+      dataset: ``"mnist"`` (the study's), ``"fashion_mnist"`` or ``"kmnist"``
+        (:data:`jaxseq.tasks.mnist.data.DATASETS`); same shapes, same pre-processing.
+      source: ``"idx"`` (the published IDX files, the default) or ``"tfds"`` (a prepared
+        TensorFlow Datasets copy; ``data_dir`` is then tfds' data folder).
     """
 
     cell: str = "lstm"
@@ -85,6 +91,8 @@ class MnistConfig:
     clip_grad_norm: float | None = None
     schedule: str = "constant"
     warmup_steps: int = 0
+    dataset: str = "mnist"
+    source: str = "idx"
 
     def __post_init__(self) -> None:
         if self.data_dir is not None:
@@ -106,6 +114,10 @@ class MnistConfig:
                              f"{list(mnist_data.ORDERS)}")
         if self.clip_grad_norm is not None:
             check_positive_number("clip_grad_norm", self.clip_grad_norm)
+        mnist_data.dataset_info(self.dataset)
+        if self.source not in mnist_data.SOURCES:
+            raise ValueError(f"unknown source {self.source!r}; valid sources are "
+                             f"{list(mnist_data.SOURCES)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; valid schedules are "
                              f"{list(SCHEDULES)}")
@@ -130,7 +142,8 @@ def load_data(config: MnistConfig) -> mnist_data.MNISTSplits:
     read in ``config.order`` (:func:`jaxseq.tasks.mnist.data.as_sequences`).
 
     Args:
-      config: its ``data_dir``, ``seed``, ``train_subset`` and ``order`` are used.
+      config: its ``dataset``, ``source``, ``data_dir``, ``seed``, ``train_subset`` and
+        ``order`` are used.
 
     Returns:
       The training, validation and test sets, inputs ``[N, 28, 28]`` (rows) or
@@ -145,7 +158,8 @@ def load_data(config: MnistConfig) -> mnist_data.MNISTSplits:
     from jaxseq.checks import check_batch_size
 
     splits = mnist_data.load_splits(config.data_dir, seed=config.seed,
-                                    train_subset=config.train_subset)
+                                    train_subset=config.train_subset, dataset=config.dataset,
+                                    source=config.source)
     check_batch_size(config.batch_size, splits.train.num_examples)
     _check_warmup(config, splits.train.num_examples)
     return _in_order(splits, config.order, config.seed)
@@ -216,6 +230,10 @@ def _write_permutation(run_dir: Path, order: str, seed: int) -> None:
         folder.write_json_atomic(run_dir / PERMUTATION_FILE,
                                  {"seed": seed, "order": order,
                                   "permutation": mnist_data.pixel_permutation(seed).tolist()})
+
+
+def _title(config: MnistConfig) -> str:
+    return mnist_data.dataset_info(config.dataset).title
 
 
 def _train_one(cell: str, config: MnistConfig, run_dir: Path, splits: mnist_data.MNISTSplits,
@@ -362,7 +380,8 @@ def run(
         if len(results) > 1:
             plots.plot_comparison({r["model"]: r["history"] for r in results.values()},
                                   run_dir / "comparison.png",
-                                  title="sequential MNIST: validation curves per cell")
+                                  title=f"sequential {_title(config)}: validation curves "
+                                        f"per cell")
         folder.write_json_atomic(run_dir / "summary.json", summary)
     return summary
 
@@ -373,7 +392,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
 
     Args:
       run_dir: the run folder.
-      data_dir: the MNIST folder (``None``: as :func:`jaxseq.tasks.mnist.data.load_splits`).
+      data_dir: the data folder (``None``: as :func:`jaxseq.tasks.mnist.data.load_splits`).
       seed: the run's seed (the test set does not depend on it; kept for the split check).
 
     Returns:
@@ -381,8 +400,9 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
       where ``saved`` is the ``<model>_results.json`` content, or ``None`` for an
       unfinished run.
 
-    The test images are read in the run's order (``order`` in its ``config.json``; rows
-    when absent, as in runs of earlier versions).
+    The test images are those of the run's ``dataset`` and ``source``, read in its
+    ``order`` (from its ``config.json``; ``"mnist"``, ``"idx"`` and ``"rows"`` when absent,
+    as in runs of earlier versions).
 
     Raises:
       FileNotFoundError: for a missing run folder, checkpoints or data.
@@ -397,12 +417,17 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
         raise FileNotFoundError(f"{run_dir} holds no checkpoint")
     config_path = run_dir / "config.json"
     saved_config = folder.read_json(config_path) if config_path.is_file() else {}
-    order = saved_config.get("order", "rows") if isinstance(saved_config, dict) else "rows"
-    if order not in mnist_data.ORDERS:
-        raise ValueError(f"{config_path}: unknown order {order!r}; valid orders are "
-                         f"{list(mnist_data.ORDERS)}")
+    if not isinstance(saved_config, dict):
+        saved_config = {}
+    order = saved_config.get("order", "rows")
+    dataset = saved_config.get("dataset", "mnist")
+    source = saved_config.get("source", "idx")
+    try:
+        MnistConfig(order=order, dataset=dataset, source=source)
+    except ValueError as error:
+        raise ValueError(f"{config_path}: {error}") from None
     check_saved_permutation(run_dir, order, seed)
-    test_set = mnist_data.load_splits(data_dir, seed=seed).test
+    test_set = mnist_data.load_splits(data_dir, seed=seed, dataset=dataset, source=source).test
     test_set = _part_in_order(test_set, order, seed)
     scores = []
     for name in names:
