@@ -10,6 +10,7 @@ study's: hidden 128, 1 layer, Adam 1e-3, batch 64, 10 epochs, 80/20 split.
     python experiments/mnist.py --cell gru --epochs 1 --train-subset 4800   # quick look
     python experiments/mnist.py --cell lstm --order permuted --clip-grad-norm 1 \
         --schedule cosine --warmup-steps 500                 # permuted pixel-by-pixel MNIST
+    python experiments/mnist.py --cell all --seeds 3      # mean ± sample std over seeds 0, 1, 2
     python experiments/mnist.py --resume runs/mnist-gru-20250101-120000   # continue a run
     python experiments/mnist.py --eval-only runs/mnist-gru-20250101-120000  # re-score it
 
@@ -41,7 +42,8 @@ EVAL_ONLY_FLAGS = {"data_dir", "distributed"}
 #: Settings read back from config.json by --resume (the MnistConfig fields, cpu_devices).
 SETTINGS = (*(f.name for f in dataclasses.fields(MnistConfig)), "cpu_devices")
 #: Settings that config.json files of earlier versions lack (read back as the defaults).
-NEWER_SETTINGS = ("order", "clip_grad_norm", "schedule", "warmup_steps", "dataset", "source")
+NEWER_SETTINGS = ("order", "clip_grad_norm", "schedule", "warmup_steps", "dataset", "source",
+                  "seeds")
 EXIT_DIVERGED = 3
 
 
@@ -104,6 +106,10 @@ def build_parser() -> cli.ArgumentParser:
                              "TensorFlow Datasets copy prepared beforehand (`tfds build "
                              "<dataset> --file_format=array_record`; needs tensorflow-datasets; "
                              "--data-dir is then tfds' data folder)")
+    parser.add_argument("--seeds", type=cli.positive_int, default=1,
+                        help="train each model with seeds seed, seed+1, ..., each in its own "
+                             "checkpoint folder <model>-seed-<k>, and report the mean and "
+                             "sample standard deviation (ddof=1) of the test accuracy")
     cli.add_run_flags(parser, unit="model",
                       resume_with="--data-dir, --no-progress, --keep-checkpoints, --distributed, "
                                   "--log-dir, --log-every-steps")
@@ -214,9 +220,20 @@ def main(argv: list[str] | None = None) -> int:
         cli.fail(parser.prog, cli.for_command_line(str(error), parser), 2)
     except FloatingPointError as error:  # jaxseq.train.NonFiniteLossError
         cli.fail(parser.prog, str(error), EXIT_DIVERGED)
-    print("\nmodel      test accuracy   s/epoch")
-    for name, r in summary["results"].items():
-        print(f"{name:10s} {100 * r['test_accuracy']:12.2f}%  {r['mean_epoch_seconds']:8.1f}")
+    if config.seeds > 1:
+        print(f"\nmodel      test accuracy, mean ± sample std (ddof=1) over {config.seeds} "
+              f"seeds   s/epoch")
+        for name, r in summary["results"].items():
+            print(f"{name:10s} {100 * r['test_accuracy']:6.2f} ± "
+                  f"{100 * r['test_accuracy_std']:.2f}%  (seeds "
+                  + ", ".join(f"{s}: {100 * a:.2f}%" for s, a in zip(
+                      r["seeds"], r["test_accuracies"], strict=True))
+                  + f")  {r['mean_epoch_seconds']:8.1f}")
+    else:
+        print("\nmodel      test accuracy   s/epoch")
+        for name, r in summary["results"].items():
+            print(f"{name:10s} {100 * r['test_accuracy']:12.2f}%  "
+                  f"{r['mean_epoch_seconds']:8.1f}")
     print(f"results in {run_dir}")
     return 0
 

@@ -8,7 +8,10 @@ defaults are the reference study's: hidden 128, 1 layer, Adam 1e-3, batch 64, 10
 
 A run folder holds ``config.json``, one checkpoint folder per model
 (``checkpoints/<model>/<epoch>/``, see :mod:`jaxseq.runs.checkpoint`),
-``<model>_results.json``, ``summary.json`` and the figures; a permuted-order run also
+``<model>_results.json``, ``summary.json`` and the figures (with ``seeds > 1``, one
+checkpoint folder and results file per model and seed, ``<model>-seed-<k>``, and the
+mean and sample standard deviation over the seeds in ``summary.json``); a permuted-order
+run also
 ``permutation.json`` (its pixel order, checked when the run is resumed or re-scored).
 ``experiments/mnist.py`` is the command line.
 """
@@ -16,6 +19,7 @@ A run folder holds ``config.json``, one checkpoint folder per model
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -28,7 +32,7 @@ from jaxseq.runs import folder
 from jaxseq.tasks.mnist import data as mnist_data
 
 __all__ = ["OUTPUTS", "PERMUTATION_FILE", "SCHEDULES", "MnistConfig", "check_saved_permutation",
-           "evaluate_run", "load_data", "model_name", "run"]
+           "evaluate_run", "load_data", "mean_and_std", "model_name", "run", "run_name"]
 
 #: What :func:`run` writes into its run folder (besides ``checkpoints/``).
 OUTPUTS = ("config.json", "summary.json", "*_results.json", "*_accuracy.png", "*_loss.png",
@@ -53,7 +57,8 @@ class MnistConfig:
       epochs: training epochs (10).
       batch_size: examples per step (64); a multiple of the device count.
       learning_rate: Adam's step size (1e-3).
-      seed: seeds the split, the initialisation and the shuffles.
+      seed: seeds the split, the initialisation and the shuffles (the first seed when
+        ``seeds > 1``).
       data_dir: the folder with the dataset's IDX files (``None``: ``$JAXSEQ_DATA_DIR`` for
         MNIST, ``$JAXSEQ_DATA_DIR/<dataset>`` for the others if it exists, then the user
         cache; :func:`jaxseq.tasks.mnist.data.resolve_data_dir`), or with ``source="tfds"``
@@ -73,6 +78,10 @@ class MnistConfig:
         (:data:`jaxseq.tasks.mnist.data.DATASETS`); same shapes, same pre-processing.
       source: ``"idx"`` (the published IDX files, the default) or ``"tfds"`` (a prepared
         TensorFlow Datasets copy; ``data_dir`` is then tfds' data folder).
+      seeds: train each model with the seeds ``seed, seed + 1, ..., seed + seeds - 1`` in
+        turn (1: one run, the study's). Seed ``k`` of such a run splits, initialises and
+        shuffles exactly as a one-seed run with ``seed=k``; a permuted-order run keeps one
+        pixel order for all its seeds, drawn from ``seed``.
     """
 
     cell: str = "lstm"
@@ -93,13 +102,15 @@ class MnistConfig:
     warmup_steps: int = 0
     dataset: str = "mnist"
     source: str = "idx"
+    seeds: int = 1
 
     def __post_init__(self) -> None:
         if self.data_dir is not None:
             object.__setattr__(self, "data_dir", str(Path(self.data_dir).expanduser()))
         if self.cell != "all":
             cell_info(self.cell)
-        for name in ("hidden_size", "num_layers", "epochs", "batch_size", "keep_checkpoints"):
+        for name in ("hidden_size", "num_layers", "epochs", "batch_size", "keep_checkpoints",
+                     "seeds"):
             check_positive_int(name, getattr(self, name))
         if self.train_subset is not None:
             check_positive_int("train_subset", self.train_subset)
@@ -109,6 +120,9 @@ class MnistConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not (
                 0 <= self.seed <= MAX_SEED):
             raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
+        if self.seed + self.seeds - 1 > MAX_SEED:
+            raise ValueError(f"seed {self.seed} with seeds {self.seeds} goes past the largest "
+                             f"seed, {MAX_SEED}")
         if self.order not in mnist_data.ORDERS:
             raise ValueError(f"unknown order {self.order!r}; valid orders are "
                              f"{list(mnist_data.ORDERS)}")
@@ -131,19 +145,50 @@ class MnistConfig:
         """The cells this run trains, in order."""
         return list(CELLS) if self.cell == "all" else [self.cell]
 
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds this run trains each model with, in order."""
+        return list(range(self.seed, self.seed + self.seeds))
+
 
 def model_name(cell: str, bidirectional: bool) -> str:
     """The name of a model in a run folder: ``"gru"``, ``"bilstm"``..."""
     return ("bi" if bidirectional else "") + cell
 
 
-def load_data(config: MnistConfig) -> mnist_data.MNISTSplits:
+def run_name(cell: str, config: MnistConfig, seed: int) -> str:
+    """The checkpoint / results name of one training run: the model's name
+    (:func:`model_name`) for a one-seed run, ``"<model>-seed-<seed>"`` when ``seeds > 1``."""
+    name = model_name(cell, config.bidirectional)
+    return name if config.seeds == 1 else f"{name}-seed-{seed}"
+
+
+def mean_and_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and *sample* standard deviation (``ddof=1``, divisor ``n - 1``) of ``values``.
+
+    Returns:
+      ``(mean, std)``; ``std`` is ``None`` for a single value.
+
+    Raises:
+      ValueError: for no values.
+    """
+    if not values:
+        raise ValueError("mean_and_std needs at least one value")
+    mean = math.fsum(values) / len(values)
+    if len(values) == 1:
+        return mean, None
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def load_data(config: MnistConfig, seed: int | None = None) -> mnist_data.MNISTSplits:
     """The run's MNIST splits (no JAX): :func:`jaxseq.tasks.mnist.data.load_splits`,
     read in ``config.order`` (:func:`jaxseq.tasks.mnist.data.as_sequences`).
 
     Args:
       config: its ``dataset``, ``source``, ``data_dir``, ``seed``, ``train_subset`` and
         ``order`` are used.
+      seed: the seed of the split (default ``config.seed``); a permuted order is always
+        the one drawn from ``config.seed``, the run's.
 
     Returns:
       The training, validation and test sets, inputs ``[N, 28, 28]`` (rows) or
@@ -157,7 +202,7 @@ def load_data(config: MnistConfig) -> mnist_data.MNISTSplits:
     """
     from jaxseq.checks import check_batch_size
 
-    splits = mnist_data.load_splits(config.data_dir, seed=config.seed,
+    splits = mnist_data.load_splits(config.data_dir, seed=config.seed if seed is None else seed,
                                     train_subset=config.train_subset, dataset=config.dataset,
                                     source=config.source)
     check_batch_size(config.batch_size, splits.train.num_examples)
@@ -236,10 +281,10 @@ def _title(config: MnistConfig) -> str:
     return mnist_data.dataset_info(config.dataset).title
 
 
-def _train_one(cell: str, config: MnistConfig, run_dir: Path, splits: mnist_data.MNISTSplits,
-               resume: bool, progress: bool, log: Callable[[str], None],
-               log_dir: str | os.PathLike | None, log_every_steps: int | None
-               ) -> dict[str, Any]:
+def _train_one(cell: str, seed: int, config: MnistConfig, run_dir: Path,
+               splits: mnist_data.MNISTSplits, resume: bool, progress: bool,
+               log: Callable[[str], None], log_dir: str | os.PathLike | None,
+               log_every_steps: int | None) -> dict[str, Any]:
     """Train one classifier (or continue it from its checkpoint); return its results."""
     import jax
 
@@ -250,10 +295,10 @@ def _train_one(cell: str, config: MnistConfig, run_dir: Path, splits: mnist_data
     from jaxseq.runs.tensorboard import writer_for
     from jaxseq.train import NonFiniteLossError, create_train_state, evaluate, fit
 
-    name = model_name(cell, config.bidirectional)
+    name = run_name(cell, config, seed)
     model = RecurrentClassifier(cell=cell, features=config.hidden_size,
                                 num_layers=config.num_layers, bidirectional=config.bidirectional)
-    init_rng, shuffle_rng = jax.random.split(jax.random.key(config.seed))
+    init_rng, shuffle_rng = jax.random.split(jax.random.key(seed))
     total_steps = config.epochs * (splits.train.num_examples // config.batch_size)
     learning_rate = make_schedule(config.learning_rate, config.schedule, config.warmup_steps,
                                   total_steps)
@@ -293,6 +338,8 @@ def _train_one(cell: str, config: MnistConfig, run_dir: Path, splits: mnist_data
     result = {"model": name, "num_params": num_params, "history": history,
               "test_accuracy": test["accuracy"], "test_loss": test["loss"],
               "mean_epoch_seconds": sum(history["epoch_seconds"]) / len(history["epoch_seconds"])}
+    if config.seeds > 1:
+        result["seed"] = seed
     if jax.process_index() == 0:
         plots.plot_history(history, "accuracy", run_dir / f"{name}_accuracy.png",
                            title=f"{name}: training and validation accuracy")
@@ -339,7 +386,12 @@ def run(
     Returns:
       The summary as written to ``summary.json``: ``{"config", "results": {model:
       {"test_accuracy", "mean_epoch_seconds"}}, "resumed", "total_seconds"}``;
-      accuracies are fractions, seconds wall time.
+      accuracies are fractions, seconds wall time. With ``seeds > 1`` each model's entry
+      holds the mean over its seeds as ``test_accuracy`` and ``mean_epoch_seconds``, and
+      ``test_accuracy_std`` (sample standard deviation, ``ddof=1``), ``seeds`` and
+      ``test_accuracies`` (one per seed, in order); the figure ``comparison.png`` then
+      shows each model's mean validation curves with a band of plus/minus one standard
+      deviation.
 
     Raises:
       FileNotFoundError, ValueError: for missing or corrupt data, a batch size the data
@@ -367,23 +419,43 @@ def run(
         folder.write_json_atomic(run_dir / "config.json", settings)
         _write_permutation(run_dir, config.order, config.seed)
     start = time.perf_counter()
-    results = {cell: _train_one(cell, config, run_dir, splits, resume, progress, log, log_dir,
-                                log_every_steps)
-               for cell in config.cells}
+    results: dict[str, list[dict[str, Any]]] = {}
+    for cell in config.cells:
+        runs = []
+        for seed in config.seed_list:
+            seed_splits = splits if seed == config.seed else load_data(config, seed)
+            if config.seeds > 1:
+                log(f"\n=== {model_name(cell, config.bidirectional)}, seed {seed} ===")
+            runs.append(_train_one(cell, seed, config, run_dir, seed_splits, resume, progress,
+                                   log, log_dir, log_every_steps))
+        results[model_name(cell, config.bidirectional)] = runs
     summary = {"config": settings,
-               "results": {r["model"]: {"test_accuracy": r["test_accuracy"],
-                                        "mean_epoch_seconds": r["mean_epoch_seconds"]}
-                           for r in results.values()},
+               "results": {name: _model_summary(runs) for name, runs in results.items()},
                "resumed": resume,
                "total_seconds": time.perf_counter() - start}
     if primary:
-        if len(results) > 1:
-            plots.plot_comparison({r["model"]: r["history"] for r in results.values()},
-                                  run_dir / "comparison.png",
-                                  title=f"sequential {_title(config)}: validation curves "
-                                        f"per cell")
+        if len(results) > 1 or config.seeds > 1:
+            title = f"sequential {_title(config)}: validation curves per cell"
+            if config.seeds > 1:
+                title += f" (mean ± sample std over {config.seeds} seeds)"
+            plots.plot_comparison({name: [r["history"] for r in runs]
+                                   for name, runs in results.items()},
+                                  run_dir / "comparison.png", title=title)
         folder.write_json_atomic(run_dir / "summary.json", summary)
     return summary
+
+
+def _model_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One model's entry of ``summary["results"]``: as before for one seed, else the mean
+    and sample standard deviation (ddof=1) over its seeds."""
+    if len(runs) == 1:
+        return {"test_accuracy": runs[0]["test_accuracy"],
+                "mean_epoch_seconds": runs[0]["mean_epoch_seconds"]}
+    accuracies = [r["test_accuracy"] for r in runs]
+    mean, std = mean_and_std(accuracies)
+    return {"test_accuracy": mean, "test_accuracy_std": std, "std_ddof": 1,
+            "seeds": [r["seed"] for r in runs], "test_accuracies": accuracies,
+            "mean_epoch_seconds": mean_and_std([r["mean_epoch_seconds"] for r in runs])[0]}
 
 
 def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
