@@ -8,6 +8,9 @@ study's: hidden 128, 1 layer, Adam 1e-3, batch 64, 10 epochs, 80/20 split.
     python experiments/mnist.py --cell all            # rnn, lstm and gru in one run
     python experiments/mnist.py --cell lstm --bidirectional
     python experiments/mnist.py --cell gru --epochs 1 --train-subset 4800   # quick look
+    python experiments/mnist.py --cell lstm --order permuted --clip-grad-norm 1 \
+        --schedule cosine --warmup-steps 500                 # permuted pixel-by-pixel MNIST
+    python experiments/mnist.py --cell all --seeds 3      # mean ± sample std over seeds 0, 1, 2
     python experiments/mnist.py --resume runs/mnist-gru-20250101-120000   # continue a run
     python experiments/mnist.py --eval-only runs/mnist-gru-20250101-120000  # re-score it
 
@@ -29,7 +32,8 @@ import sys
 # fails fast; JAX is started by jaxseq.runtime.start.
 from jaxseq.nn.registry import CELLS
 from jaxseq.runs import cli, folder
-from jaxseq.tasks.mnist.task import OUTPUTS, MnistConfig
+from jaxseq.tasks.mnist.data import DATASETS, ORDERS, SOURCES
+from jaxseq.tasks.mnist.task import OUTPUTS, SCHEDULES, MnistConfig
 
 #: Flags that may be given with --resume / --eval-only (the rest come from config.json).
 RESUME_FLAGS = {"data_dir", "no_progress", "keep_checkpoints", "distributed", "log_dir",
@@ -37,7 +41,21 @@ RESUME_FLAGS = {"data_dir", "no_progress", "keep_checkpoints", "distributed", "l
 EVAL_ONLY_FLAGS = {"data_dir", "distributed"}
 #: Settings read back from config.json by --resume (the MnistConfig fields, cpu_devices).
 SETTINGS = (*(f.name for f in dataclasses.fields(MnistConfig)), "cpu_devices")
+#: Settings that config.json files of earlier versions lack (read back as the defaults).
+NEWER_SETTINGS = ("order", "clip_grad_norm", "schedule", "warmup_steps", "dataset", "source",
+                  "seeds")
 EXIT_DIVERGED = 3
+
+
+def non_negative_int(text: str) -> int:
+    """``argparse`` type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -59,12 +77,39 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--seed", type=cli.seed_int, default=0,
                         help="seeds the split, the initialisation and the shuffles")
     parser.add_argument("--data-dir", type=cli.path, default=None,
-                        help="folder with the four MNIST IDX files (default: $JAXSEQ_DATA_DIR, "
-                             "else ~/.cache/jaxseq/mnist, downloading there if needed)")
+                        help="folder with the dataset's four IDX files (default: "
+                             "$JAXSEQ_DATA_DIR for MNIST, $JAXSEQ_DATA_DIR/<dataset> for the "
+                             "others if it exists, else ~/.cache/jaxseq/<dataset>, downloading "
+                             "there if needed)")
     parser.add_argument("--out-dir", type=cli.path, default=None,
                         help="run folder (default: a new folder under runs/)")
     parser.add_argument("--train-subset", type=cli.positive_int, default=None,
                         help="train on the first N shuffled training images only (quick runs)")
+    # -- issue 12: variants of the study (defaults: the study's behaviour) --
+    parser.add_argument("--order", default="rows", choices=ORDERS,
+                        help="read each image as 28 rows of 28 pixels, as 784 pixels "
+                             "(sequential MNIST) or as 784 pixels in one fixed random order "
+                             "drawn from --seed and saved in RUN/permutation.json (permuted "
+                             "MNIST)")
+    parser.add_argument("--clip-grad-norm", type=cli.positive_float, default=None,
+                        metavar="X", help="clip the gradients to global L2 norm X before Adam "
+                                          "(default: no clipping)")
+    parser.add_argument("--schedule", default="constant", choices=SCHEDULES,
+                        help="learning rate: constant, or cosine decay to 0 at the last step")
+    parser.add_argument("--warmup-steps", type=non_negative_int, default=0, metavar="N",
+                        help="linear learning-rate warm-up from 0 over the first N steps")
+    parser.add_argument("--dataset", default="mnist", choices=list(DATASETS),
+                        help="MNIST digits, Fashion-MNIST (Zalando articles) or Kuzushiji-MNIST "
+                             "(cursive hiragana); the same 28x28 images, splits and models")
+    parser.add_argument("--source", default="idx", choices=SOURCES,
+                        help="read the published IDX files (checked against their MD5s), or a "
+                             "TensorFlow Datasets copy prepared beforehand (`tfds build "
+                             "<dataset> --file_format=array_record`; needs tensorflow-datasets; "
+                             "--data-dir is then tfds' data folder)")
+    parser.add_argument("--seeds", type=cli.positive_int, default=1,
+                        help="train each model with seeds seed, seed+1, ..., each in its own "
+                             "checkpoint folder <model>-seed-<k>, and report the mean and "
+                             "sample standard deviation (ddof=1) of the test accuracy")
     cli.add_run_flags(parser, unit="model",
                       resume_with="--data-dir, --no-progress, --keep-checkpoints, --distributed, "
                                   "--log-dir, --log-every-steps")
@@ -100,7 +145,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--resume: {args.resume} is a finished run (summary.json exists); "
                          f"nothing to resume; use --eval-only {args.resume} to re-score it")
         saved = cli.saved_settings(parser, config, SETTINGS, "--resume",
-                                   optional=("cpu_devices",))
+                                   optional=("cpu_devices", *NEWER_SETTINGS))
         for key, value in saved.items():
             if key not in given:
                 setattr(args, key, cli.path(value) if key == "data_dir" and value else value)
@@ -162,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         import jax
 
         run_dir = (cli.make_run_dir(parser, args.out_dir) if args.out_dir
-                   else folder.new_run_dir("runs", f"mnist-{config.cell}"))
+                   else folder.new_run_dir("runs", f"{config.dataset}-{config.cell}"))
         run_info = {"cpu_devices": args.cpu_devices, "out_dir": str(run_dir),
                     "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
                     "process_count": jax.process_count()}
@@ -175,9 +220,20 @@ def main(argv: list[str] | None = None) -> int:
         cli.fail(parser.prog, cli.for_command_line(str(error), parser), 2)
     except FloatingPointError as error:  # jaxseq.train.NonFiniteLossError
         cli.fail(parser.prog, str(error), EXIT_DIVERGED)
-    print("\nmodel      test accuracy   s/epoch")
-    for name, r in summary["results"].items():
-        print(f"{name:10s} {100 * r['test_accuracy']:12.2f}%  {r['mean_epoch_seconds']:8.1f}")
+    if config.seeds > 1:
+        print(f"\nmodel      test accuracy, mean ± sample std (ddof=1) over {config.seeds} "
+              f"seeds   s/epoch")
+        for name, r in summary["results"].items():
+            print(f"{name:10s} {100 * r['test_accuracy']:6.2f} ± "
+                  f"{100 * r['test_accuracy_std']:.2f}%  (seeds "
+                  + ", ".join(f"{s}: {100 * a:.2f}%" for s, a in zip(
+                      r["seeds"], r["test_accuracies"], strict=True))
+                  + f")  {r['mean_epoch_seconds']:8.1f}")
+    else:
+        print("\nmodel      test accuracy   s/epoch")
+        for name, r in summary["results"].items():
+            print(f"{name:10s} {100 * r['test_accuracy']:12.2f}%  "
+                  f"{r['mean_epoch_seconds']:8.1f}")
     print(f"results in {run_dir}")
     return 0
 

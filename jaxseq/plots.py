@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -92,32 +93,65 @@ def plot_history(
     return save_figure(fig, path)
 
 
+#: One training history: ``{"epoch": [...], "val_accuracy": [...], ...}``.
+History = Mapping[str, Sequence[float]]
+
+
 def plot_comparison(
-    histories: Mapping[str, Mapping[str, Sequence[float]]],
+    histories: Mapping[str, History | Sequence[History]],
     path: str | os.PathLike,
     title: str = "",
+    loss_name: str = "softmax cross-entropy, nats",
+    test_accuracy: Mapping[str, float] | None = None,
 ) -> Path:
     """Validation accuracy (%) and loss per epoch of several models side by side.
 
+    A model given several histories (one per seed) is drawn as the mean curve over them
+    with a shaded band and error bars of plus/minus one sample standard deviation
+    (``ddof=1``) around it.
+
     Args:
-      histories: ``{model name: history}``, each history as :func:`jaxseq.train.fit`
-        returns it, with ``"epoch"``, ``"val_accuracy"`` and ``"val_loss"`` entries.
+      histories: ``{model name: history}`` or ``{model name: [history per seed]}``, each
+        history as :func:`jaxseq.train.fit` returns it, with ``"epoch"``,
+        ``"val_accuracy"`` and ``"val_loss"`` entries (the seeds of a model with the same
+        epochs).
       path: the PNG file to write.
       title: figure title (default ``"validation curves"``).
+      loss_name: which loss, for the loss axis.
+      test_accuracy: ``{model name: test accuracy}`` (a fraction; the mean over seeds),
+        written in the legend.
 
     Returns:
       ``path`` as a :class:`pathlib.Path`.
 
     Raises:
       KeyError: if a history lacks one of those entries.
+      ValueError: if a model's seeds have different epochs, or a model has no history.
     """
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, history in histories.items():
-        epochs = history["epoch"]
-        acc_ax.plot(epochs, [100 * v for v in history["val_accuracy"]], marker="o", label=name)
-        loss_ax.plot(epochs, history["val_loss"], marker="o", label=name)
+    for index, (name, value) in enumerate(histories.items()):
+        runs = [value] if isinstance(value, Mapping) else list(value)
+        if not runs:
+            raise ValueError(f"model {name!r} has no history")
+        epochs = list(runs[0]["epoch"])
+        if any(list(run["epoch"]) != epochs for run in runs):
+            raise ValueError(f"the seeds of model {name!r} have different epochs")
+        color = f"C{index % 10}"
+        label = name if len(runs) == 1 else f"{name} (mean ± std, {len(runs)} seeds)"
+        if test_accuracy and name in test_accuracy:
+            label += f", test {100 * test_accuracy[name]:.2f}%"
+        for ax, key, scale in ((acc_ax, "val_accuracy", 100.0), (loss_ax, "val_loss", 1.0)):
+            values = scale * np.asarray([run[key] for run in runs], dtype=np.float64)
+            mean = values.mean(axis=0)
+            ax.plot(epochs, mean, marker="o", color=color, label=label)
+            if len(runs) > 1:
+                std = values.std(axis=0, ddof=1)
+                ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2,
+                                linewidth=0)
+                ax.errorbar(epochs, mean, yerr=std, fmt="none", ecolor=color, capsize=3,
+                            alpha=0.6)  # visible also for a single epoch
     acc_ax.set_ylabel("validation accuracy (%)")
-    loss_ax.set_ylabel("validation loss")
+    loss_ax.set_ylabel(f"validation loss ({loss_name})")
     for ax in (acc_ax, loss_ax):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

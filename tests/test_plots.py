@@ -53,3 +53,14 @@ def test_adder_curves_stay_distinguishable_where_they_coincide(figures):
     assert exact.get_markersize() > per_bit.get_markersize()
     assert exact.get_markerfacecolor() == "none"
     assert exact.get_zorder() > per_bit.get_zorder()
+
+
+def test_comparison_names_the_loss_and_each_models_test_accuracy(figures):
+    other = {**HISTORY, "val_accuracy": [0.6, 0.7, 0.75]}
+    plots.plot_comparison({"gru": HISTORY, "rnn": [HISTORY, other]}, "cmp.png",
+                          test_accuracy={"gru": 0.9874, "rnn": 0.8123})
+    acc_ax, loss_ax = figures[0].axes[:2]
+    assert loss_ax.get_ylabel() == "validation loss (softmax cross-entropy, nats)"
+    labels = [t.get_text() for t in acc_ax.get_legend().get_texts()]
+    assert "gru, test 98.74%" in labels
+    assert "rnn (mean ± std, 2 seeds), test 81.23%" in labels

@@ -33,14 +33,15 @@ class IdxFile(NamedTuple):
       magic: the IDX magic number (``0x00000803`` for uint8 images of 3 dims).
       shape: the dimensions the header must declare (``(60000, 28, 28)``).
       md5: the published MD5 of the *uncompressed* bytes (gzip encodings differ between
-        mirrors, so the hash of a ``.gz`` file means nothing).
+        mirrors, so the hash of a ``.gz`` file means nothing), or ``None`` where no such
+        MD5 is known (then only the magic number and dimensions are checked).
     """
 
     key: str
     name: str
     magic: int
     shape: tuple[int, ...]
-    md5: str
+    md5: str | None
 
 
 # IDX type codes (third byte of the magic number) -> big-endian NumPy dtype.
@@ -157,7 +158,7 @@ def read_idx_file(path: _PathLike, spec: IdxFile) -> np.ndarray:
 
     Args:
       path: the file, raw or gzipped.
-      spec: its expected magic number, dimensions and MD5.
+      spec: its expected magic number, dimensions and MD5 (not checked when ``None``).
 
     Returns:
       The array, as :func:`read_idx`.

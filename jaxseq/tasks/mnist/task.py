@@ -1,19 +1,25 @@
 """Sequential MNIST, row by row: train recurrent classifiers, score them, re-score a run.
 
-Each 28x28 image is read as 28 time steps of 28 pixels; the classifier's logits come
-from the recurrent output at the last step. :class:`MnistConfig`'s defaults are the
-reference study's: hidden 128, 1 layer, Adam 1e-3, batch 64, 10 epochs, 80/20 split of
-the 60,000 training images, the 10,000 test images for the final score.
+Each 28x28 image is read as 28 time steps of 28 pixels (or, with ``order="pixels"`` /
+``"permuted"``, as 784 steps of one pixel: sequential and permuted MNIST); the
+classifier's logits come from the recurrent output at the last step. :class:`MnistConfig`'s
+defaults are the reference study's: hidden 128, 1 layer, Adam 1e-3, batch 64, 10 epochs,
+80/20 split of the 60,000 training images, the 10,000 test images for the final score.
 
 A run folder holds ``config.json``, one checkpoint folder per model
 (``checkpoints/<model>/<epoch>/``, see :mod:`jaxseq.runs.checkpoint`),
-``<model>_results.json``, ``summary.json`` and the figures. ``experiments/mnist.py`` is
-the command line.
+``<model>_results.json``, ``summary.json`` and the figures (with ``seeds > 1``, one
+checkpoint folder and results file per model and seed, ``<model>-seed-<k>``, and the
+mean and sample standard deviation over the seeds in ``summary.json``); a permuted-order
+run also
+``permutation.json`` (its pixel order, checked when the run is resumed or re-scored).
+``experiments/mnist.py`` is the command line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -25,11 +31,16 @@ from jaxseq.nn.registry import CELLS, cell_info
 from jaxseq.runs import folder
 from jaxseq.tasks.mnist import data as mnist_data
 
-__all__ = ["OUTPUTS", "MnistConfig", "evaluate_run", "load_data", "model_name", "run"]
+__all__ = ["OUTPUTS", "PERMUTATION_FILE", "SCHEDULES", "MnistConfig", "check_saved_permutation",
+           "evaluate_run", "load_data", "mean_and_std", "model_name", "run", "run_name"]
 
 #: What :func:`run` writes into its run folder (besides ``checkpoints/``).
 OUTPUTS = ("config.json", "summary.json", "*_results.json", "*_accuracy.png", "*_loss.png",
-           "comparison.png")
+           "comparison.png", "permutation.json")
+#: The file of a permuted-order run folder that holds its pixel order.
+PERMUTATION_FILE = "permutation.json"
+#: Learning-rate schedules (:func:`jaxseq.optim.make_schedule`; kept here without JAX).
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,11 +57,31 @@ class MnistConfig:
       epochs: training epochs (10).
       batch_size: examples per step (64); a multiple of the device count.
       learning_rate: Adam's step size (1e-3).
-      seed: seeds the split, the initialisation and the shuffles.
-      data_dir: the folder with the MNIST files (``None``: ``$JAXSEQ_DATA_DIR``, then the
-        user cache); ``~`` is expanded.
+      seed: seeds the split, the initialisation and the shuffles (the first seed when
+        ``seeds > 1``).
+      data_dir: the folder with the dataset's IDX files (``None``: ``$JAXSEQ_DATA_DIR`` for
+        MNIST, ``$JAXSEQ_DATA_DIR/<dataset>`` for the others if it exists, then the user
+        cache; :func:`jaxseq.tasks.mnist.data.resolve_data_dir`), or with ``source="tfds"``
+        the tfds data folder; ``~`` is expanded.
       train_subset: train on the first N shuffled training images only (``None``: all).
       keep_checkpoints: newest checkpoints kept per model.
+      order: how an image is read (:func:`jaxseq.tasks.mnist.data.as_sequences`):
+        ``"rows"`` (28 steps of 28 pixels, the study's), ``"pixels"`` (784 steps of one
+        pixel) or ``"permuted"`` (784 steps in one fixed random pixel order drawn from
+        ``seed``, :func:`jaxseq.tasks.mnist.data.pixel_permutation`).
+      clip_grad_norm: if given, gradients are clipped to this global L2 norm before Adam
+        (:func:`jaxseq.optim.make_optimizer`); ``None``: no clipping (the study's).
+      schedule: the learning-rate schedule, ``"constant"`` (the study's) or ``"cosine"``
+        (decaying to 0 at the last step), :func:`jaxseq.optim.make_schedule`.
+      warmup_steps: steps of linear warm-up from 0 to ``learning_rate`` (0: none).
+      dataset: ``"mnist"`` (the study's), ``"fashion_mnist"`` or ``"kmnist"``
+        (:data:`jaxseq.tasks.mnist.data.DATASETS`); same shapes, same pre-processing.
+      source: ``"idx"`` (the published IDX files, the default) or ``"tfds"`` (a prepared
+        TensorFlow Datasets copy; ``data_dir`` is then tfds' data folder).
+      seeds: train each model with the seeds ``seed, seed + 1, ..., seed + seeds - 1`` in
+        turn (1: one run, the study's). Seed ``k`` of such a run splits, initialises and
+        shuffles exactly as a one-seed run with ``seed=k``; a permuted-order run keeps one
+        pixel order for all its seeds, drawn from ``seed``.
     """
 
     cell: str = "lstm"
@@ -64,13 +95,22 @@ class MnistConfig:
     data_dir: str | None = None
     train_subset: int | None = None
     keep_checkpoints: int = 3
+    # -- issue 12: sequence order, clipping, schedule (defaults: the study's behaviour) --
+    order: str = "rows"
+    clip_grad_norm: float | None = None
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    dataset: str = "mnist"
+    source: str = "idx"
+    seeds: int = 1
 
     def __post_init__(self) -> None:
         if self.data_dir is not None:
             object.__setattr__(self, "data_dir", str(Path(self.data_dir).expanduser()))
         if self.cell != "all":
             cell_info(self.cell)
-        for name in ("hidden_size", "num_layers", "epochs", "batch_size", "keep_checkpoints"):
+        for name in ("hidden_size", "num_layers", "epochs", "batch_size", "keep_checkpoints",
+                     "seeds"):
             check_positive_int(name, getattr(self, name))
         if self.train_subset is not None:
             check_positive_int("train_subset", self.train_subset)
@@ -80,11 +120,35 @@ class MnistConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not (
                 0 <= self.seed <= MAX_SEED):
             raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
+        if self.seed + self.seeds - 1 > MAX_SEED:
+            raise ValueError(f"seed {self.seed} with seeds {self.seeds} goes past the largest "
+                             f"seed, {MAX_SEED}")
+        if self.order not in mnist_data.ORDERS:
+            raise ValueError(f"unknown order {self.order!r}; valid orders are "
+                             f"{list(mnist_data.ORDERS)}")
+        if self.clip_grad_norm is not None:
+            check_positive_number("clip_grad_norm", self.clip_grad_norm)
+        mnist_data.dataset_info(self.dataset)
+        if self.source not in mnist_data.SOURCES:
+            raise ValueError(f"unknown source {self.source!r}; valid sources are "
+                             f"{list(mnist_data.SOURCES)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; valid schedules are "
+                             f"{list(SCHEDULES)}")
+        if (isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int)
+                or self.warmup_steps < 0):
+            raise ValueError(f"warmup_steps must be a non-negative integer, got "
+                             f"{self.warmup_steps!r}")
 
     @property
     def cells(self) -> list[str]:
         """The cells this run trains, in order."""
         return list(CELLS) if self.cell == "all" else [self.cell]
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds this run trains each model with, in order."""
+        return list(range(self.seed, self.seed + self.seeds))
 
 
 def model_name(cell: str, bidirectional: bool) -> str:
@@ -92,45 +156,155 @@ def model_name(cell: str, bidirectional: bool) -> str:
     return ("bi" if bidirectional else "") + cell
 
 
-def load_data(config: MnistConfig) -> mnist_data.MNISTSplits:
-    """The run's MNIST splits (no JAX): :func:`jaxseq.tasks.mnist.data.load_splits`.
+def run_name(cell: str, config: MnistConfig, seed: int) -> str:
+    """The checkpoint / results name of one training run: the model's name
+    (:func:`model_name`) for a one-seed run, ``"<model>-seed-<seed>"`` when ``seeds > 1``."""
+    name = model_name(cell, config.bidirectional)
+    return name if config.seeds == 1 else f"{name}-seed-{seed}"
 
-    Args:
-      config: its ``data_dir``, ``seed`` and ``train_subset`` are used.
+
+def mean_and_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and *sample* standard deviation (``ddof=1``, divisor ``n - 1``) of ``values``.
 
     Returns:
-      The training, validation and test sets.
+      ``(mean, std)``; ``std`` is ``None`` for a single value.
+
+    Raises:
+      ValueError: for no values.
+    """
+    if not values:
+        raise ValueError("mean_and_std needs at least one value")
+    mean = math.fsum(values) / len(values)
+    if len(values) == 1:
+        return mean, None
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def load_data(config: MnistConfig, seed: int | None = None) -> mnist_data.MNISTSplits:
+    """The run's MNIST splits (no JAX): :func:`jaxseq.tasks.mnist.data.load_splits`,
+    read in ``config.order`` (:func:`jaxseq.tasks.mnist.data.as_sequences`).
+
+    Args:
+      config: its ``dataset``, ``source``, ``data_dir``, ``seed``, ``train_subset`` and
+        ``order`` are used.
+      seed: the seed of the split (default ``config.seed``); a permuted order is always
+        the one drawn from ``config.seed``, the run's.
+
+    Returns:
+      The training, validation and test sets, inputs ``[N, 28, 28]`` (rows) or
+      ``[N, 784, 1]`` (pixels, permuted) float32.
 
     Raises:
       FileNotFoundError, ValueError: for missing or corrupt data files (one line saying
-        which and where to put them), or a ``batch_size`` larger than the training set.
+        which and where to put them), a ``batch_size`` larger than the training set, or
+        ``warmup_steps`` too long for the run (cosine: not fewer than its steps; constant:
+        more than its steps).
     """
     from jaxseq.checks import check_batch_size
 
-    splits = mnist_data.load_splits(config.data_dir, seed=config.seed,
-                                    train_subset=config.train_subset)
+    splits = mnist_data.load_splits(config.data_dir, seed=config.seed if seed is None else seed,
+                                    train_subset=config.train_subset, dataset=config.dataset,
+                                    source=config.source)
     check_batch_size(config.batch_size, splits.train.num_examples)
-    return splits
+    _check_warmup(config, splits.train.num_examples)
+    return _in_order(splits, config.order, config.seed)
 
 
-def _train_one(cell: str, config: MnistConfig, run_dir: Path, splits: mnist_data.MNISTSplits,
-               resume: bool, progress: bool, log: Callable[[str], None],
-               log_dir: str | os.PathLike | None, log_every_steps: int | None
-               ) -> dict[str, Any]:
+def _check_warmup(config: MnistConfig, num_train: int) -> None:
+    """The warm-up must fit in the run (as :func:`jaxseq.optim.make_schedule` checks)."""
+    total_steps = config.epochs * (num_train // config.batch_size)
+    if config.schedule == "cosine" and config.warmup_steps >= total_steps:
+        raise ValueError(f"warmup_steps {config.warmup_steps} must be smaller than the run's "
+                         f"{total_steps} training steps for the cosine schedule")
+    if config.warmup_steps > total_steps:
+        raise ValueError(f"warmup_steps {config.warmup_steps} is more than the run's "
+                         f"{total_steps} training steps")
+
+
+def _permutation(order: str, seed: int) -> Any:
+    return mnist_data.pixel_permutation(seed) if order == "permuted" else None
+
+
+def _in_order(splits: mnist_data.MNISTSplits, order: str, seed: int) -> mnist_data.MNISTSplits:
+    if order == "rows":
+        return splits
+    return mnist_data.MNISTSplits(*(_part_in_order(part, order, seed) for part in splits))
+
+
+def _part_in_order(part: Any, order: str, seed: int) -> Any:
+    from jaxseq.data.dataset import Dataset
+
+    inputs = mnist_data.as_sequences(part.inputs, order, _permutation(order, seed))
+    return Dataset(inputs, part.labels)
+
+
+def check_saved_permutation(run_dir: str | os.PathLike, order: str, seed: int) -> None:
+    """For a permuted-order run: its ``permutation.json`` must hold the pixel order that
+    :func:`jaxseq.tasks.mnist.data.pixel_permutation` draws from ``seed``.
+
+    Args:
+      run_dir: the run folder.
+      order: the run's order; nothing is checked unless ``"permuted"``.
+      seed: the run's seed.
+
+    Raises:
+      ValueError: ``"<file>: a saved permutation that does not match ..."`` when the file
+        is missing, unreadable, or holds another order (another seed, an edited file, a
+        NumPy whose generator changed), so that a run is never continued or re-scored on
+        differently ordered pixels.
+    """
+    if order != "permuted":
+        return
+    path = Path(run_dir) / PERMUTATION_FILE
+    expected = mnist_data.pixel_permutation(seed)
+    try:
+        saved = folder.read_json(path)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: a saved permutation that does not match is needed to "
+                         f"resume or re-score a permuted-order run, but it cannot be read "
+                         f"({type(error).__name__})") from None
+    values = saved.get("permutation") if isinstance(saved, dict) else None
+    if not isinstance(values, list) or values != expected.tolist():
+        raise ValueError(f"{path}: a saved permutation that does not match the pixel order "
+                         f"drawn from seed {seed}; this run folder cannot be resumed or "
+                         f"re-scored with it")
+
+
+def _write_permutation(run_dir: Path, order: str, seed: int) -> None:
+    if order == "permuted":
+        folder.write_json_atomic(run_dir / PERMUTATION_FILE,
+                                 {"seed": seed, "order": order,
+                                  "permutation": mnist_data.pixel_permutation(seed).tolist()})
+
+
+def _title(config: MnistConfig) -> str:
+    return mnist_data.dataset_info(config.dataset).title
+
+
+def _train_one(cell: str, seed: int, config: MnistConfig, run_dir: Path,
+               splits: mnist_data.MNISTSplits, resume: bool, progress: bool,
+               log: Callable[[str], None], log_dir: str | os.PathLike | None,
+               log_every_steps: int | None) -> dict[str, Any]:
     """Train one classifier (or continue it from its checkpoint); return its results."""
     import jax
 
     from jaxseq import plots
     from jaxseq.nn.classifier import RecurrentClassifier
+    from jaxseq.optim import make_optimizer, make_schedule
     from jaxseq.runs.checkpoint import Checkpointer
     from jaxseq.runs.tensorboard import writer_for
     from jaxseq.train import NonFiniteLossError, create_train_state, evaluate, fit
 
-    name = model_name(cell, config.bidirectional)
+    name = run_name(cell, config, seed)
     model = RecurrentClassifier(cell=cell, features=config.hidden_size,
                                 num_layers=config.num_layers, bidirectional=config.bidirectional)
-    init_rng, shuffle_rng = jax.random.split(jax.random.key(config.seed))
-    state = create_train_state(model, init_rng, splits.train.inputs[:1], config.learning_rate)
+    init_rng, shuffle_rng = jax.random.split(jax.random.key(seed))
+    total_steps = config.epochs * (splits.train.num_examples // config.batch_size)
+    learning_rate = make_schedule(config.learning_rate, config.schedule, config.warmup_steps,
+                                  total_steps)
+    optimizer = make_optimizer("adam", learning_rate, clip_grad_norm=config.clip_grad_norm)
+    state = create_train_state(model, init_rng, splits.train.inputs[:1], config.learning_rate,
+                               optimizer=optimizer)
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     log(f"\n== {name}: {num_params:,} parameters")
     initial_epoch, history = 0, None
@@ -164,6 +338,8 @@ def _train_one(cell: str, config: MnistConfig, run_dir: Path, splits: mnist_data
     result = {"model": name, "num_params": num_params, "history": history,
               "test_accuracy": test["accuracy"], "test_loss": test["loss"],
               "mean_epoch_seconds": sum(history["epoch_seconds"]) / len(history["epoch_seconds"])}
+    if config.seeds > 1:
+        result["seed"] = seed
     if jax.process_index() == 0:
         plots.plot_history(history, "accuracy", run_dir / f"{name}_accuracy.png",
                            title=f"{name}: training and validation accuracy",
@@ -212,11 +388,17 @@ def run(
     Returns:
       The summary as written to ``summary.json``: ``{"config", "results": {model:
       {"test_accuracy", "mean_epoch_seconds"}}, "resumed", "total_seconds"}``;
-      accuracies are fractions, seconds wall time.
+      accuracies are fractions, seconds wall time. With ``seeds > 1`` each model's entry
+      holds the mean over its seeds as ``test_accuracy`` and ``mean_epoch_seconds``, and
+      ``test_accuracy_std`` (sample standard deviation, ``ddof=1``), ``seeds`` and
+      ``test_accuracies`` (one per seed, in order); the figure ``comparison.png`` then
+      shows each model's mean validation curves with a band of plus/minus one standard
+      deviation.
 
     Raises:
       FileNotFoundError, ValueError: for missing or corrupt data, a batch size the data
-        or the devices cannot take, or a checkpoint that cannot be restored.
+        or the devices cannot take, a warm-up longer than the run, a checkpoint that
+        cannot be restored, or (``resume``) a saved permutation that does not match.
       jaxseq.train.NonFiniteLossError: when a loss becomes NaN or infinite; the message
         names the model and its last good checkpoint.
     """
@@ -234,25 +416,50 @@ def run(
     primary = jax.process_index() == 0
     if resume:
         settings = folder.read_json(run_dir / "config.json")
+        check_saved_permutation(run_dir, config.order, config.seed)
     elif primary:
         folder.write_json_atomic(run_dir / "config.json", settings)
+        _write_permutation(run_dir, config.order, config.seed)
     start = time.perf_counter()
-    results = {cell: _train_one(cell, config, run_dir, splits, resume, progress, log, log_dir,
-                                log_every_steps)
-               for cell in config.cells}
+    results: dict[str, list[dict[str, Any]]] = {}
+    for cell in config.cells:
+        runs = []
+        for seed in config.seed_list:
+            seed_splits = splits if seed == config.seed else load_data(config, seed)
+            if config.seeds > 1:
+                log(f"\n=== {model_name(cell, config.bidirectional)}, seed {seed} ===")
+            runs.append(_train_one(cell, seed, config, run_dir, seed_splits, resume, progress,
+                                   log, log_dir, log_every_steps))
+        results[model_name(cell, config.bidirectional)] = runs
     summary = {"config": settings,
-               "results": {r["model"]: {"test_accuracy": r["test_accuracy"],
-                                        "mean_epoch_seconds": r["mean_epoch_seconds"]}
-                           for r in results.values()},
+               "results": {name: _model_summary(runs) for name, runs in results.items()},
                "resumed": resume,
                "total_seconds": time.perf_counter() - start}
     if primary:
-        if len(results) > 1:
-            plots.plot_comparison({r["model"]: r["history"] for r in results.values()},
-                                  run_dir / "comparison.png",
-                                  title="sequential MNIST: validation curves per cell")
+        if len(results) > 1 or config.seeds > 1:
+            title = f"sequential {_title(config)}: validation curves per cell"
+            if config.seeds > 1:
+                title += f" (mean ± sample std over {config.seeds} seeds)"
+            plots.plot_comparison({name: [r["history"] for r in runs]
+                                   for name, runs in results.items()},
+                                  run_dir / "comparison.png", title=title,
+                                  test_accuracy={name: entry["test_accuracy"] for name, entry
+                                                 in summary["results"].items()})
         folder.write_json_atomic(run_dir / "summary.json", summary)
     return summary
+
+
+def _model_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One model's entry of ``summary["results"]``: as before for one seed, else the mean
+    and sample standard deviation (ddof=1) over its seeds."""
+    if len(runs) == 1:
+        return {"test_accuracy": runs[0]["test_accuracy"],
+                "mean_epoch_seconds": runs[0]["mean_epoch_seconds"]}
+    accuracies = [r["test_accuracy"] for r in runs]
+    mean, std = mean_and_std(accuracies)
+    return {"test_accuracy": mean, "test_accuracy_std": std, "std_ddof": 1,
+            "seeds": [r["seed"] for r in runs], "test_accuracies": accuracies,
+            "mean_epoch_seconds": mean_and_std([r["mean_epoch_seconds"] for r in runs])[0]}
 
 
 def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
@@ -261,7 +468,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
 
     Args:
       run_dir: the run folder.
-      data_dir: the MNIST folder (``None``: as :func:`jaxseq.tasks.mnist.data.load_splits`).
+      data_dir: the data folder (``None``: as :func:`jaxseq.tasks.mnist.data.load_splits`).
       seed: the run's seed (the test set does not depend on it; kept for the split check).
 
     Returns:
@@ -269,9 +476,14 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
       where ``saved`` is the ``<model>_results.json`` content, or ``None`` for an
       unfinished run.
 
+    The test images are those of the run's ``dataset`` and ``source``, read in its
+    ``order`` (from its ``config.json``; ``"mnist"``, ``"idx"`` and ``"rows"`` when absent,
+    as in runs of earlier versions).
+
     Raises:
       FileNotFoundError: for a missing run folder, checkpoints or data.
-      ValueError: for corrupt data or a checkpoint that cannot be loaded.
+      ValueError: for corrupt data, a checkpoint that cannot be loaded, or a permuted-order
+        run whose saved permutation does not match.
     """
     from jaxseq.runs.predictor import load_run
 
@@ -279,7 +491,20 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     names = folder.checkpoint_names(run_dir)
     if not names:
         raise FileNotFoundError(f"{run_dir} holds no checkpoint")
-    test_set = mnist_data.load_splits(data_dir, seed=seed).test
+    config_path = run_dir / "config.json"
+    saved_config = folder.read_json(config_path) if config_path.is_file() else {}
+    if not isinstance(saved_config, dict):
+        saved_config = {}
+    order = saved_config.get("order", "rows")
+    dataset = saved_config.get("dataset", "mnist")
+    source = saved_config.get("source", "idx")
+    try:
+        MnistConfig(order=order, dataset=dataset, source=source)
+    except ValueError as error:
+        raise ValueError(f"{config_path}: {error}") from None
+    check_saved_permutation(run_dir, order, seed)
+    test_set = mnist_data.load_splits(data_dir, seed=seed, dataset=dataset, source=source).test
+    test_set = _part_in_order(test_set, order, seed)
     scores = []
     for name in names:
         predictor = load_run(run_dir, name)
