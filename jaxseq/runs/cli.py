@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from jaxseq.checks import MAX_SEED, check_fraction, check_positive_int, check_positive_number
-from jaxseq.runs.folder import read_json, restore_error_message
+from jaxseq.runs.folder import locate_in_run, read_json, restore_error_message
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -326,6 +326,10 @@ def read_run_config(parser: argparse.ArgumentParser, run_dir: Path, flag: str) -
     if not run_dir.is_dir():
         parser.error(f"{flag}: run folder {run_dir} does not exist")
     if not (run_dir / "config.json").is_file():
+        level = locate_in_run(run_dir)  # e.g. RUN/checkpoints/gru given instead of RUN
+        if level is not None:
+            parser.error(f"{flag}: {run_dir} is {level.describe()} of the run folder "
+                         f"{level.run_dir}, not a run folder; pass {flag} {level.run_dir}")
         parser.error(f"{flag}: {run_dir} holds no config.json, so it is not a run folder of "
                      f"{parser.prog}")
     try:

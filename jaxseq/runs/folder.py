@@ -11,7 +11,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
@@ -174,6 +174,60 @@ def latest_epoch(directory: str | os.PathLike) -> int | None:
     """
     epochs = checkpoint_epochs(directory)
     return epochs[-1] if epochs else None
+
+
+class RunLevel(NamedTuple):
+    """Where a folder inside a run folder's checkpoints lies (:func:`locate_in_run`).
+
+    Attributes:
+      run_dir: the run folder.
+      name: the model's checkpoint folder name (``"gru"``, ``"seed-0"``), or ``None`` for
+        the ``checkpoints/`` folder itself.
+      epoch: the epoch of an epoch folder (or a folder inside one), else ``None``.
+    """
+
+    run_dir: Path
+    name: str | None
+    epoch: int | None
+
+    def describe(self) -> str:
+        """``"the checkpoints folder"``, ``"the checkpoint folder of 'gru'"`` or ``"the
+        epoch-2 checkpoint of 'gru'"``, for messages."""
+        if self.name is None:
+            return f"the {CHECKPOINTS_DIR} folder"
+        if self.epoch is None:
+            return f"the checkpoint folder of {self.name!r}"
+        return f"the epoch-{self.epoch} checkpoint of {self.name!r}"
+
+
+def locate_in_run(path: str | os.PathLike) -> RunLevel | None:
+    """Recognise a folder given where a run folder was expected: a run's ``checkpoints/``
+    folder, one model's checkpoint folder, an epoch folder, or a folder inside one.
+
+    Reads folder listings only (no orbax, no JAX).
+
+    Args:
+      path: the folder given.
+
+    Returns:
+      A :class:`RunLevel` naming the run folder above ``path`` (one whose
+      ``checkpoints/`` holds a complete checkpoint, :func:`checkpoint_names`), the model
+      and the epoch; ``None`` if ``path`` is not inside a run's checkpoints.
+    """
+    path = Path(path)
+    # As given first (messages then show the user's own relative path), then resolved
+    # (for "." or a path relative to a folder inside the checkpoints).
+    for candidate in (path, path.resolve()):
+        for level in (candidate, *candidate.parents):
+            if level.name != CHECKPOINTS_DIR or not checkpoint_names(level.parent):
+                continue
+            parts = candidate.relative_to(level).parts
+            name = parts[0] if parts else None
+            epoch = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+            if name is not None and not checkpoint_epochs(level / name):
+                return None
+            return RunLevel(level.parent, name, epoch)
+    return None
 
 
 def restore_error_message(directory: str | os.PathLike, error: BaseException) -> str:
