@@ -95,8 +95,11 @@ def for_command_line(message: str, parser: argparse.ArgumentParser) -> str:
     """A library message as a command-line user reads it: Python names become flags.
 
     ``batch_size 128 is larger...`` becomes ``--batch-size 128 is larger...`` and
-    ``data_dir=`` becomes ``--data-dir``, for every option of ``parser`` whose name has
-    an underscore (plain words such as ``seed`` are left as they are).
+    ``data_dir=<folder>`` becomes ``--data-dir <folder>``, for every option of ``parser``
+    whose name has an underscore (plain words such as ``seed`` are left as they are, but
+    ``resume=True`` becomes ``--resume`` and ``seed=3`` ``--seed 3``). Asides meant for
+    Python callers, written ``(data_dir= in Python)`` or ``..., or data_dir= in Python``,
+    are dropped.
 
     Args:
       message: the error text.
@@ -105,11 +108,27 @@ def for_command_line(message: str, parser: argparse.ArgumentParser) -> str:
     Returns:
       The message with those names replaced.
     """
+    message = _PYTHON_ASIDE.sub("", message)
     for action in parser._actions:
-        if "_" in action.dest and action.option_strings:
-            flag = action.option_strings[-1]
-            message = re.sub(rf"\b{action.dest}\b=?(<[^>]*>)?", flag, message)
+        if not action.option_strings or action.dest == argparse.SUPPRESS:
+            continue
+        flag = action.option_strings[-1]
+
+        def replace(match: re.Match, flag: str = flag) -> str:  # name=value -> --flag value
+            value = match.group(1)
+            return flag if value in (None, "", "True") else f"{flag} {value}"
+
+        value = r"=(<[^>]*>|[^\s,;)]*)"
+        if "_" in action.dest:
+            message = re.sub(rf"\b{action.dest}\b(?:{value})?", replace, message)
+        else:  # a plain word is only a flag when written name=value
+            message = re.sub(rf"\b{action.dest}{value}", replace, message)
     return message
+
+
+#: ``" (data_dir= in Python)"`` or ``", or data_dir= in Python"`` in a library message.
+_PYTHON_ASIDE = re.compile(r"\s*\(\s*[\w.]+=?(?:<[^>]*>)? in Python\)|,? or [\w.]+=?(?:<[^>]*>)? "
+                           r"in Python")
 
 
 def refuse_other_flags(parser: argparse.ArgumentParser, given: set[str], mode: str,

@@ -313,7 +313,7 @@ class AdderConfig:
                 0 <= self.seed <= MAX_SEED):
             raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
         if self.seed + self.seeds - 1 > MAX_SEED:
-            raise ValueError(f"seed {self.seed} with seeds {self.seeds} goes past the largest "
+            raise ValueError(f"seed={self.seed} with seeds={self.seeds} goes past the largest "
                              f"seed, {MAX_SEED}")
 
 

@@ -171,7 +171,8 @@ def _load_idx(data_dir: _PathLike | None, allow_download: bool) -> dict[str, np.
                 f"MNIST files missing from {folder}: "
                 f"{', '.join(f'{name}[.gz]' for name in missing)} ({why}). "
                 f"{download.where_to_put(folder, MNIST_FILES, 'MNIST')} To download them "
-                f"into a folder, call jaxseq.tasks.mnist.data.download_mnist(folder)."
+                f"there: python -c \"from jaxseq.tasks.mnist.data import download_mnist; "
+                f"download_mnist('{folder}')\""
             )
     arrays = {}
     for spec in MNIST_FILES:
