@@ -111,11 +111,13 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     """Flags -> settings; --resume takes the run's saved ones."""
     args, given = cli.parse_args(parser, argv)
     cli.check_log_flags(parser, args)  # TensorBoard: --log-dir DIR/seed-<k>
+    args.lock = None  # the run folder's lock (jaxseq.runs.folder.lock_run_dir), once taken
     if args.resume is None:
         if args.out_dir is not None:
             from jaxseq.tasks.adder.task import OUTPUTS
 
-            cli.ensure_new_run_dir(parser, args.out_dir, args.overwrite, OUTPUTS)
+            args.lock = cli.ensure_new_run_dir(parser, args.out_dir, args.overwrite, OUTPUTS,
+                                               lock=not args.distributed)
         return args
     run_dir = args.resume
     cli.refuse_other_flags(parser, given, "--resume", RESUME_FLAGS)
@@ -132,6 +134,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
         if key not in given:
             setattr(args, key, value)
     args.out_dir = run_dir
+    if not args.distributed:  # multi-host: process 0 takes it once JAX has started
+        args.lock = cli.lock_run_dir(parser, run_dir, "--resume")
     return args
 
 
@@ -201,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {key}: {value}")
         run_dir = (cli.make_run_dir(parser, args.out_dir) if args.out_dir is not None
                    else folder.new_run_dir("runs", "adder"))
+        if args.lock is None and jax.process_index() == 0:  # one run per folder
+            args.lock = cli.lock_run_dir(parser, run_dir, "--out-dir",
+                                         new=not (args.resume or args.overwrite))
         print(f"  out_dir: {run_dir}" + (f"\n  resuming the run in {run_dir}"
                                           if args.resume else ""))
         run_info = {"out_dir": str(run_dir), "devices": jax.device_count(),

@@ -85,6 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args, given = cli.parse_args(parser, argv)
     args.parser = parser
+    args.lock = None  # the run folder's lock (jaxseq.runs.folder.lock_run_dir), once taken
     if args.resume is not None and args.eval_only is not None:
         parser.error("--resume and --eval-only cannot be combined")
     if args.data_dir is not None and not args.data_dir.is_dir():
@@ -105,6 +106,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             if key not in given:
                 setattr(args, key, cli.path(value) if key == "data_dir" and value else value)
         args.out_dir = args.resume
+        if not args.distributed:  # multi-host: process 0 takes it once JAX has started
+            args.lock = cli.lock_run_dir(parser, args.resume, "--resume")
     elif args.eval_only is not None:
         cli.refuse_other_flags(parser, given, "--eval-only", EVAL_ONLY_FLAGS)
         config = cli.read_run_config(parser, args.eval_only, "--eval-only")
@@ -113,7 +116,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.seed = config.get("seed", 0)
         args.cpu_devices = config.get("cpu_devices", 1)  # the run's own device count
     elif args.out_dir is not None:
-        cli.ensure_new_run_dir(parser, args.out_dir, args.overwrite, OUTPUTS)
+        args.lock = cli.ensure_new_run_dir(parser, args.out_dir, args.overwrite, OUTPUTS,
+                                           lock=not args.distributed)
     cli.check_log_flags(parser, args)  # TensorBoard: --log-dir DIR/<model>
     return args
 
@@ -163,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
 
         run_dir = (cli.make_run_dir(parser, args.out_dir) if args.out_dir
                    else folder.new_run_dir("runs", f"mnist-{config.cell}"))
+        if args.lock is None and jax.process_index() == 0:  # one run per folder
+            args.lock = cli.lock_run_dir(parser, run_dir, "--out-dir",
+                                         new=not (args.resume or args.overwrite))
         run_info = {"cpu_devices": args.cpu_devices, "out_dir": str(run_dir),
                     "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
                     "process_count": jax.process_count()}

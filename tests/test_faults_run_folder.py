@@ -100,3 +100,159 @@ def test_scripts_name_the_run_folder(two_models, script, flag, inside):
     assert_one_line_exit_2(result, f"{flag}: {two_models / inside} is ",
                            f"of the run folder {two_models}, not a run folder; "
                            f"pass {flag} {two_models}")
+
+
+# --- fault 12: one process per run folder -------------------------------------------
+
+HOLD_LOCK = """
+import sys, time
+from jaxseq.runs.folder import lock_run_dir
+lock = lock_run_dir(sys.argv[1])
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def start_holder(run_dir) -> subprocess.Popen:
+    """A process that takes the run folder's lock and sleeps; returns once it holds it."""
+    import os
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)],
+                              stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def kill(process: subprocess.Popen) -> None:
+    import signal
+
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def interrupted_adder(tmp_path_factory):
+    """A tiny adder run whose results.json is removed: resumable (the last epoch is done)."""
+    run = tmp_path_factory.mktemp("adder") / "run"
+    result = run_experiment(ADDER, "--samples", "300", "--epochs", "2", "--eval-bits", "3..4",
+                            "--eval-samples", "10", "--no-progress", "--out-dir", str(run))
+    assert result.returncode == 0, result.stderr
+    (run / "results.json").unlink()
+    return run
+
+
+def fake_mnist_run(run_dir):
+    """A run folder that passes mnist.py's --resume checks (config.json, a checkpoint)."""
+    import dataclasses
+
+    from jaxseq.tasks.mnist.task import MnistConfig
+
+    (run_dir / "checkpoints" / "gru" / "1" / "meta").mkdir(parents=True)
+    config = dataclasses.asdict(MnistConfig(cell="gru")) | {"cpu_devices": 1}
+    folder.write_json_atomic(run_dir / "config.json", config)
+    return run_dir
+
+
+def test_lock_run_dir_in_process(tmp_path):
+    first = folder.lock_run_dir(tmp_path)
+    assert first.held and first.path == tmp_path / ".lock"
+    with pytest.raises(folder.RunDirLockError) as info:
+        folder.lock_run_dir(tmp_path)  # flock: a second open file is refused, same process too
+    message = str(info.value)
+    assert "\n" not in message and f"{tmp_path} is in use by another run (process " in message
+    first.release()
+    assert not first.held
+    with folder.lock_run_dir(tmp_path) as again:  # a left-over .lock file blocks nothing
+        assert again.held
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o555)
+    if not os_is_root():
+        with pytest.raises(folder.RunDirLockError, match="cannot create the lock file"):
+            folder.lock_run_dir(read_only)
+
+
+def os_is_root() -> bool:
+    import os
+
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def test_a_held_folder_is_refused_and_a_killed_holder_blocks_nothing(interrupted_adder,
+                                                                     tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(interrupted_adder, run)
+    mnist_run = fake_mnist_run(tmp_path / "mnist-run")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    holders = [start_holder(d) for d in (run, mnist_run, empty)]
+    try:
+        pid = holders[0].pid
+        checkpoints = sorted(p.name for p in (run / "checkpoints" / "seed-0").iterdir())
+        assert_one_line_exit_2(run_experiment(ADDER, "--resume", str(run)),
+                               f"--resume: {run} is in use by another run (process {pid} on ")
+        assert_one_line_exit_2(
+            run_experiment(ADDER, "--out-dir", str(run), "--overwrite", "--samples", "300"),
+            f"--overwrite: {run} is in use by another run")
+        assert sorted(p.name for p in (run / "checkpoints" / "seed-0").iterdir()) == checkpoints
+        assert (run / "config.json").is_file()  # nothing removed
+        assert_one_line_exit_2(run_experiment(MNIST, "--resume", str(mnist_run)),
+                               f"--resume: {mnist_run} is in use by another run")
+        assert_one_line_exit_2(
+            run_experiment(ADDER, "--out-dir", str(empty), "--samples", "300", "--epochs", "1",
+                           "--eval-bits", "3", "--eval-samples", "4", "--no-progress"),
+            f"--out-dir: {empty} is in use by another run")
+        assert not (empty / "config.json").exists()
+    finally:
+        for holder in holders:
+            kill(holder)
+    assert (run / ".lock").is_file()  # left behind by the killed holder
+    result = run_experiment(ADDER, "--resume", str(run), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert (run / "results.json").is_file()
+
+
+def test_eval_only_takes_no_lock(monkeypatch, tmp_path):
+    import importlib.util
+
+    from jaxseq.runs import cli
+
+    def refuse(run_dir):
+        raise folder.RunDirLockError("locked")
+
+    monkeypatch.setattr(cli, "folder_lock_run_dir", refuse)
+    spec = importlib.util.spec_from_file_location("mnist_script", MNIST)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    run = fake_mnist_run(tmp_path / "run")
+    args = script.parse_args(["--eval-only", str(run)])
+    assert args.lock is None and args.eval_only == run
+    with pytest.raises(SystemExit):  # while --resume does take it
+        script.parse_args(["--resume", str(run)])
+
+
+def test_a_running_script_holds_its_folder_until_killed(tmp_path):
+    import os
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    busy = subprocess.Popen(
+        [sys.executable, str(ADDER), "--samples", "1000", "--epochs", "100000", "--eval-bits",
+         "3", "--eval-samples", "4", "--no-progress", "--out-dir", str(run)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+    try:
+        deadline = time.monotonic() + 240
+        while not folder.checkpoint_names(run):
+            assert busy.poll() is None and time.monotonic() < deadline
+            time.sleep(0.5)
+        with pytest.raises(folder.RunDirLockError, match=f"process {busy.pid} on "):
+            folder.lock_run_dir(run)
+        assert_one_line_exit_2(run_experiment(ADDER, "--resume", str(run)),
+                               f"--resume: {run} is in use by another run (process {busy.pid}")
+        assert busy.poll() is None  # still training, untouched
+    finally:
+        kill(busy)
+    folder.lock_run_dir(run).release()  # free once its holder is gone

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import NoReturn
 
 from jaxseq.checks import MAX_SEED, check_fraction, check_positive_int, check_positive_number
-from jaxseq.runs.folder import locate_in_run, read_json, restore_error_message
+from jaxseq.runs.folder import (
+    LOCK_FILE,
+    RunDirLock,
+    RunDirLockError,
+    locate_in_run,
+    read_json,
+    restore_error_message,
+)
+from jaxseq.runs.folder import lock_run_dir as folder_lock_run_dir
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -169,13 +177,47 @@ def fail(prog: str, message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def ensure_new_run_dir(parser: argparse.ArgumentParser, out_dir: str | os.PathLike,
-                       overwrite: bool, outputs: tuple[str, ...]) -> None:
-    """Refuse (``parser.error``) a run folder that already holds files, unless
-    ``overwrite``: then remove its ``checkpoints/`` folder and the files matching the
-    glob patterns ``outputs`` (what a run writes), leaving anything else alone.
+def _holds_files(folder: Path) -> bool:
+    """Whether ``folder`` holds anything besides its lock file."""
+    return any(child.name != LOCK_FILE for child in folder.iterdir())
 
-    A missing or empty folder is accepted as is.
+
+def lock_run_dir(parser: argparse.ArgumentParser, run_dir: str | os.PathLike, flag: str,
+                 new: bool = False) -> RunDirLock:
+    """:func:`jaxseq.runs.folder.lock_run_dir`, or a one-line ``parser.error`` (exit 2)
+    when another process holds the folder.
+
+    Args:
+      parser: the script's parser.
+      run_dir: the run folder (existing).
+      flag: the flag that named it (``"--resume"``, ``"--out-dir"``), for the message.
+      new: the folder is for a new run: refuse it if files appeared in it since it was
+        checked (another run started and ended meanwhile).
+
+    Returns:
+      The lock; keep it referenced while the run writes.
+    """
+    try:
+        lock = folder_lock_run_dir(run_dir)
+    except RunDirLockError as error:
+        parser.error(f"{flag}: {error}")
+    if new and _holds_files(Path(run_dir)):
+        lock.release()
+        parser.error(f"{flag} {run_dir} already holds files (another run wrote there "
+                     f"meanwhile); choose a new folder")
+    return lock
+
+
+def ensure_new_run_dir(parser: argparse.ArgumentParser, out_dir: str | os.PathLike,
+                       overwrite: bool, outputs: tuple[str, ...], lock: bool = True
+                       ) -> RunDirLock | None:
+    """Refuse (``parser.error``) a run folder that already holds files, unless
+    ``overwrite``: then take its lock (:func:`lock_run_dir`, refused while another run
+    holds it) and remove its ``checkpoints/`` folder and the files matching the glob
+    patterns ``outputs`` (what a run writes), leaving anything else alone.
+
+    A missing or empty folder (a lock file left by an earlier process does not count)
+    is accepted as is.
 
     Args:
       parser: the script's parser; its ``error`` exits (code 2).
@@ -183,23 +225,30 @@ def ensure_new_run_dir(parser: argparse.ArgumentParser, out_dir: str | os.PathLi
       overwrite: whether ``--overwrite`` was given.
       outputs: glob patterns of the files a run writes, e.g. ``("config.json",
         "*_results.json")``.
+      lock: take the lock before removing anything (``False`` with ``--distributed``,
+        where process 0 takes it later).
+
+    Returns:
+      The lock taken for ``--overwrite``, else ``None``.
     """
     out_dir = Path(out_dir)
     if not out_dir.exists():
-        return
+        return None
     if not out_dir.is_dir():
         parser.error(f"--out-dir {out_dir} is not a folder")
-    if not any(out_dir.iterdir()):
-        return
+    if not _holds_files(out_dir):
+        return None
     if not overwrite:
         parser.error(f"--out-dir {out_dir} already holds files; choose a new folder, "
                      f"pass --overwrite to replace that run, or --resume {out_dir} to "
                      f"continue it")
+    held = lock_run_dir(parser, out_dir, "--overwrite") if lock else None
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     for pattern in outputs:
         for path in out_dir.glob(pattern):
             if path.is_file():
                 path.unlink()
+    return held
 
 
 def seed_int(text: str) -> int:
