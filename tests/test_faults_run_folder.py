@@ -256,3 +256,95 @@ def test_a_running_script_holds_its_folder_until_killed(tmp_path):
     finally:
         kill(busy)
     folder.lock_run_dir(run).release()  # free once its holder is gone
+
+
+# --- fault 13: config.json records the data actually read ---------------------------
+
+PUBLISHED_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+
+
+def uncompressed_md5(path) -> str:
+    import gzip
+    import hashlib
+
+    opened = gzip.open(path) if str(path).endswith(".gz") else open(path, "rb")
+    with opened as f:
+        return hashlib.md5(f.read()).hexdigest()
+
+
+def test_data_files_names_each_file_read(mnist_dir, monkeypatch):
+    from jaxseq.tasks.mnist import data as mnist
+
+    files = mnist.data_files(mnist_dir)
+    assert sorted(files) == sorted(PUBLISHED_MD5)
+    for name, entry in files.items():
+        path = Path(entry["path"])
+        assert path.is_absolute() and path.parent == mnist_dir.absolute()
+        assert path.name in (name, f"{name}.gz")
+        assert entry["md5"] == PUBLISHED_MD5[name] == uncompressed_md5(path)
+    monkeypatch.setenv("JAXSEQ_DATA_DIR", str(mnist_dir))
+    assert mnist.data_files() == files  # from the environment variable too
+
+
+def script_env(**env: str | None) -> dict[str, str]:
+    import os
+
+    full = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    for key, value in env.items():
+        if value is None:
+            full.pop(key, None)
+        else:
+            full[key] = value
+    return full
+
+
+def run_mnist(*args: str, **env: str | None) -> subprocess.CompletedProcess:
+    import sys
+
+    return subprocess.run([sys.executable, str(MNIST), *args], capture_output=True, text=True,
+                          timeout=300, cwd=REPO_ROOT, env=script_env(**env))
+
+
+def test_config_records_the_data_folder_and_md5s(mnist_dir, tmp_path):
+    """Data from $JAXSEQ_DATA_DIR: config.json names that folder and the files; --resume
+    and --eval-only work with it, and with an older config.json (data_dir null)."""
+    import json
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = tmp_path / "run"
+    result = run_mnist("--cell", "gru", "--hidden-size", "8", "--epochs", "1", "--train-subset",
+                       "128", "--out-dir", str(run), "--no-progress",
+                       JAXSEQ_DATA_DIR=str(mnist_dir))
+    assert result.returncode == 0, result.stderr
+    config = json.loads((run / "config.json").read_text())
+    assert config["data_dir"] == str(mnist_dir.absolute())
+    assert {name: entry["md5"] for name, entry in config["data_files"].items()} == PUBLISHED_MD5
+    for name, entry in config["data_files"].items():
+        assert Path(entry["path"]).parent == mnist_dir.absolute()
+        assert uncompressed_md5(entry["path"]) == PUBLISHED_MD5[name]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["config"]["data_dir"] == config["data_dir"]
+
+    # New config.json: the recorded folder is used even where $JAXSEQ_DATA_DIR is wrong.
+    result = run_mnist("--eval-only", str(run), JAXSEQ_DATA_DIR=str(empty))
+    assert result.returncode == 0, result.stderr
+    (run / "summary.json").unlink()
+    result = run_mnist("--resume", str(run), "--no-progress", JAXSEQ_DATA_DIR=str(empty))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run / "config.json").read_text()) == config  # not rewritten
+
+    # An older config.json: data_dir null, no data_files -> $JAXSEQ_DATA_DIR as before.
+    old = {k: v for k, v in config.items() if k != "data_files"} | {"data_dir": None}
+    (run / "config.json").write_text(json.dumps(old))
+    (run / "summary.json").unlink()
+    result = run_mnist("--resume", str(run), "--no-progress", JAXSEQ_DATA_DIR=str(mnist_dir))
+    assert result.returncode == 0, result.stderr
+    result = run_mnist("--eval-only", str(run), JAXSEQ_DATA_DIR=str(mnist_dir))
+    assert result.returncode == 0, result.stderr
+    assert "gru: equals the saved test accuracy" in result.stdout

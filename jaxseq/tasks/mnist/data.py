@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_MIRRORS",
     "MNIST_FILES",
     "MNISTSplits",
+    "data_files",
     "download_mnist",
     "load_mnist",
     "load_splits",
@@ -147,6 +148,36 @@ def download_mnist(
         one served a corrupted one.
     """
     return download.download_files(cache_dir, MNIST_FILES, mirrors, timeout, "MNIST")
+
+
+def data_files(data_dir: _PathLike | None = None) -> dict[str, dict[str, str]]:
+    """Which IDX files :func:`load_mnist` reads for ``data_dir``, for a run's records.
+
+    Meant to be called after :func:`load_mnist` (or :func:`load_splits`) succeeded with
+    the same ``data_dir``: the reader has then checked that each file's *uncompressed*
+    bytes have the published MD5 recorded here (a file that does not raises there).
+
+    Args:
+      data_dir: as for :func:`load_mnist` (``None``: ``$JAXSEQ_DATA_DIR``, then the user
+        cache; see :func:`resolve_data_dir`).
+
+    Returns:
+      ``{published name: {"path": absolute path of the file read (raw, ``.gz`` or the
+      mirrors' spelling), "md5": MD5 hex of its uncompressed bytes}}`` for the four
+      :data:`MNIST_FILES`.
+
+    Raises:
+      FileNotFoundError: if a file is missing from the folder.
+    """
+    folder = resolve_data_dir(data_dir)
+    files = {}
+    for spec in MNIST_FILES:
+        path = download.find_file(folder, spec.name)
+        if path is None:
+            raise FileNotFoundError(f"MNIST file {download.accepted_spellings(spec.name)} "
+                                    f"missing from {folder}")
+        files[spec.name] = {"path": str(path.absolute()), "md5": spec.md5}
+    return files
 
 
 # --------------------------------------------------------------------------------------------
