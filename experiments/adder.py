@@ -68,7 +68,7 @@ def bit_range(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(
         description="Binary addition with a learnable full-adder cell (JAX/Flax).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=cli.HelpFormatter,
     )
     parser.add_argument("--loss", choices=LOSSES, default="bce",
                         help="binary cross-entropy (Keras clipping) or mean squared error")

@@ -42,7 +42,7 @@ EXIT_DIVERGED = 3
 
 def build_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=cli.HelpFormatter)
     parser.add_argument("--cell", default="lstm", choices=[*CELLS, "all"],
                         help="recurrent cell; 'all' trains " + ", ".join(CELLS) + " in turn")
     parser.add_argument("--bidirectional", action="store_true",
@@ -64,14 +64,15 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--out-dir", type=cli.path, default=None,
                         help="run folder (default: a new folder under runs/)")
     parser.add_argument("--train-subset", type=cli.positive_int, default=None,
-                        help="train on the first N shuffled training images only (quick runs)")
+                        help="train on the first N shuffled training images only (quick runs) "
+                             "(default: all of them)")
     cli.add_run_flags(parser, unit="model",
                       resume_with="--data-dir, --no-progress, --keep-checkpoints, --distributed, "
                                   "--log-dir, --log-every-steps")
     parser.add_argument("--eval-only", type=cli.path, default=None, metavar="RUN_DIR",
                         help="re-score the saved model(s) of RUN_DIR on the test set and "
                              "check the saved test accuracy; combinable only with --data-dir "
-                             "and --distributed")
+                             "and --distributed (default: none, train)")
     parser.add_argument("--cpu-devices", type=cli.positive_int, default=None,
                         help="on a CPU, split it into this many JAX devices so that data "
                              "parallelism uses every core (default: the largest divisor of "

@@ -111,3 +111,40 @@ def test_for_command_line_rewrites():
     }
     for message, expected in cases.items():
         assert cli.for_command_line(message, parser) == expected
+
+
+# --- fault 14: help text and a shown default for every flag ----------------------------
+
+
+def help_entries(text: str) -> dict[str, str]:
+    """``--help`` output -> ``{first option string: its whole entry, one line}``."""
+    entries: dict[str, str] = {}
+    current = None
+    for line in text.split("options:", 1)[1].splitlines():
+        if line.startswith("  -"):
+            current = line.split()[0].rstrip(",")
+            entries[current] = line
+        elif current is not None and line.startswith("   "):
+            entries[current] += " " + line.strip()
+        else:
+            current = None
+    return {k: " ".join(v.split()) for k, v in entries.items()}
+
+
+@pytest.mark.parametrize("script", ["mnist", "adder"])
+def test_every_flag_has_help_and_a_shown_default(script):
+    result = run_script(script, "--help", env={"COLUMNS": "100"}, timeout=60)
+    assert result.returncode == 0 and result.stderr == ""
+    entries = help_entries(result.stdout)
+    parser = load_script(script).build_parser()
+    options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert sorted(entries) == sorted(["-h", *(a.option_strings[0] for a in options)])
+    for action in options:
+        entry = entries[action.option_strings[0]]
+        assert action.help and action.help.strip(), action.dest
+        first_words = " ".join(action.help.split()[:4])
+        assert first_words in entry, (entry, first_words)  # the help text is shown
+        assert entry.count("(default") == 1, entry  # one default, never a second "None"
+        assert "(default: None)" not in entry, entry  # a None default is said in words
+        if "(default" not in action.help:  # argparse's own: the actual default value
+            assert f"(default: {action.default})" in entry, entry

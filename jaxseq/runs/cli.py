@@ -36,6 +36,17 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with every option's default: argparse's ``(default: X)``, unless the help
+    text already says its default in words (``(default: a new folder under runs/)``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def _argument_type(check: Callable[[str, object], object], convert: Callable[[str], object],
                    what: str) -> Callable[[str], object]:
     """An argparse type: ``convert`` the text, then ``check`` it (one rule, one place)."""
@@ -292,7 +303,7 @@ def add_run_flags(parser: argparse.ArgumentParser, *, unit: str, resume_with: st
     parser.add_argument("--resume", type=path, default=None, metavar="RUN_DIR",
                         help="continue an interrupted run from its last complete checkpoints, "
                              "with the settings in RUN_DIR/config.json; combinable only with "
-                             f"{resume_with}")
+                             f"{resume_with} (default: none, a new run)")
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() first (multi-host; start the "
                              "same command on every host)")
@@ -300,7 +311,7 @@ def add_run_flags(parser: argparse.ArgumentParser, *, unit: str, resume_with: st
     parser.add_argument("--log-dir", type=path, default=None, metavar="DIR",
                         help=f"write TensorBoard event files of the training metrics, one "
                              f"folder per {unit} under DIR (view: tensorboard --logdir DIR; "
-                             f"needs the tensorboard extra)")
+                             f"needs the tensorboard extra) (default: none, no event files)")
     parser.add_argument("--log-every-steps", type=positive_int, default=None, metavar="N",
                         help="with --log-dir, also write the training loss and metrics "
                              "averaged over every N steps (default: once per epoch)")
