@@ -230,6 +230,7 @@ def test_resume_reads_the_split_and_old_configs_mean_random(tmp_path):
         (tmp_path / "config.json").write_text(json.dumps(config))
         args = script.parse_args(script.build_parser(), ["--resume", str(tmp_path)])
         assert args.split == expected
+        args.lock.release()  # --resume holds the run folder's lock
     (tmp_path / "config.json").write_text(json.dumps(dict(saved, split="rows")))
     with pytest.raises(SystemExit) as info:
         script.parse_args(script.build_parser(), ["--resume", str(tmp_path)])
