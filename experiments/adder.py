@@ -5,6 +5,12 @@ of ``--bits``-bit numbers (LSB first), hold out ``--test-size``, train with Adam
 report test accuracy, then per-bit and exact-sum accuracy at every ``--eval-bits``
 length (one compiled forward for all lengths) and the learned truth table.
 
+``--split random`` (the study's) holds out rows: with few bits only ``4**(bits-2)``
+additions exist (64 at 5 bits), so the test rows are additions also trained on and the
+test accuracy measures fitting, not generalisation (the longer ``--eval-bits`` do).
+``--split distinct`` holds out distinct additions, none of which is trained on. Each
+seed reports how many test rows also occur in training.
+
     python experiments/adder.py                       # the study's settings, BCE
     python experiments/adder.py --loss mse
     python experiments/adder.py --bits 3 --eval-bits 3..19
@@ -27,7 +33,7 @@ import sys
 # Only light imports before the flags are checked, so that a bad flag fails fast;
 # JAX is imported by jaxseq.tasks.adder.task.
 from jaxseq.runs import cli, folder
-from jaxseq.tasks.adder.data import MAX_BITS, check_bits, parse_bit_range
+from jaxseq.tasks.adder.data import MAX_BITS, SPLITS, check_bits, parse_bit_range
 
 LOSSES = ("bce", "mse")  # keys of jaxseq.tasks.adder.task.ADDER_OBJECTIVES (tested)
 OPTIMIZERS = ("adam", "keras_adam")  # keys of jaxseq.optim.OPTIMIZERS (tested)
@@ -36,7 +42,9 @@ RESUME_FLAGS = {"no_progress", "keep_checkpoints", "distributed", "log_dir", "lo
 #: Settings read back from config.json by --resume.
 SETTINGS = ("loss", "bits", "samples", "test_size", "epochs", "batch_size", "learning_rate",
             "hidden_size", "optimizer", "seed", "seeds", "eval_bits", "eval_samples",
-            "keep_checkpoints")
+            "keep_checkpoints", "split")
+#: Settings an older config.json may lack (then the flag's default: --split random).
+OPTIONAL_SETTINGS = ("split",)
 EXIT_DIVERGED = 3
 
 
@@ -60,7 +68,7 @@ def bit_range(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(
         description="Binary addition with a learnable full-adder cell (JAX/Flax).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=cli.HelpFormatter,
     )
     parser.add_argument("--loss", choices=LOSSES, default="bce",
                         help="binary cross-entropy (Keras clipping) or mean squared error")
@@ -68,7 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--samples", type=cli.positive_int, default=100_000,
                         help="additions generated before the train/test split")
     parser.add_argument("--test-size", type=cli.fraction, default=0.1,
-                        help="fraction of the additions held out for testing")
+                        help="fraction held out for testing: of the rows (--split random) "
+                             "or of the distinct additions (--split distinct)")
+    parser.add_argument("--split", choices=SPLITS, default="random",
+                        help="random: a seeded split of the rows, the study's (with few "
+                             "--bits the test additions also occur in training: 4**(bits-2) "
+                             "exist); distinct: split the distinct additions, none of the "
+                             "test ones is trained on")
     parser.add_argument("--epochs", type=cli.positive_int, default=5, help="training epochs")
     parser.add_argument("--batch-size", type=cli.positive_int, default=32,
                         help="examples per step")
@@ -97,11 +111,13 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     """Flags -> settings; --resume takes the run's saved ones."""
     args, given = cli.parse_args(parser, argv)
     cli.check_log_flags(parser, args)  # TensorBoard: --log-dir DIR/seed-<k>
+    args.lock = None  # the run folder's lock (jaxseq.runs.folder.lock_run_dir), once taken
     if args.resume is None:
         if args.out_dir is not None:
             from jaxseq.tasks.adder.task import OUTPUTS
 
-            cli.ensure_new_run_dir(parser, args.out_dir, args.overwrite, OUTPUTS)
+            args.lock = cli.ensure_new_run_dir(parser, args.out_dir, args.overwrite, OUTPUTS,
+                                               lock=not args.distributed)
         return args
     run_dir = args.resume
     cli.refuse_other_flags(parser, given, "--resume", RESUME_FLAGS)
@@ -113,10 +129,13 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
         parser.error(f"--resume: {run_dir} holds no checkpoint to resume from (the run stopped "
                      f"before its first epoch ended); start it again with --out-dir {run_dir} "
                      f"--overwrite")
-    for key, value in cli.saved_settings(parser, config, SETTINGS, "--resume").items():
+    for key, value in cli.saved_settings(parser, config, SETTINGS, "--resume",
+                                         optional=OPTIONAL_SETTINGS).items():
         if key not in given:
             setattr(args, key, value)
     args.out_dir = run_dir
+    if not args.distributed:  # multi-host: process 0 takes it once JAX has started
+        args.lock = cli.lock_run_dir(parser, run_dir, "--resume")
     return args
 
 
@@ -148,6 +167,8 @@ def print_seed(result: dict) -> None:
     print(f"test: loss {test['loss']:.4f} | per-bit accuracy "
           f"{100 * test['bit_accuracy']:.2f}% | exact-sum accuracy "
           f"{100 * test['exact_accuracy']:.2f}%")
+    print(f"test rows whose addition also occurs in training: "
+          f"{result['test_rows_in_train']:,} of {result['test_examples']:,}")
     epochs = result["history"]["epoch_seconds"]
     later = epochs[1:] or epochs
     print(f"training: {result['train_seconds']:.1f} s for {len(epochs)} epochs; first epoch "
@@ -184,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {key}: {value}")
         run_dir = (cli.make_run_dir(parser, args.out_dir) if args.out_dir is not None
                    else folder.new_run_dir("runs", "adder"))
+        if args.lock is None and jax.process_index() == 0:  # one run per folder
+            args.lock = cli.lock_run_dir(parser, run_dir, "--out-dir",
+                                         new=not (args.resume or args.overwrite))
         print(f"  out_dir: {run_dir}" + (f"\n  resuming the run in {run_dir}"
                                           if args.resume else ""))
         run_info = {"out_dir": str(run_dir), "devices": jax.device_count(),

@@ -60,7 +60,7 @@ def non_negative_int(text: str) -> int:
 
 def build_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=cli.HelpFormatter)
     parser.add_argument("--cell", default="lstm", choices=[*CELLS, "all"],
                         help="recurrent cell; 'all' trains " + ", ".join(CELLS) + " in turn")
     parser.add_argument("--bidirectional", action="store_true",
@@ -84,7 +84,8 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--out-dir", type=cli.path, default=None,
                         help="run folder (default: a new folder under runs/)")
     parser.add_argument("--train-subset", type=cli.positive_int, default=None,
-                        help="train on the first N shuffled training images only (quick runs)")
+                        help="train on the first N shuffled training images only (quick runs) "
+                             "(default: all of them)")
     # -- issue 12: variants of the study (defaults: the study's behaviour) --
     parser.add_argument("--order", default="rows", choices=ORDERS,
                         help="read each image as 28 rows of 28 pixels, as 784 pixels "
@@ -116,7 +117,7 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--eval-only", type=cli.path, default=None, metavar="RUN_DIR",
                         help="re-score the saved model(s) of RUN_DIR on the test set and "
                              "check the saved test accuracy; combinable only with --data-dir "
-                             "and --distributed")
+                             "and --distributed (default: none, train)")
     parser.add_argument("--cpu-devices", type=cli.positive_int, default=None,
                         help="on a CPU, split it into this many JAX devices so that data "
                              "parallelism uses every core (default: the largest divisor of "
@@ -130,6 +131,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args, given = cli.parse_args(parser, argv)
     args.parser = parser
+    args.lock = None  # the run folder's lock (jaxseq.runs.folder.lock_run_dir), once taken
     if args.resume is not None and args.eval_only is not None:
         parser.error("--resume and --eval-only cannot be combined")
     if args.data_dir is not None and not args.data_dir.is_dir():
@@ -150,6 +152,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             if key not in given:
                 setattr(args, key, cli.path(value) if key == "data_dir" and value else value)
         args.out_dir = args.resume
+        if not args.distributed:  # multi-host: process 0 takes it once JAX has started
+            args.lock = cli.lock_run_dir(parser, args.resume, "--resume")
     elif args.eval_only is not None:
         cli.refuse_other_flags(parser, given, "--eval-only", EVAL_ONLY_FLAGS)
         config = cli.read_run_config(parser, args.eval_only, "--eval-only")
@@ -158,7 +162,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.seed = config.get("seed", 0)
         args.cpu_devices = config.get("cpu_devices", 1)  # the run's own device count
     elif args.out_dir is not None:
-        cli.ensure_new_run_dir(parser, args.out_dir, args.overwrite, OUTPUTS)
+        args.lock = cli.ensure_new_run_dir(parser, args.out_dir, args.overwrite, OUTPUTS,
+                                           lock=not args.distributed)
     cli.check_log_flags(parser, args)  # TensorBoard: --log-dir DIR/<model>
     return args
 
@@ -208,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
 
         run_dir = (cli.make_run_dir(parser, args.out_dir) if args.out_dir
                    else folder.new_run_dir("runs", f"{config.dataset}-{config.cell}"))
+        if args.lock is None and jax.process_index() == 0:  # one run per folder
+            args.lock = cli.lock_run_dir(parser, run_dir, "--out-dir",
+                                         new=not (args.resume or args.overwrite))
         run_info = {"cpu_devices": args.cpu_devices, "out_dir": str(run_dir),
                     "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
                     "process_count": jax.process_count()}

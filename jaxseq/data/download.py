@@ -122,12 +122,22 @@ def missing_files(folder: pathlib.Path, files: Sequence[IdxFile]) -> list[str]:
     return [spec.name for spec in files if find_file(folder, spec.name) is None]
 
 
+def accepted_spellings(name: str) -> str:
+    """Every file name :func:`find_file` accepts for ``name``, for messages:
+    ``"train-images-idx3-ubyte[.gz] or train-images.idx3-ubyte[.gz]"``."""
+    return " or ".join(f"{spelling}[.gz]" for spelling in _spellings(name))
+
+
 def where_to_put(folder: pathlib.Path, files: Sequence[IdxFile], dataset: str) -> str:
-    """One sentence telling the user where the files go (for error messages)."""
+    """One sentence telling the user where the files go and the file names accepted (the
+    published name, gzipped or not, or the mirrors' dotted spelling; for error messages)."""
     names = ", ".join(f"{spec.name}.gz" for spec in files)
+    example = next((spec.name for spec in files if len(_spellings(spec.name)) > 1), None)
+    dotted = (f"; the spelling of some mirrors, e.g. {accepted_spellings(example)}, is also "
+              f"accepted" if example else "")
     return (
-        f"Put the four {dataset} files ({names}; gzipped or not) in {folder}, or in any "
-        f"folder and name it with --data-dir (data_dir= in Python) or "
+        f"Put the {len(files)} {dataset} files ({names}; gzipped or not{dotted}) in {folder}, "
+        f"or in any folder and name it with --data-dir (data_dir= in Python) or "
         f"{DATA_DIR_ENV_VAR}=<that folder>."
     )
 

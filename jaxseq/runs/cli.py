@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import NoReturn
 
 from jaxseq.checks import MAX_SEED, check_fraction, check_positive_int, check_positive_number
-from jaxseq.runs.folder import read_json, restore_error_message
+from jaxseq.runs.folder import (
+    LOCK_FILE,
+    RunDirLock,
+    RunDirLockError,
+    locate_in_run,
+    read_json,
+    restore_error_message,
+)
+from jaxseq.runs.folder import lock_run_dir as folder_lock_run_dir
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -26,6 +34,17 @@ class ArgumentParser(argparse.ArgumentParser):
         """Print ``<prog>: error: <message>`` (whitespace collapsed to one line) and exit 2."""
         message = " ".join(str(message).split())  # one line, whatever the cause said
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with every option's default: argparse's ``(default: X)``, unless the help
+    text already says its default in words (``(default: a new folder under runs/)``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def _argument_type(check: Callable[[str, object], object], convert: Callable[[str], object],
@@ -95,8 +114,11 @@ def for_command_line(message: str, parser: argparse.ArgumentParser) -> str:
     """A library message as a command-line user reads it: Python names become flags.
 
     ``batch_size 128 is larger...`` becomes ``--batch-size 128 is larger...`` and
-    ``data_dir=`` becomes ``--data-dir``, for every option of ``parser`` whose name has
-    an underscore (plain words such as ``seed`` are left as they are).
+    ``data_dir=<folder>`` becomes ``--data-dir <folder>``, for every option of ``parser``
+    whose name has an underscore (plain words such as ``seed`` are left as they are, but
+    ``resume=True`` becomes ``--resume`` and ``seed=3`` ``--seed 3``). Asides meant for
+    Python callers, written ``(data_dir= in Python)`` or ``..., or data_dir= in Python``,
+    are dropped.
 
     Args:
       message: the error text.
@@ -105,11 +127,27 @@ def for_command_line(message: str, parser: argparse.ArgumentParser) -> str:
     Returns:
       The message with those names replaced.
     """
+    message = _PYTHON_ASIDE.sub("", message)
     for action in parser._actions:
-        if "_" in action.dest and action.option_strings:
-            flag = action.option_strings[-1]
-            message = re.sub(rf"\b{action.dest}\b=?(<[^>]*>)?", flag, message)
+        if not action.option_strings or action.dest == argparse.SUPPRESS:
+            continue
+        flag = action.option_strings[-1]
+
+        def replace(match: re.Match, flag: str = flag) -> str:  # name=value -> --flag value
+            value = match.group(1)
+            return flag if value in (None, "", "True") else f"{flag} {value}"
+
+        value = r"=(<[^>]*>|[^\s,;)]*)"
+        if "_" in action.dest:
+            message = re.sub(rf"\b{action.dest}\b(?:{value})?", replace, message)
+        else:  # a plain word is only a flag when written name=value
+            message = re.sub(rf"\b{action.dest}{value}", replace, message)
     return message
+
+
+#: ``" (data_dir= in Python)"`` or ``", or data_dir= in Python"`` in a library message.
+_PYTHON_ASIDE = re.compile(r"\s*\(\s*[\w.]+=?(?:<[^>]*>)? in Python\)|,? or [\w.]+=?(?:<[^>]*>)? "
+                           r"in Python")
 
 
 def refuse_other_flags(parser: argparse.ArgumentParser, given: set[str], mode: str,
@@ -150,13 +188,47 @@ def fail(prog: str, message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def ensure_new_run_dir(parser: argparse.ArgumentParser, out_dir: str | os.PathLike,
-                       overwrite: bool, outputs: tuple[str, ...]) -> None:
-    """Refuse (``parser.error``) a run folder that already holds files, unless
-    ``overwrite``: then remove its ``checkpoints/`` folder and the files matching the
-    glob patterns ``outputs`` (what a run writes), leaving anything else alone.
+def _holds_files(folder: Path) -> bool:
+    """Whether ``folder`` holds anything besides its lock file."""
+    return any(child.name != LOCK_FILE for child in folder.iterdir())
 
-    A missing or empty folder is accepted as is.
+
+def lock_run_dir(parser: argparse.ArgumentParser, run_dir: str | os.PathLike, flag: str,
+                 new: bool = False) -> RunDirLock:
+    """:func:`jaxseq.runs.folder.lock_run_dir`, or a one-line ``parser.error`` (exit 2)
+    when another process holds the folder.
+
+    Args:
+      parser: the script's parser.
+      run_dir: the run folder (existing).
+      flag: the flag that named it (``"--resume"``, ``"--out-dir"``), for the message.
+      new: the folder is for a new run: refuse it if files appeared in it since it was
+        checked (another run started and ended meanwhile).
+
+    Returns:
+      The lock; keep it referenced while the run writes.
+    """
+    try:
+        lock = folder_lock_run_dir(run_dir)
+    except RunDirLockError as error:
+        parser.error(f"{flag}: {error}")
+    if new and _holds_files(Path(run_dir)):
+        lock.release()
+        parser.error(f"{flag} {run_dir} already holds files (another run wrote there "
+                     f"meanwhile); choose a new folder")
+    return lock
+
+
+def ensure_new_run_dir(parser: argparse.ArgumentParser, out_dir: str | os.PathLike,
+                       overwrite: bool, outputs: tuple[str, ...], lock: bool = True
+                       ) -> RunDirLock | None:
+    """Refuse (``parser.error``) a run folder that already holds files, unless
+    ``overwrite``: then take its lock (:func:`lock_run_dir`, refused while another run
+    holds it) and remove its ``checkpoints/`` folder and the files matching the glob
+    patterns ``outputs`` (what a run writes), leaving anything else alone.
+
+    A missing or empty folder (a lock file left by an earlier process does not count)
+    is accepted as is.
 
     Args:
       parser: the script's parser; its ``error`` exits (code 2).
@@ -164,23 +236,30 @@ def ensure_new_run_dir(parser: argparse.ArgumentParser, out_dir: str | os.PathLi
       overwrite: whether ``--overwrite`` was given.
       outputs: glob patterns of the files a run writes, e.g. ``("config.json",
         "*_results.json")``.
+      lock: take the lock before removing anything (``False`` with ``--distributed``,
+        where process 0 takes it later).
+
+    Returns:
+      The lock taken for ``--overwrite``, else ``None``.
     """
     out_dir = Path(out_dir)
     if not out_dir.exists():
-        return
+        return None
     if not out_dir.is_dir():
         parser.error(f"--out-dir {out_dir} is not a folder")
-    if not any(out_dir.iterdir()):
-        return
+    if not _holds_files(out_dir):
+        return None
     if not overwrite:
         parser.error(f"--out-dir {out_dir} already holds files; choose a new folder, "
                      f"pass --overwrite to replace that run, or --resume {out_dir} to "
                      f"continue it")
+    held = lock_run_dir(parser, out_dir, "--overwrite") if lock else None
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     for pattern in outputs:
         for path in out_dir.glob(pattern):
             if path.is_file():
                 path.unlink()
+    return held
 
 
 def seed_int(text: str) -> int:
@@ -224,7 +303,7 @@ def add_run_flags(parser: argparse.ArgumentParser, *, unit: str, resume_with: st
     parser.add_argument("--resume", type=path, default=None, metavar="RUN_DIR",
                         help="continue an interrupted run from its last complete checkpoints, "
                              "with the settings in RUN_DIR/config.json; combinable only with "
-                             f"{resume_with}")
+                             f"{resume_with} (default: none, a new run)")
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() first (multi-host; start the "
                              "same command on every host)")
@@ -232,7 +311,7 @@ def add_run_flags(parser: argparse.ArgumentParser, *, unit: str, resume_with: st
     parser.add_argument("--log-dir", type=path, default=None, metavar="DIR",
                         help=f"write TensorBoard event files of the training metrics, one "
                              f"folder per {unit} under DIR (view: tensorboard --logdir DIR; "
-                             f"needs the tensorboard extra)")
+                             f"needs the tensorboard extra) (default: none, no event files)")
     parser.add_argument("--log-every-steps", type=positive_int, default=None, metavar="N",
                         help="with --log-dir, also write the training loss and metrics "
                              "averaged over every N steps (default: once per epoch)")
@@ -326,6 +405,10 @@ def read_run_config(parser: argparse.ArgumentParser, run_dir: Path, flag: str) -
     if not run_dir.is_dir():
         parser.error(f"{flag}: run folder {run_dir} does not exist")
     if not (run_dir / "config.json").is_file():
+        level = locate_in_run(run_dir)  # e.g. RUN/checkpoints/gru given instead of RUN
+        if level is not None:
+            parser.error(f"{flag}: {run_dir} is {level.describe()} of the run folder "
+                         f"{level.run_dir}, not a run folder; pass {flag} {level.run_dir}")
         parser.error(f"{flag}: {run_dir} holds no config.json, so it is not a run folder of "
                      f"{parser.prog}")
     try:

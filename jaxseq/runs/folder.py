@@ -1,4 +1,5 @@
-"""Run folders: atomic result files, new run folders, and the checkpoint folders in a run.
+"""Run folders: atomic result files, new run folders, the checkpoint folders in a run, and
+the lock that keeps a second process out of a run folder (:func:`lock_run_dir`).
 
 Light on purpose (no JAX): the experiment scripts use it to check their flags and run
 folders before they import anything heavy.
@@ -8,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
@@ -174,6 +176,148 @@ def latest_epoch(directory: str | os.PathLike) -> int | None:
     """
     epochs = checkpoint_epochs(directory)
     return epochs[-1] if epochs else None
+
+
+class RunLevel(NamedTuple):
+    """Where a folder inside a run folder's checkpoints lies (:func:`locate_in_run`).
+
+    Attributes:
+      run_dir: the run folder.
+      name: the model's checkpoint folder name (``"gru"``, ``"seed-0"``), or ``None`` for
+        the ``checkpoints/`` folder itself.
+      epoch: the epoch of an epoch folder (or a folder inside one), else ``None``.
+    """
+
+    run_dir: Path
+    name: str | None
+    epoch: int | None
+
+    def describe(self) -> str:
+        """``"the checkpoints folder"``, ``"the checkpoint folder of 'gru'"`` or ``"the
+        epoch-2 checkpoint of 'gru'"``, for messages."""
+        if self.name is None:
+            return f"the {CHECKPOINTS_DIR} folder"
+        if self.epoch is None:
+            return f"the checkpoint folder of {self.name!r}"
+        return f"the epoch-{self.epoch} checkpoint of {self.name!r}"
+
+
+def locate_in_run(path: str | os.PathLike) -> RunLevel | None:
+    """Recognise a folder given where a run folder was expected: a run's ``checkpoints/``
+    folder, one model's checkpoint folder, an epoch folder, or a folder inside one.
+
+    Reads folder listings only (no orbax, no JAX).
+
+    Args:
+      path: the folder given.
+
+    Returns:
+      A :class:`RunLevel` naming the run folder above ``path`` (one whose
+      ``checkpoints/`` holds a complete checkpoint, :func:`checkpoint_names`), the model
+      and the epoch; ``None`` if ``path`` is not inside a run's checkpoints.
+    """
+    path = Path(path)
+    # As given first (messages then show the user's own relative path), then resolved
+    # (for "." or a path relative to a folder inside the checkpoints).
+    for candidate in (path, path.resolve()):
+        for level in (candidate, *candidate.parents):
+            if level.name != CHECKPOINTS_DIR or not checkpoint_names(level.parent):
+                continue
+            parts = candidate.relative_to(level).parts
+            name = parts[0] if parts else None
+            epoch = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+            if name is not None and not checkpoint_epochs(level / name):
+                return None
+            return RunLevel(level.parent, name, epoch)
+    return None
+
+
+#: The lock file of a run folder (see :func:`lock_run_dir`); never a result.
+LOCK_FILE = ".lock"
+
+
+class RunDirLockError(RuntimeError):
+    """A run folder is held by another process, or its lock file cannot be made."""
+
+
+class RunDirLock:
+    """The lock on a run folder taken by :func:`lock_run_dir`; held until :meth:`release`
+    is called, the handle is garbage-collected, or the process ends (even by SIGKILL).
+
+    Attributes:
+      path: the lock file, ``RUN_DIR/.lock``.
+    """
+
+    def __init__(self, fd: int | None, path: Path) -> None:
+        self._fd, self.path = fd, path
+
+    @property
+    def held(self) -> bool:
+        """Whether this handle still holds the lock."""
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Release the lock (closing its file); the lock file itself stays. Idempotent."""
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor releases the flock
+            self._fd = None
+
+    def __enter__(self) -> RunDirLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        self.release()
+
+
+def lock_run_dir(run_dir: str | os.PathLike) -> RunDirLock:
+    """Take the exclusive lock of a run folder, so that no second run writes into it.
+
+    An OS advisory lock (``fcntl.flock``, exclusive, non-blocking) on ``RUN_DIR/.lock``,
+    held through the returned handle: the kernel releases it when the process ends in any
+    way (exit, exception, SIGKILL), so a lock file left by a killed run never blocks the
+    next one. The lock file records the holder's process id and host name, for the
+    message. Both experiment scripts take it for a new run, ``--resume`` and
+    ``--overwrite`` (not for ``--eval-only``, which only reads).
+
+    Limits: the lock is per host. Processes on different machines sharing a network
+    file system (NFS, Lustre, GPFS... on a cluster) may not see each other's ``flock``
+    at all, or only on some file systems, so it does not protect a run folder against a
+    process on another host. Where ``fcntl`` does not exist (Windows) no lock is taken
+    and the handle holds nothing.
+
+    Args:
+      run_dir: an existing run folder.
+
+    Returns:
+      The :class:`RunDirLock`; keep a reference to it for as long as the run writes.
+
+    Raises:
+      RunDirLockError: if another process holds the lock (one line naming the folder and
+        the holder), or the lock file cannot be created (e.g. a read-only folder).
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no advisory locks
+        return RunDirLock(None, Path(run_dir) / LOCK_FILE)
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise RunDirLockError(f"cannot create the lock file {path}: "
+                              f"{error.strerror or error}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # BlockingIOError: held by another process
+        holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunDirLockError(f"{run_dir} is in use by another run ({holder}, holding "
+                              f"{path}); wait for it to end, or choose another folder") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode())
+    return RunDirLock(fd, path)
 
 
 def restore_error_message(directory: str | os.PathLike, error: BaseException) -> str:

@@ -23,7 +23,13 @@ import optax
 
 from jaxseq.data.dataset import Dataset
 from jaxseq.runs.checkpoint import Checkpointer, build_model
-from jaxseq.runs.folder import CHECKPOINTS_DIR, checkpoint_dir, checkpoint_names, read_json
+from jaxseq.runs.folder import (
+    CHECKPOINTS_DIR,
+    checkpoint_dir,
+    checkpoint_names,
+    locate_in_run,
+    read_json,
+)
 from jaxseq.train import CLASSIFICATION, History, Objective, TrainState, evaluate
 
 __all__ = ["TASKS", "Predictor", "load_run", "register_task"]
@@ -154,7 +160,10 @@ def load_run(
 
     Raises:
       FileNotFoundError: if ``run_dir`` does not exist or holds no complete checkpoint.
-      ValueError: if ``name`` is missing (several models) or unknown, the checkpoint
+      ValueError: if ``run_dir`` is a folder inside a run's checkpoints (its
+        ``checkpoints/`` folder, a model's checkpoint folder or an epoch folder: the
+        one-line message names the run folder and the call to make), if ``name`` is
+        missing (several models) or unknown, the checkpoint
         does not describe a model (saved without ``model=``), or its task is unknown.
     """
     run_dir = Path(run_dir)
@@ -162,6 +171,19 @@ def load_run(
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
     names = checkpoint_names(run_dir)
     if not names:
+        level = locate_in_run(run_dir)  # a folder inside a run's checkpoints, given instead
+        if level is not None:
+            names = checkpoint_names(level.run_dir)
+            arguments = [repr(str(level.run_dir))]
+            if level.name is not None or len(names) == 1:
+                arguments.append(repr(level.name or names[0]))
+            if level.epoch is not None:
+                arguments.append(f"epoch={level.epoch}")
+            call = f"load_run({', '.join(arguments)})"
+            if len(arguments) == 1:
+                call += f" with a name of: {', '.join(names)}"
+            raise ValueError(f"{run_dir} is {level.describe()} of the run folder "
+                             f"{level.run_dir}, not a run folder; pass the run folder: {call}")
         raise FileNotFoundError(f"no complete checkpoint in {run_dir / CHECKPOINTS_DIR}")
     if name is None:
         if len(names) > 1:

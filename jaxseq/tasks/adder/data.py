@@ -26,14 +26,25 @@ from jaxseq.data.dataset import Dataset
 
 __all__ = [
     "MAX_BITS",
+    "SPLITS",
     "bits_to_int",
+    "check_bits",
+    "check_split",
+    "distinct_problems",
+    "distinct_train_test_split",
     "generate",
     "make_rng",
-    "check_bits",
+    "overlapping_test_rows",
     "parse_bit_range",
+    "problem_ids",
+    "split",
     "split_sizes",
     "train_test_split",
 ]
+
+#: How :func:`split` holds out the test rows: ``"random"`` (rows, the study's) or
+#: ``"distinct"`` (whole distinct additions, none of them in training).
+SPLITS = ("random", "distinct")
 
 #: Longest supported bit length (a sanity bound on memory, not an arithmetic limit).
 MAX_BITS = 4096
@@ -206,6 +217,118 @@ def train_test_split(
         Dataset(dataset.inputs[train_idx], dataset.labels[train_idx]),
         Dataset(dataset.inputs[test_idx], dataset.labels[test_idx]),
     )
+
+
+def check_split(name: str, value: object) -> str:
+    """``value`` if it is one of :data:`SPLITS`, else a one-line ``ValueError``."""
+    if value not in SPLITS:
+        raise ValueError(f"{name} must be one of {', '.join(SPLITS)}, got {value!r}")
+    return value
+
+
+def distinct_problems(bits: int) -> int:
+    """How many different additions :func:`generate` can draw at ``bits`` bits:
+    ``4 ** (bits - 2)`` (each operand has ``bits - 2`` free bits), e.g. 64 at 5 bits."""
+    return 4 ** (check_bits("bits", bits) - 2)
+
+
+def problem_ids(*datasets: Dataset) -> list[np.ndarray]:
+    """Ids of the additions (the operand pairs ``(a, b)``) of each row of ``datasets``:
+    equal ids exactly for equal inputs, across all the datasets given.
+
+    Args:
+      datasets: Datasets of equal bit length, inputs ``[N_i, bits, 2]``.
+
+    Returns:
+      One int64 array ``[N_i]`` per dataset, ids in ``[0, number of distinct additions)``.
+
+    Raises:
+      ValueError: if an input is not 0 or 1 (the rows are compared as packed bits).
+    """
+    flat = [np.asarray(d.inputs).reshape(d.num_examples, -1) for d in datasets]
+    if any(((f != 0) & (f != 1)).any() for f in flat):
+        raise ValueError("inputs must be operand bits, 0 or 1")
+    packed = np.packbits(np.concatenate(flat).astype(bool), axis=1)  # 8 bits per byte
+    keys = np.ascontiguousarray(packed).view(np.dtype((np.void, packed.shape[1])))
+    _, inverse = np.unique(keys.reshape(-1), return_inverse=True)
+    inverse = inverse.reshape(-1).astype(np.int64)
+    bounds = np.cumsum([0, *(len(f) for f in flat)])
+    return [inverse[start:stop] for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def overlapping_test_rows(train: Dataset, test: Dataset) -> int:
+    """How many rows of ``test`` hold an addition (the same operands ``a, b``) that also
+    occurs in ``train``: 0 means the test set is held out as additions, not only as rows.
+
+    Args:
+      train, test: Datasets of equal bit length, inputs ``[N, bits, 2]``.
+
+    Returns:
+      The number of such test rows, in ``[0, test.num_examples]``.
+    """
+    train_ids, test_ids = problem_ids(train, test)
+    return int(np.isin(test_ids, train_ids).sum())
+
+
+def distinct_train_test_split(
+    dataset: Dataset, test_size: float = 0.1, seed: SeedLike = 0
+) -> tuple[Dataset, Dataset]:
+    """Split the *distinct additions* of ``dataset``, so that no test addition is trained on.
+
+    With few bits the generated rows repeat a handful of additions (64 at 5 bits), so a
+    row split (:func:`train_test_split`) tests on additions seen in training. Here the
+    ``U`` distinct operand pairs are shuffled by a seeded permutation and
+    ``ceil(test_size * U)`` of them (scikit-learn's rounding) go to the test part with
+    every row that holds them; the other rows are the training part. Rows keep their
+    order. The test part thus has about ``test_size`` of the rows, not exactly.
+
+    Args:
+      dataset: ``N`` examples from :func:`generate`.
+      test_size: fraction of the distinct additions held out, ``0 < test_size < 1``.
+      seed: integer seed or ``numpy.random.Generator`` for the permutation.
+
+    Returns:
+      ``(train, test)`` Datasets; no row of ``test`` has the inputs of a row of ``train``.
+
+    Raises:
+      ValueError: if ``test_size`` is not in ``(0, 1)``, or the distinct additions are
+        too few for ``test_size`` to leave at least one in each part (the message gives
+        their number).
+    """
+    check_fraction("test_size", test_size)
+    (ids,) = problem_ids(dataset)
+    count = int(ids.max()) + 1 if len(ids) else 0
+    try:
+        _, n_test = split_sizes(count, test_size)
+    except ValueError:
+        raise ValueError(
+            f"split 'distinct': the {dataset.num_examples} samples hold only {count} distinct "
+            f"additions, too few for test_size {test_size} to leave at least one in both "
+            f"training and test; use more bits or samples, or split 'random'"
+        ) from None
+    held_out = np.zeros(count, bool)
+    held_out[make_rng(seed).permutation(count)[:n_test]] = True
+    is_test = held_out[ids]
+    test_idx, train_idx = np.flatnonzero(is_test), np.flatnonzero(~is_test)
+    return (
+        Dataset(dataset.inputs[train_idx], dataset.labels[train_idx]),
+        Dataset(dataset.inputs[test_idx], dataset.labels[test_idx]),
+    )
+
+
+def split(
+    dataset: Dataset, test_size: float = 0.1, seed: SeedLike = 0, how: str = "random"
+) -> tuple[Dataset, Dataset]:
+    """:func:`train_test_split` (``how="random"``) or :func:`distinct_train_test_split`
+    (``how="distinct"``).
+
+    Raises:
+      ValueError: for an unknown ``how``, or as the chosen split.
+    """
+    check_split("split", how)
+    if how == "distinct":
+        return distinct_train_test_split(dataset, test_size, seed)
+    return train_test_split(dataset, test_size, seed)
 
 
 #: One item of :func:`parse_bit_range`: ``N``, ``START..STOP`` or ``START-STOP`` (ASCII

@@ -53,6 +53,8 @@ networks of rectified linear units", arXiv:1504.00941.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
 import pathlib
 from collections.abc import Mapping, Sequence
@@ -78,6 +80,7 @@ __all__ = [
     "DatasetInfo",
     "as_sequences",
     "check_permutation",
+    "data_files",
     "dataset_info",
     "download_dataset",
     "download_mnist",
@@ -316,6 +319,45 @@ def download_mnist(
     return download.download_files(cache_dir, MNIST_FILES, mirrors, timeout, "MNIST")
 
 
+def data_files(data_dir: _PathLike | None = None,
+               dataset: str = "mnist") -> dict[str, dict[str, str]]:
+    """Which IDX files :func:`load_mnist` reads for ``data_dir``, for a run's records.
+
+    Meant to be called after :func:`load_mnist` (or :func:`load_splits`) succeeded with
+    the same ``data_dir``: the reader has then checked that each file's *uncompressed*
+    bytes have the published MD5 recorded here (a file that does not raises there). For a
+    dataset without published uncompressed MD5s (KMNIST) the MD5 is computed here.
+
+    Args:
+      data_dir: as for :func:`load_mnist` (``None``: ``$JAXSEQ_DATA_DIR``, then the user
+        cache; see :func:`resolve_data_dir`).
+      dataset: a key of :data:`DATASETS`.
+
+    Returns:
+      ``{published name: {"path": absolute path of the file read (raw, ``.gz`` or the
+      mirrors' spelling), "md5": MD5 hex of its uncompressed bytes}}`` for the dataset's
+      four files.
+
+    Raises:
+      FileNotFoundError: if a file is missing from the folder.
+      ValueError: for an unknown dataset.
+    """
+    info = dataset_info(dataset)
+    folder = resolve_data_dir(data_dir, dataset)
+    files = {}
+    for spec in info.files:
+        path = download.find_file(folder, spec.name)
+        if path is None:
+            raise FileNotFoundError(f"{info.title} file {download.accepted_spellings(spec.name)} "
+                                    f"missing from {folder}")
+        md5 = spec.md5
+        if md5 is None:
+            raw = path.read_bytes()
+            md5 = hashlib.md5(gzip.decompress(raw) if path.suffix == ".gz" else raw).hexdigest()
+        files[spec.name] = {"path": str(path.absolute()), "md5": md5}
+    return files
+
+
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------
@@ -345,7 +387,8 @@ def _load_idx(data_dir: _PathLike | None, allow_download: bool,
                 f"{info.title} files missing from {folder}: "
                 f"{', '.join(f'{name}[.gz]' for name in missing)} ({why}). "
                 f"{download.where_to_put(folder, info.files, info.title)} To download them "
-                f"into a folder, call jaxseq.tasks.mnist.data.{call}."
+                f"there: python -c \"from jaxseq.tasks.mnist import data; "
+                f"data.{call.replace('folder', repr(str(folder)))}\""
             )
     arrays = {}
     for spec in info.files:

@@ -369,7 +369,11 @@ def run(
     trained by :func:`jaxseq.train.fit` (checkpointed every epoch), scored on the test
     set, its history plotted and its results written. Process 0 writes ``config.json``
     first (not on ``resume``), then ``<model>_results.json``, the figures, and
-    ``summary.json`` at the end, each atomically.
+    ``summary.json`` at the end, each atomically. ``config.json`` records the data
+    folder actually read as ``data_dir`` (absolute; also when it came from
+    ``$JAXSEQ_DATA_DIR`` or the cache) and each file read with the MD5 of its
+    uncompressed bytes as ``data_files`` (:func:`jaxseq.tasks.mnist.data.data_files`;
+    ``None`` for ``splits`` not read from files there).
 
     Args:
       config: the settings.
@@ -413,6 +417,14 @@ def run(
     settings.update(train_examples=splits.train.num_examples,
                     validation_examples=splits.validation.num_examples,
                     test_examples=splits.test.num_examples)
+    # The data actually read (also when it came from $JAXSEQ_DATA_DIR or the cache).
+    if config.source == "idx":
+        try:
+            files = mnist_data.data_files(config.data_dir, config.dataset)
+        except FileNotFoundError:  # splits given by the caller, not read from files
+            files = None
+        data_dir = mnist_data.resolve_data_dir(config.data_dir, config.dataset).absolute()
+        settings.update(data_dir=str(data_dir), data_files=files)
     primary = jax.process_index() == 0
     if resume:
         settings = folder.read_json(run_dir / "config.json")
