@@ -280,6 +280,10 @@ class TrainingStopped(Exception):
         point = (f"before epoch {epoch}" if step == 0 else
                  f"in epoch {epoch} after step {step} of {steps_per_epoch}")
         prefix = f"{where}: " if where else ""
+        if (epoch, step) == (1, 0):  # nothing trained, nothing saved
+            super().__init__(f"{prefix}training stopped before its first step, so nothing "
+                             f"of it was checkpointed")
+            return
         super().__init__(f"{prefix}training stopped {point}; its state is checkpointed, "
                          f"continue with --resume RUN_DIR")
 
