@@ -199,7 +199,7 @@ def test_mnist_distributed_flag_initialises_jax_distributed(mnist_dir, tmp_path)
     result = run(MNIST, "--distributed", "--data-dir", str(mnist_dir), "--out-dir",
                  str(tmp_path / "run"))
     assert_one_line_error(result, 2, "--distributed: jax.distributed.initialize() failed: "
-                          "coordinator_address should be defined")
+                          "--coordinator-address should be defined")
 
 
 def test_mnist_script_cells_match_the_library():

@@ -81,7 +81,7 @@ class StopRequest:
             self._log(message)
 
     def install(self) -> StopRequest:
-        """Install the handler for :attr:`signals` (main thread only); return ``self``."""
+        """Install the handler for the ``signals`` given (main thread only); return ``self``."""
         for number in self.signals:
             self._previous[number] = signal.signal(number, self._handle)
         return self
