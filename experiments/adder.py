@@ -21,7 +21,10 @@ Writes ``config.json`` (at the start), a checkpoint after every epoch of every s
 ``accuracy_vs_bits.png`` to ``--out-dir`` (default a new folder under ``runs/``).
 ``--resume RUN_DIR`` continues an interrupted run with its saved settings. Exit codes:
 0 done; 2 invalid flags or run folder (a one-line message); 3 training stopped on a
-non-finite loss (the last good checkpoint is kept).
+non-finite loss (the last good checkpoint is kept); 4 a checkpoint or result could not be
+written (disk full, read-only; the previous checkpoint is kept); 5 another process of a
+multi-process run failed; 143 stopped by SIGTERM (checkpointed inside the epoch; --resume
+continues).
 """
 
 from __future__ import annotations
@@ -32,13 +35,14 @@ import sys
 
 # Only light imports before the flags are checked, so that a bad flag fails fast;
 # JAX is imported by jaxseq.tasks.adder.task.
-from jaxseq.runs import cli, folder
+from jaxseq.runs import cli, distributed, faults, folder, interrupt, signals
 from jaxseq.tasks.adder.data import MAX_BITS, SPLITS, check_bits, parse_bit_range
 
 LOSSES = ("bce", "mse")  # keys of jaxseq.tasks.adder.task.ADDER_OBJECTIVES (tested)
 OPTIMIZERS = ("adam", "keras_adam")  # keys of jaxseq.optim.OPTIMIZERS (tested)
 #: Flags that may be given with --resume (the rest come from RUN_DIR/config.json).
-RESUME_FLAGS = {"no_progress", "keep_checkpoints", "distributed", "log_dir", "log_every_steps"}
+RESUME_FLAGS = ({"no_progress", "keep_checkpoints", "distributed", "log_dir", "log_every_steps"}
+                | distributed.FLAGS)
 #: Settings read back from config.json by --resume.
 SETTINGS = ("loss", "bits", "samples", "test_size", "epochs", "batch_size", "learning_rate",
             "hidden_size", "optimizer", "seed", "seeds", "eval_bits", "eval_samples",
@@ -117,7 +121,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
             from jaxseq.tasks.adder.task import OUTPUTS
 
             args.lock = cli.ensure_new_run_dir(parser, args.out_dir, args.overwrite, OUTPUTS,
-                                               lock=not args.distributed)
+                                               lock=not distributed.several_processes(args))
         return args
     run_dir = args.resume
     cli.refuse_other_flags(parser, given, "--resume", RESUME_FLAGS)
@@ -125,7 +129,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     if (run_dir / "results.json").is_file():
         parser.error(f"--resume: {run_dir} is a finished run (results.json exists); nothing "
                      f"to resume")
-    if not folder.checkpoint_names(run_dir):
+    if not folder.checkpoint_names(run_dir) and not interrupt.has_progress(run_dir):
         parser.error(f"--resume: {run_dir} holds no checkpoint to resume from (the run stopped "
                      f"before its first epoch ended); start it again with --out-dir {run_dir} "
                      f"--overwrite")
@@ -134,7 +138,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
         if key not in given:
             setattr(args, key, value)
     args.out_dir = run_dir
-    if not args.distributed:  # multi-host: process 0 takes it once JAX has started
+    if not distributed.several_processes(args):  # process 0 takes it once JAX started
         args.lock = cli.lock_run_dir(parser, run_dir, "--resume")
     return args
 
@@ -197,7 +201,16 @@ def main(argv: list[str] | None = None) -> int:
         from jaxseq import runtime
         from jaxseq.tasks.adder.task import run
 
-        runtime.start(1, config.batch_size, args.distributed)
+        runtime.start(1, config.batch_size, **distributed.start_kwargs(args))
+        if jax.process_count() > 1 and args.out_dir is None:  # each would make its own folder
+            parser.error("several processes need one run folder: give --out-dir (on a "
+                         "filesystem every host sees) or --resume")
+        from jaxseq.runs import memory  # sizes that cannot fit: one line, exit 2
+
+        memory.check_fits(memory.adder_estimate(config, memory.devices_sharing_host(),
+                                                jax.device_count()),
+                          "this run", "use fewer --samples or --eval-samples, or a smaller "
+                                      "--hidden-size or --eval-bits")
         print("config:")
         for key, value in dataclasses.asdict(config).items():
             if key == "eval_bits":
@@ -212,13 +225,19 @@ def main(argv: list[str] | None = None) -> int:
                                           if args.resume else ""))
         run_info = {"out_dir": str(run_dir), "devices": jax.device_count(),
                     "processes": jax.process_count()}
-        results = run(config, run_dir, resume=args.resume is not None,
-                      progress=not args.no_progress, on_seed_end=print_seed, run_info=run_info,
-                      log_dir=args.log_dir, log_every_steps=args.log_every_steps)
+        with signals.StopRequest() as stop:  # SIGTERM: checkpoint, exit 143
+            results = run(config, run_dir, resume=args.resume is not None,
+                          progress=not args.no_progress, on_seed_end=print_seed,
+                          run_info=run_info, log_dir=args.log_dir,
+                          log_every_steps=args.log_every_steps, should_stop=stop)
     except (FileNotFoundError, ValueError) as error:
+        faults.exit_on_fault(parser.prog, error)  # a full disk or a lost process, not input
         cli.fail(parser.prog, cli.for_command_line(str(error), parser), 2)
     except FloatingPointError as error:  # jaxseq.train.NonFiniteLossError
         cli.fail(parser.prog, str(error), EXIT_DIVERGED)
+    except Exception as error:  # SIGTERM stop 143, storage 4, another process failed 5
+        faults.exit_on_fault(parser.prog, error)
+        raise
     summary, seeds = results["summary"], results["summary"]["seeds"]
     converged = summary["converged_seeds"]
     print(f"\n{len(converged)}/{len(seeds)} seeds reached 100% exact-sum accuracy at every "

@@ -18,7 +18,9 @@ The work is done by jaxseq.tasks.mnist.task; this script turns flags into its Mn
 and prints; ``--log-dir DIR`` also writes TensorBoard event files to DIR/<model>/.
 Exit codes: 0 done; 1 --eval-only found a test accuracy other than the saved one; 2 bad
 flags, data or run folder (one line on stderr); 3 training stopped on a non-finite loss
-(the last good checkpoint is kept).
+(the last good checkpoint is kept); 4 a checkpoint or result could not be written (disk
+full, read-only; the previous checkpoint is kept); 5 another process of a multi-process
+run failed; 143 stopped by SIGTERM (checkpointed inside the epoch; --resume continues).
 """
 
 from __future__ import annotations
@@ -31,14 +33,14 @@ import sys
 # Only light imports (no JAX) until the flags and the data are checked, so that bad input
 # fails fast; JAX is started by jaxseq.runtime.start.
 from jaxseq.nn.registry import CELLS
-from jaxseq.runs import cli, folder
+from jaxseq.runs import cli, distributed, faults, folder, interrupt, signals
 from jaxseq.tasks.mnist.data import DATASETS, ORDERS, SOURCES
 from jaxseq.tasks.mnist.task import OUTPUTS, SCHEDULES, MnistConfig
 
 #: Flags that may be given with --resume / --eval-only (the rest come from config.json).
 RESUME_FLAGS = {"data_dir", "no_progress", "keep_checkpoints", "distributed", "log_dir",
-                "log_every_steps"}
-EVAL_ONLY_FLAGS = {"data_dir", "distributed"}
+                "log_every_steps"} | distributed.FLAGS
+EVAL_ONLY_FLAGS = {"data_dir"} | distributed.FLAGS
 #: Settings read back from config.json by --resume (the MnistConfig fields, cpu_devices).
 SETTINGS = (*(f.name for f in dataclasses.fields(MnistConfig)), "cpu_devices")
 #: Settings that config.json files of earlier versions lack (read back as the defaults).
@@ -139,7 +141,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.resume is not None:
         cli.refuse_other_flags(parser, given, "--resume", RESUME_FLAGS)
         config = cli.read_run_config(parser, args.resume, "--resume")
-        if not folder.checkpoint_names(args.resume):
+        if not folder.checkpoint_names(args.resume) and not interrupt.has_progress(args.resume):
             parser.error(f"--resume: {args.resume} holds no checkpoint to resume from (the run "
                          f"stopped before its first epoch ended); start it again with "
                          f"--out-dir {args.resume} --overwrite")
@@ -152,7 +154,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             if key not in given:
                 setattr(args, key, cli.path(value) if key == "data_dir" and value else value)
         args.out_dir = args.resume
-        if not args.distributed:  # multi-host: process 0 takes it once JAX has started
+        if not distributed.several_processes(args):  # process 0 takes it once JAX started
             args.lock = cli.lock_run_dir(parser, args.resume, "--resume")
     elif args.eval_only is not None:
         cli.refuse_other_flags(parser, given, "--eval-only", EVAL_ONLY_FLAGS)
@@ -163,7 +165,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.cpu_devices = config.get("cpu_devices", 1)  # the run's own device count
     elif args.out_dir is not None:
         args.lock = cli.ensure_new_run_dir(parser, args.out_dir, args.overwrite, OUTPUTS,
-                                           lock=not args.distributed)
+                                           lock=not distributed.several_processes(args))
     cli.check_log_flags(parser, args)  # TensorBoard: --log-dir DIR/<model>
     return args
 
@@ -173,7 +175,7 @@ def eval_only(args: argparse.Namespace) -> int:
     from jaxseq import runtime
     from jaxseq.tasks.mnist.task import evaluate_run
 
-    runtime.start(args.cpu_devices, 64, args.distributed)
+    runtime.start(args.cpu_devices, 64, **distributed.start_kwargs(args))
     mismatches = 0
     for score in evaluate_run(args.eval_only, args.data_dir, args.seed):
         name, saved = score["model"], score["saved"]
@@ -208,8 +210,20 @@ def main(argv: list[str] | None = None) -> int:
         splits = load_data(config)  # bad data fails here, before JAX starts
         from jaxseq import runtime
 
-        args.cpu_devices = runtime.start(args.cpu_devices, config.batch_size, args.distributed)
+        args.cpu_devices = runtime.start(args.cpu_devices, config.batch_size,
+                                         **distributed.start_kwargs(args))
         import jax
+
+        if jax.process_count() > 1 and not args.out_dir:  # each would make its own folder
+            parser.error("several processes need one run folder: give --out-dir (on a "
+                         "filesystem every host sees) or --resume")
+        from jaxseq.runs import memory  # sizes that cannot fit: one line, exit 2
+
+        memory.check_fits(memory.mnist_estimate(
+            config, {"train": splits.train.num_examples, "test": splits.test.num_examples,
+                     "validation": splits.validation.num_examples},
+            memory.devices_sharing_host(), jax.device_count()),
+            "this run", "use a smaller --hidden-size, --num-layers or --batch-size")
 
         run_dir = (cli.make_run_dir(parser, args.out_dir) if args.out_dir
                    else folder.new_run_dir("runs", f"{config.dataset}-{config.cell}"))
@@ -221,13 +235,19 @@ def main(argv: list[str] | None = None) -> int:
                     "process_count": jax.process_count()}
         print(f"{'resuming the run in ' + str(run_dir) if args.resume else 'config:'}")
         print(json.dumps(dataclasses.asdict(config) | run_info, indent=2))
-        summary = run(config, run_dir, resume=args.resume is not None, splits=splits,
-                      progress=not args.no_progress, run_info=run_info,
-                      log_dir=args.log_dir, log_every_steps=args.log_every_steps)
+        with signals.StopRequest() as stop:  # SIGTERM: checkpoint, exit 143
+            summary = run(config, run_dir, resume=args.resume is not None, splits=splits,
+                          progress=not args.no_progress, run_info=run_info,
+                          log_dir=args.log_dir, log_every_steps=args.log_every_steps,
+                          should_stop=stop)
     except (FileNotFoundError, ValueError) as error:
+        faults.exit_on_fault(parser.prog, error)  # a full disk or a lost process, not input
         cli.fail(parser.prog, cli.for_command_line(str(error), parser), 2)
     except FloatingPointError as error:  # jaxseq.train.NonFiniteLossError
         cli.fail(parser.prog, str(error), EXIT_DIVERGED)
+    except Exception as error:  # SIGTERM stop 143, storage 4, another process failed 5
+        faults.exit_on_fault(parser.prog, error)
+        raise
     if config.seeds > 1:
         print(f"\nmodel      test accuracy, mean ± sample std (ddof=1) over {config.seeds} "
               f"seeds   s/epoch")

@@ -77,7 +77,9 @@ def set_cpu_devices(count: int) -> int:
 
 
 def start(cpu_devices: int | None, batch_size: int, distributed: bool = False,
-          log: Callable[[str], None] | None = print) -> int:
+          log: Callable[[str], None] | None = print, *,
+          coordinator_address: str | None = None, num_processes: int | None = None,
+          process_id: int | None = None, heartbeat_timeout: int | None = None) -> int:
     """Start JAX for an experiment: split the CPU into devices, then join other hosts.
 
     Call it before any JAX computation. The CPU device count changes the order of float
@@ -88,16 +90,37 @@ def start(cpu_devices: int | None, batch_size: int, distributed: bool = False,
       cpu_devices: CPU devices wanted (:func:`set_cpu_devices`), or ``None`` for
         :func:`default_cpu_devices` of ``batch_size``. No effect on a GPU or TPU.
       batch_size: the training batch size, for the default.
-      distributed: call ``jax.distributed.initialize()`` (several hosts).
+      distributed: join a multi-process run (several hosts) through
+        :func:`jaxseq.runs.distributed.initialize`: the coordinator, process count and
+        id are detected from the cluster (SLURM, Open MPI...) unless given below.
       log: receives a note when JAX was already running with another device count.
+      coordinator_address, num_processes, process_id: explicit multi-process settings
+        (all three or none; giving them implies ``distributed``), e.g.
+        ``"127.0.0.1:12345", 2, 0`` for two processes on one machine.
+      heartbeat_timeout: seconds without a heartbeat after which a process counts as
+        dead and the others stop (default
+        :data:`jaxseq.runs.distributed.HEARTBEAT_TIMEOUT_S`).
 
     Returns:
       The CPU device count in use (where JAX already ran in this process, e.g. a test
       calling a script's ``main``, the count it has).
 
     Raises:
-      ValueError: if ``jax.distributed.initialize()`` fails (the message says why).
+      ValueError: for inconsistent multi-process settings, or if
+        ``jax.distributed.initialize()`` fails (the message says why; one line).
     """
+    # --- several processes (jaxseq.runs.distributed): checked before JAX starts ---
+    from jaxseq.runs import distributed as multi
+
+    explicit = (coordinator_address, num_processes, process_id)
+    multi_settings = None
+    if distributed or any(v is not None for v in explicit):
+        timeouts = {} if heartbeat_timeout is None else {"heartbeat_timeout": heartbeat_timeout}
+        try:
+            multi_settings = multi.Settings(*explicit, **timeouts)
+        except ValueError as error:
+            raise ValueError(f"--distributed: {error}") from None
+    # --- end of several processes ---
     import jax
 
     if cpu_devices is None:
@@ -111,10 +134,9 @@ def start(cpu_devices: int | None, batch_size: int, distributed: bool = False,
                 log(f"note: JAX is already running on {jax.device_count()} CPU device(s); "
                     f"--cpu-devices {cpu_devices} is not applied")
             cpu_devices = jax.device_count()
-    if distributed:
+    if multi_settings is not None:
         try:
-            jax.distributed.initialize()
-        except (ValueError, RuntimeError) as error:
-            raise ValueError(f"--distributed: jax.distributed.initialize() failed: "
-                             f"{error}") from error
+            multi.initialize(multi_settings)
+        except ValueError as error:
+            raise ValueError(f"--distributed: {error}") from error
     return cpu_devices

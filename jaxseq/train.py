@@ -62,12 +62,14 @@ MetricsFn = Callable[[jax.Array, jax.Array], Mapping[str, jax.Array]]
 __all__ = [
     "CLASSIFICATION",
     "DATA_AXIS",
+    "EpochProgress",
     "EvalData",
     "History",
     "MetricWriter",
     "NonFiniteLossError",
     "Objective",
     "TrainState",
+    "TrainingStopped",
     "create_train_state",
     "data_mesh",
     "eval_step",
@@ -206,6 +208,123 @@ def _write_steps(writer: MetricWriter, step: int, sums: Mapping[str, jax.Array],
 
 
 # --- end of metric writing -----------------------------------------------------------------
+
+
+# --- stopping mid-epoch and resuming there (SIGTERM; jaxseq.runs.signals, .interrupt) ------
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochProgress:
+    """Where :func:`fit` stopped inside an epoch: enough to continue it exactly.
+
+    Epoch ``e`` trains on the batches of the shuffle ``fold_in(rng, e)`` in order, so
+    after ``step`` of its steps the rest of the epoch is determined by the state and
+    the running sums; :func:`fit` given this (``resume_progress``) and that state runs
+    steps ``step + 1 ..`` of epoch ``e`` and ends it as the uninterrupted run does (bit
+    for bit on CPU: every step computes the same, whatever the chunking).
+
+    Attributes:
+      epoch: the epoch in progress (1-based).
+      step: steps of it already done, in ``[1, steps_per_epoch)``.
+      sums: the running sums after those steps, as host numbers (``"loss"``, metrics,
+        ``"count"``: float32 values as Python floats, exact; ``"nonfinite_step"`` int).
+      written: with step-level metric writing, the sums at the last point written
+        (Python floats), else ``None``.
+      seconds: wall time spent in the epoch so far (counted in its ``epoch_seconds``).
+    """
+
+    epoch: int
+    step: int
+    sums: dict[str, float]
+    written: dict[str, float] | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready: ``{"epoch", "step", "sums", "written", "seconds"}``."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> EpochProgress:
+        """The inverse of :meth:`to_json`.
+
+        Raises:
+          ValueError: if a field is missing or of the wrong kind.
+        """
+        try:
+            return cls(int(value["epoch"]), int(value["step"]),
+                       {str(k): v for k, v in value["sums"].items()},
+                       None if value.get("written") is None else
+                       {str(k): float(v) for k, v in value["written"].items()},
+                       float(value.get("seconds", 0.0)))
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
+            raise ValueError(f"not a saved epoch progress: {error}") from None
+
+
+class TrainingStopped(Exception):
+    """:func:`fit` stopped early because ``should_stop()`` became true (e.g. SIGTERM).
+
+    Raised after the chunk in progress finished and, inside an epoch, after
+    ``on_stop`` saved the :class:`EpochProgress` (at an epoch's end the epoch is
+    completed and ``on_epoch_end`` called as usual, and nothing more is saved).
+
+    Attributes:
+      epoch: the epoch in progress (1-based); ``step`` steps of it are done.
+      step: 0 when fit stopped at the start of ``epoch`` (nothing of it done).
+      steps_per_epoch: steps in a full epoch.
+      where: the model or seed, when known (see :meth:`in_run`).
+    """
+
+    def __init__(self, epoch: int, step: int, steps_per_epoch: int, where: str = ""):
+        self.epoch, self.step, self.steps_per_epoch, self.where = (epoch, step,
+                                                                  steps_per_epoch, where)
+        point = (f"before epoch {epoch}" if step == 0 else
+                 f"in epoch {epoch} after step {step} of {steps_per_epoch}")
+        prefix = f"{where}: " if where else ""
+        if (epoch, step) == (1, 0):  # nothing trained, nothing saved
+            super().__init__(f"{prefix}training stopped before its first step, so nothing "
+                             f"of it was checkpointed")
+            return
+        super().__init__(f"{prefix}training stopped {point}; its state is checkpointed, "
+                         f"continue with --resume RUN_DIR")
+
+    def __reduce__(self):
+        return type(self), (self.epoch, self.step, self.steps_per_epoch, self.where)
+
+    def in_run(self, where: str) -> TrainingStopped:
+        """The same stop, naming the model or seed (``"gru"``, ``"seed 3"``)."""
+        return type(self)(self.epoch, self.step, self.steps_per_epoch, where)
+
+
+def _stop_agreed(should_stop: Callable[[], bool] | None) -> bool:
+    """``should_stop()``, agreed by every process (a stop on any process stops all of
+    them at the same chunk, as a checkpoint needs them all); False without one."""
+    if should_stop is None:
+        return False
+    flag = bool(should_stop())
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
+
+
+def _host_sums(sums: Mapping[str, jax.Array]) -> dict[str, float]:
+    return {k: (int(v) if k == _NONFINITE_STEP else float(v))
+            for k, v in jax.device_get(dict(sums)).items()}
+
+
+def _check_progress(progress: EpochProgress, initial_epoch: int, steps: int,
+                    shapes: Mapping[str, jax.ShapeDtypeStruct]) -> None:
+    if progress.epoch != initial_epoch + 1 or not 0 < progress.step < steps:
+        raise ValueError(f"resume_progress must continue epoch initial_epoch + 1 = "
+                         f"{initial_epoch + 1} at a step in [1, {steps}), got epoch "
+                         f"{progress.epoch} step {progress.step}")
+    if set(progress.sums) != set(shapes) | {_NONFINITE_STEP}:
+        raise ValueError(f"resume_progress sums {sorted(progress.sums)} do not match the "
+                         f"objective's {sorted(set(shapes) | {_NONFINITE_STEP})}")
+
+
+# --- end of stopping mid-epoch ------------------------------------------------------------
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -628,6 +747,9 @@ def fit(
     mesh: Mesh | None = None,
     metric_writer: MetricWriter | None = None,
     log_every_steps: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_stop: Callable[[TrainState, History, EpochProgress], None] | None = None,
+    resume_progress: EpochProgress | None = None,
 ) -> tuple[TrainState, History]:
     """Train ``state`` up to epoch ``epochs`` over ``train``, validating after each epoch.
 
@@ -675,6 +797,17 @@ def fit(
         ``log_every_steps`` with or without a writer, so in a multi-process run every
         process passes it and only one passes the writer. Each step computes the same
         as without it (the tests find bit-identical results on CPU).
+      should_stop: checked after every chunk (where the host syncs anyway) and before
+        every epoch, e.g. :class:`jaxseq.runs.signals.StopRequest` (SIGTERM); in a
+        multi-process run the processes agree (any one stops all, at the same chunk).
+        When true inside an epoch, fit calls ``on_stop(state, history, progress)``
+        with the :class:`EpochProgress` so far (to checkpoint it) and raises
+        :class:`TrainingStopped`; at an epoch's end, the epoch is finished first
+        (``on_epoch_end``), then it raises.
+      on_stop: see ``should_stop``; copy the state if you keep it beyond the call.
+      resume_progress: continue epoch ``initial_epoch + 1`` after the steps it records
+        (an :class:`EpochProgress` saved by ``on_stop``, with the state and history
+        saved with it): the result equals the uninterrupted run's.
 
     The state's buffers are donated to the compiled steps: after ``fit`` use the state
     it returns, not the one passed in, and copy a state handed to ``on_epoch_end``
@@ -695,6 +828,7 @@ def fit(
       NonFiniteLossError: when a training loss is NaN or infinite; it names the epoch
         and step. The failing epoch is not recorded and ``on_epoch_end`` is not called
         for it.
+      TrainingStopped: when ``should_stop()`` became true (see there).
     """
     for name, value in (("epochs", epochs), ("batch_size", batch_size),
                         ("progress_updates", progress_updates)):
@@ -726,16 +860,34 @@ def fit(
     step_writes = metric_writer is not None and log_every_steps is not None
 
     sum_shapes = _sum_shapes(state, objective, inputs, labels)  # traced once, not per epoch
+    # --- resuming mid-epoch (EpochProgress) ---
+    resumed_steps = 0
+    if resume_progress is not None:
+        _check_progress(resume_progress, int(initial_epoch), steps, sum_shapes)
+        resumed_steps = resume_progress.step
+    # --- end of resuming mid-epoch ---
     for epoch in range(initial_epoch + 1, epochs + 1):
         start = time.perf_counter()
         indices = _to_mesh(_epoch_indices(rng, epoch, num_examples, steps, batch_size),
                            replicated)
         sums = _to_mesh(_zeros(sum_shapes), replicated)
-        bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="step",
-                   disable=not progress, leave=False)
-        epoch_start_step = first_step + (epoch - initial_epoch - 1) * steps
         written = None  # metric writing: the host copy of the sums at the last point
-        for first in range(0, steps, chunk):
+        # --- resuming mid-epoch: the sums, timer and metric points so far ---
+        done_before = 0
+        if resume_progress is not None and epoch == resume_progress.epoch:
+            done_before = resume_progress.step
+            sums = _to_mesh({k: jnp.asarray(v, sums[k].dtype)
+                             for k, v in resume_progress.sums.items()}, replicated)
+            start -= resume_progress.seconds
+            if resume_progress.written is not None:
+                written = {k: np.float64(v) for k, v in resume_progress.written.items()}
+        if _stop_agreed(should_stop):  # at the epoch's start: its state is already saved
+            raise TrainingStopped(epoch, done_before, steps)
+        # --- end of resuming mid-epoch ---
+        bar = tqdm(total=steps, initial=done_before, desc=f"epoch {epoch}/{epochs}",
+                   unit="step", disable=not progress, leave=False)
+        epoch_start_step = first_step - resumed_steps + (epoch - initial_epoch - 1) * steps
+        for first in range(done_before, steps, chunk):
             state, sums = train_chunk(
                 state, sums, inputs, labels, indices[first : first + chunk], objective, mesh
             )
@@ -748,6 +900,15 @@ def fit(
             if step_writes and (done % log_every_steps == 0 or done == steps):
                 written = _write_steps(metric_writer, epoch_start_step + done, sums, written)
             bar.update(done - first)
+            if done < steps and _stop_agreed(should_stop):  # SIGTERM: save and stop here
+                bar.close()
+                if on_stop is not None:
+                    seconds = time.perf_counter() - start
+                    on_stop(state, history, EpochProgress(
+                        epoch, done, _host_sums(sums),
+                        None if written is None else {k: float(v) for k, v in written.items()},
+                        seconds))
+                raise TrainingStopped(epoch, done, steps)
         bar.close()
         record = {"epoch": epoch}
         record.update({f"train_{k}": v for k, v in _normalise(sums).items()})

@@ -182,9 +182,10 @@ def spy_on_json_writes(monkeypatch) -> dict:
       ["--eval-only: run folder /nonexistent/run does not exist"]),
      (["--resume", "/tmp", "--eval-only", "/tmp"], ["cannot be combined"]),
      (["--resume", "/tmp", "--epochs", "3", "--cell", "gru"],
-      ["--resume takes the run's saved settings; it can only be combined with --data-dir, "
-       "--distributed, --keep-checkpoints, --log-dir, --log-every-steps, --no-progress "
-       "(got --cell, --epochs)"]),
+      ["--resume takes the run's saved settings; it can only be combined with "
+       "--coordinator-address, --data-dir, --distributed, --heartbeat-timeout, "
+       "--keep-checkpoints, --log-dir, --log-every-steps, --no-progress, --num-processes, "
+       "--process-id (got --cell, --epochs)"]),
      (["--log-every-steps", "5"], ["--log-every-steps needs --log-dir"]),
      (["--eval-only", "/tmp", "--hidden-size", "8"],
       ["--eval-only takes the run's saved settings", "(got --hidden-size)"])],
@@ -198,7 +199,7 @@ def test_mnist_distributed_flag_initialises_jax_distributed(mnist_dir, tmp_path)
     result = run(MNIST, "--distributed", "--data-dir", str(mnist_dir), "--out-dir",
                  str(tmp_path / "run"))
     assert_one_line_error(result, 2, "--distributed: jax.distributed.initialize() failed: "
-                          "coordinator_address should be defined")
+                          "--coordinator-address should be defined")
 
 
 def test_mnist_script_cells_match_the_library():
@@ -274,8 +275,9 @@ def test_mnist_bad_data_file_is_a_one_line_error(case, broken_mnist, mnist_dir, 
      (["--eval-samples", "0"], "--eval-samples: must be a positive integer"),
      (["--keep-checkpoints", "0"], "--keep-checkpoints: must be a positive integer"),
      (["--resume", "/nonexistent/run"], "--resume: run folder /nonexistent/run does not exist"),
-     (["--resume", "/tmp", "--bits", "3"], "can only be combined with --distributed, "
-      "--keep-checkpoints, --log-dir, --log-every-steps, --no-progress (got --bits)"),
+     (["--resume", "/tmp", "--bits", "3"], "can only be combined with --coordinator-address, "
+      "--distributed, --heartbeat-timeout, --keep-checkpoints, --log-dir, --log-every-steps, "
+      "--no-progress, --num-processes, --process-id (got --bits)"),
      (["--log-every-steps", "0"], "--log-every-steps: must be a positive integer"),
      (["--log-every-steps", "5"], "--log-every-steps needs --log-dir"),
      (["--distributed", "--samples", "100"], "jax.distributed.initialize() failed")],

@@ -271,6 +271,10 @@ class Checkpointer:
                     rng_impl=str(jax.random.key_impl(rng)) if typed else None)
         train = {"step": jnp.asarray(state.step), "opt_state": state.opt_state,
                  "rng": jax.random.key_data(rng) if typed else rng}
+        if jax.process_count() > 1:  # several processes: orbax saves global arrays only
+            from jaxseq.train import _to_mesh
+
+            train["rng"] = _to_mesh(np.asarray(train["rng"]), NamedSharding(data_mesh(), P()))
         self._manager.save(
             int(epoch),
             args=ocp.args.Composite(

@@ -73,6 +73,16 @@ positive_float = _argument_type(check_positive_number, float, "a positive finite
 fraction = _argument_type(check_fraction, float, "strictly between 0 and 1")
 
 
+def _check_nonnegative_int(name: str, value: int) -> int:
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value}")
+    return value
+
+
+#: ``argparse`` type: an integer >= 0 (a process index).
+nonnegative_int = _argument_type(_check_nonnegative_int, int, "a non-negative integer")
+
+
 def path(text: str) -> Path:
     """``argparse`` type: a path, ``~`` expanded as a shell would (also in ``--flag=~/x``)."""
     return Path(text).expanduser()
@@ -307,6 +317,19 @@ def add_run_flags(parser: argparse.ArgumentParser, *, unit: str, resume_with: st
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() first (multi-host; start the "
                              "same command on every host)")
+    # --- several processes (jaxseq.runs.distributed); allowed with --resume ---
+    parser.add_argument("--coordinator-address", default=None, metavar="HOST:PORT",
+                        help="multi-process run: process 0's address and a free port (with "
+                             "--num-processes and --process-id; implies --distributed)")
+    parser.add_argument("--num-processes", type=positive_int, default=None, metavar="N",
+                        help="multi-process run: how many processes (one command each)")
+    parser.add_argument("--process-id", type=nonnegative_int, default=None, metavar="I",
+                        help="multi-process run: this process's index, 0..N-1 (0 writes the "
+                             "results)")
+    parser.add_argument("--heartbeat-timeout", type=positive_int, default=None, metavar="S",
+                        help="multi-process run: seconds without a heartbeat after which a "
+                             "process counts as dead and the others stop (default 60)")
+    # --- end of several processes ---
     # TensorBoard (jaxseq.runs.tensorboard); allowed with --resume, not saved as run settings.
     parser.add_argument("--log-dir", type=path, default=None, metavar="DIR",
                         help=f"write TensorBoard event files of the training metrics, one "

@@ -304,7 +304,10 @@ def lock_run_dir(run_dir: str | os.PathLike) -> RunDirLock:
         return RunDirLock(None, Path(run_dir) / LOCK_FILE)
     path = Path(run_dir) / LOCK_FILE
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        # Held through a read-only descriptor (flock does not need write access), so that
+        # no file of the run folder stays open for writing: a file system can then still
+        # be remounted read-only under a running run, and the lock is never the cause.
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
     except OSError as error:
         raise RunDirLockError(f"cannot create the lock file {path}: "
                               f"{error.strerror or error}") from None
@@ -315,8 +318,11 @@ def lock_run_dir(run_dir: str | os.PathLike) -> RunDirLock:
         os.close(fd)
         raise RunDirLockError(f"{run_dir} is in use by another run ({holder}, holding "
                               f"{path}); wait for it to end, or choose another folder") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode())
+    try:  # the holder, for the message of a refused second run
+        with open(path, "w") as note:
+            note.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+    except OSError:
+        pass  # the lock is held all the same
     return RunDirLock(fd, path)
 
 

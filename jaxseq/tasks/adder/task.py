@@ -329,6 +329,7 @@ def run_seed(
     resume: bool = False,
     metric_writer: train.MetricWriter | None = None,
     log_every_steps: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Generate, split, train with :func:`jaxseq.train.fit`, evaluate, tabulate.
 
@@ -353,6 +354,10 @@ def run_seed(
         ``checkpoint_dir`` that already holds checkpoints is an error.
       metric_writer, log_every_steps: passed to :func:`jaxseq.train.fit`, e.g. a
         :class:`jaxseq.runs.tensorboard.TensorBoardWriter` for TensorBoard curves.
+      should_stop: passed to :func:`jaxseq.train.fit` (e.g. SIGTERM,
+        :class:`jaxseq.runs.signals.StopRequest`); with ``checkpoint_dir`` a stop inside
+        an epoch is checkpointed there (:mod:`jaxseq.runs.interrupt`) and ``resume``
+        continues it exactly.
 
     Returns:
       ``{"seed", "history", "test", "lengths", "converged", "truth_table",
@@ -371,6 +376,7 @@ def run_seed(
       ValueError: for an invalid config or seed, or (without ``resume``) a
         ``checkpoint_dir`` that already holds checkpoints.
       jaxseq.train.NonFiniteLossError: if the loss becomes NaN or infinite.
+      jaxseq.train.TrainingStopped: when ``should_stop()`` became true.
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
@@ -390,7 +396,9 @@ def run_seed(
         optimizer=make_optimizer(config.optimizer, config.learning_rate),
     )
     initial_epoch, history, on_epoch_end, checkpointer = 0, None, None, None
+    on_stop, stopped_at = None, None
     if checkpoint_dir is not None:
+        from jaxseq.runs import interrupt
         from jaxseq.runs.checkpoint import Checkpointer  # orbax: only when checkpointing
 
         checkpointer = Checkpointer(
@@ -398,31 +406,42 @@ def run_seed(
             example_inputs=train_set.inputs[:1], task=TASK,
             extra={"seed": seed, "config": dataclasses.asdict(config)},
         )
-        if checkpointer.latest_epoch() is not None:
+        partial = interrupt.restore(checkpointer, state) if resume else None
+        if checkpointer.latest_epoch() is not None or partial is not None:
             if not resume:
                 checkpointer.close()
                 raise ValueError(f"{checkpointer.directory} already holds checkpoints; "
                                  f"resume=True continues from them")
-            restored = checkpointer.restore(state)
-            state, shuffle_key = restored.state, restored.rng
-            initial_epoch, history = restored.epoch, restored.history
+            if partial is not None:  # stopped inside an epoch (SIGTERM)
+                restored, stopped_at = partial
+                initial_epoch = stopped_at.epoch - 1
+            else:
+                restored = checkpointer.restore(state)
+                initial_epoch = restored.epoch
+            state, shuffle_key, history = restored.state, restored.rng, restored.history
             if log is not None:
-                log(f"resuming after epoch {initial_epoch} from {checkpointer.directory}")
-        on_epoch_end = checkpointer.on_epoch_end(shuffle_key)
+                where = (interrupt.describe(stopped_at) if stopped_at is not None
+                         else f"after epoch {initial_epoch}")
+                log(f"resuming {where} from {checkpointer.directory}")
+        on_epoch_end = interrupt.on_epoch_end(checkpointer, shuffle_key)
+        on_stop = interrupt.saver(checkpointer, shuffle_key)
     try:
         state, history = train.fit(
             state, train_set, test_set, objective=objective, epochs=config.epochs,
             batch_size=config.batch_size, rng=shuffle_key, progress=progress, log=log,
             initial_epoch=initial_epoch, history=history, on_epoch_end=on_epoch_end,
             metric_writer=metric_writer, log_every_steps=log_every_steps,
+            should_stop=should_stop, on_stop=on_stop, resume_progress=stopped_at,
         )
     finally:
         if checkpointer is not None:
             checkpointer.close()
     test_metrics = train.evaluate(state, test_set, objective)
-    table = evaluate_lengths(model, state.params, config.eval_bits, config.eval_samples,
+    # Host copies: with several processes the state's arrays span them all.
+    host_params = jax.tree.map(np.asarray, jax.device_get(state.params))
+    table = evaluate_lengths(model, host_params, config.eval_bits, config.eval_samples,
                              seed, config.eval_batch_size)
-    truth = truth_table(state.params, config.hidden_size)
+    truth = truth_table(host_params, config.hidden_size)
 
     steps = train_set.num_examples // config.batch_size
     epoch_seconds = history["epoch_seconds"]
@@ -442,7 +461,7 @@ def run_seed(
         "train_seconds": float(sum(epoch_seconds)),
         "samples_per_second": steps * config.batch_size * len(timed) / float(sum(timed)),
         "seconds": time.perf_counter() - start,
-        "params": jax.tree.map(np.asarray, jax.device_get(state.params)),
+        "params": host_params,
     }
 
 
@@ -461,6 +480,7 @@ def run(
     run_info: Mapping[str, Any] | None = None,
     log_dir: str | os.PathLike | None = None,
     log_every_steps: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate every seed of ``config`` into ``run_dir``; write its results.
 
@@ -485,6 +505,8 @@ def run(
         ``log_dir/seed-<k>`` (:class:`jaxseq.runs.tensorboard.TensorBoardWriter`; process
         0 only).
       log_every_steps: with ``log_dir``, also the training metrics every N steps.
+      should_stop: e.g. SIGTERM (:class:`jaxseq.runs.signals.StopRequest`), see
+        :func:`run_seed`.
 
     Returns:
       ``{"config", "summary", "runs", "seconds"}`` as written to ``results.json``:
@@ -496,9 +518,11 @@ def run(
         seed folder that already holds checkpoints.
       jaxseq.train.NonFiniteLossError: when a seed's loss becomes NaN or infinite; the
         message names the seed and its last good checkpoint.
+      jaxseq.train.TrainingStopped: when ``should_stop()`` became true.
+      jaxseq.runs.storage.StorageError: when a checkpoint or result cannot be written.
     """
     from jaxseq import plots
-    from jaxseq.runs import folder
+    from jaxseq.runs import folder, storage
     from jaxseq.runs.tensorboard import writer_for
 
     run_dir = Path(run_dir)
@@ -506,7 +530,8 @@ def run(
     primary = jax.process_index() == 0
     settings = dataclasses.asdict(config)
     if primary and not resume:
-        folder.write_json_atomic(run_dir / "config.json", settings | dict(run_info or {}))
+        with storage.writing("config.json", run_dir):
+            folder.write_json_atomic(run_dir / "config.json", settings | dict(run_info or {}))
     start = time.perf_counter()
     model = BinaryAdder(config.hidden_size)
     runs = []
@@ -519,7 +544,10 @@ def run(
             result = run_seed(config, seed, progress=progress, log=log, model=model,
                               checkpoint_dir=directory,
                               keep_checkpoints=config.keep_checkpoints, resume=resume,
-                              metric_writer=writer, log_every_steps=log_every_steps)
+                              metric_writer=writer, log_every_steps=log_every_steps,
+                              should_stop=should_stop)
+        except train.TrainingStopped as error:
+            raise error.in_run(f"seed {seed}") from None
         except (KeyError, OSError) as error:  # orbax / tensorstore: a damaged checkpoint
             raise ValueError(folder.restore_error_message(directory, error)) from error
         except train.NonFiniteLossError as error:
@@ -541,8 +569,11 @@ def run(
         "seconds": time.perf_counter() - start,
     }
     if primary:
-        folder.write_json_atomic(run_dir / "results.json", results)
-        plots.plot_adder_lengths(runs, config.loss, config.bits, run_dir / "accuracy_vs_bits.png")
+        with storage.writing("results.json", run_dir, "every epoch of every seed is "
+                             "checkpointed: free space, then --resume RUN_DIR writes them"):
+            folder.write_json_atomic(run_dir / "results.json", results)
+            plots.plot_adder_lengths(runs, config.loss, config.bits,
+                                     run_dir / "accuracy_vs_bits.png")
     return results
 
 

@@ -28,11 +28,14 @@ from typing import Any
 
 from jaxseq.checks import MAX_SEED, check_positive_int, check_positive_number
 from jaxseq.nn.registry import CELLS, cell_info
-from jaxseq.runs import folder
+from jaxseq.runs import folder, storage
 from jaxseq.tasks.mnist import data as mnist_data
 
 __all__ = ["OUTPUTS", "PERMUTATION_FILE", "SCHEDULES", "MnistConfig", "check_saved_permutation",
            "evaluate_run", "load_data", "mean_and_std", "model_name", "run", "run_name"]
+
+#: What survives a result file that cannot be written (jaxseq.runs.storage).
+_KEPT = "every epoch is checkpointed: free space, then --resume RUN_DIR writes the results"
 
 #: What :func:`run` writes into its run folder (besides ``checkpoints/``).
 OUTPUTS = ("config.json", "summary.json", "*_results.json", "*_accuracy.png", "*_loss.png",
@@ -284,16 +287,18 @@ def _title(config: MnistConfig) -> str:
 def _train_one(cell: str, seed: int, config: MnistConfig, run_dir: Path,
                splits: mnist_data.MNISTSplits, resume: bool, progress: bool,
                log: Callable[[str], None], log_dir: str | os.PathLike | None,
-               log_every_steps: int | None) -> dict[str, Any]:
+               log_every_steps: int | None,
+               should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Train one classifier (or continue it from its checkpoint); return its results."""
     import jax
 
     from jaxseq import plots
     from jaxseq.nn.classifier import RecurrentClassifier
     from jaxseq.optim import make_optimizer, make_schedule
+    from jaxseq.runs import interrupt
     from jaxseq.runs.checkpoint import Checkpointer
     from jaxseq.runs.tensorboard import writer_for
-    from jaxseq.train import NonFiniteLossError, create_train_state, evaluate, fit
+    from jaxseq.train import NonFiniteLossError, TrainingStopped, create_train_state, evaluate, fit
 
     name = run_name(cell, config, seed)
     model = RecurrentClassifier(cell=cell, features=config.hidden_size,
@@ -307,26 +312,40 @@ def _train_one(cell: str, seed: int, config: MnistConfig, run_dir: Path,
                                optimizer=optimizer)
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     log(f"\n== {name}: {num_params:,} parameters")
-    initial_epoch, history = 0, None
+    initial_epoch, history, stopped_at = 0, None, None
     writer = writer_for(log_dir, name, jax.process_index() == 0)
     with Checkpointer(folder.checkpoint_dir(run_dir, name), keep=config.keep_checkpoints,
                       model=model, example_inputs=splits.train.inputs[:1]) as checkpointer:
-        if resume and checkpointer.latest_epoch() is not None:
+        if resume:
             try:
-                restored = checkpointer.restore(state)
+                fresh = state
+                if checkpointer.latest_epoch() is not None:
+                    restored = checkpointer.restore(fresh)
+                    state, shuffle_rng = restored.state, restored.rng
+                    initial_epoch, history = restored.epoch, restored.history
+                # --- a mid-epoch checkpoint (SIGTERM, jaxseq.runs.interrupt) ---
+                partial = interrupt.restore(checkpointer, fresh)
+                if partial is not None:
+                    restored, stopped_at = partial
+                    state, shuffle_rng = restored.state, restored.rng
+                    initial_epoch, history = stopped_at.epoch - 1, restored.history
             except (ValueError, KeyError, OSError) as error:  # orbax / tensorstore errors
                 message = folder.restore_error_message(checkpointer.directory, error)
                 raise ValueError(message) from error
-            state, shuffle_rng = restored.state, restored.rng
-            initial_epoch, history = restored.epoch, restored.history
-            log(f"resuming {name} after epoch {initial_epoch} from {checkpointer.directory}")
+            where = (interrupt.describe(stopped_at) if stopped_at is not None
+                     else f"after epoch {initial_epoch}")
+            log(f"resuming {name} {where} from {checkpointer.directory}")
         try:
             state, history = fit(state, splits.train, splits.validation, epochs=config.epochs,
                                  batch_size=config.batch_size, rng=shuffle_rng,
                                  progress=progress, initial_epoch=initial_epoch,
                                  history=history, log=log,
-                                 on_epoch_end=checkpointer.on_epoch_end(shuffle_rng),
-                                 metric_writer=writer, log_every_steps=log_every_steps)
+                                 on_epoch_end=interrupt.on_epoch_end(checkpointer, shuffle_rng),
+                                 metric_writer=writer, log_every_steps=log_every_steps,
+                                 should_stop=should_stop, resume_progress=stopped_at,
+                                 on_stop=interrupt.saver(checkpointer, shuffle_rng))
+        except TrainingStopped as error:
+            raise error.in_run(name) from None
         except NonFiniteLossError as error:
             raise error.in_run(name, checkpointer.latest_epoch(),
                                checkpointer.directory) from None
@@ -341,13 +360,14 @@ def _train_one(cell: str, seed: int, config: MnistConfig, run_dir: Path,
     if config.seeds > 1:
         result["seed"] = seed
     if jax.process_index() == 0:
-        plots.plot_history(history, "accuracy", run_dir / f"{name}_accuracy.png",
-                           title=f"{name}: training and validation accuracy",
-                           test_value=test["accuracy"])
-        plots.plot_history(history, "loss", run_dir / f"{name}_loss.png",
-                           title=f"{name}: training and validation loss",
-                           loss_name="softmax cross-entropy, nats", test_value=test["loss"])
-        folder.write_json_atomic(run_dir / f"{name}_results.json", result)
+        with storage.writing(f"the results of {name}", run_dir, _KEPT):  # disk full: exit 4
+            plots.plot_history(history, "accuracy", run_dir / f"{name}_accuracy.png",
+                               title=f"{name}: training and validation accuracy",
+                               test_value=test["accuracy"])
+            plots.plot_history(history, "loss", run_dir / f"{name}_loss.png",
+                               title=f"{name}: training and validation loss",
+                               loss_name="softmax cross-entropy, nats", test_value=test["loss"])
+            folder.write_json_atomic(run_dir / f"{name}_results.json", result)
     return result
 
 
@@ -362,6 +382,7 @@ def run(
     run_info: Mapping[str, Any] | None = None,
     log_dir: str | os.PathLike | None = None,
     log_every_steps: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Train, checkpoint and score every model of ``config`` into ``run_dir``.
 
@@ -388,6 +409,10 @@ def run(
         ``log_dir/<model>`` (:class:`jaxseq.runs.tensorboard.TensorBoardWriter`; process 0
         only).
       log_every_steps: with ``log_dir``, also the training metrics every N steps.
+      should_stop: checked by :func:`jaxseq.train.fit` after every chunk, e.g. a
+        :class:`jaxseq.runs.signals.StopRequest` (SIGTERM): the model in training is
+        checkpointed inside its epoch (:mod:`jaxseq.runs.interrupt`) and
+        :class:`jaxseq.train.TrainingStopped` raised; ``resume`` continues it exactly.
 
     Returns:
       The summary as written to ``summary.json``: ``{"config", "results": {model:
@@ -405,6 +430,7 @@ def run(
         cannot be restored, or (``resume``) a saved permutation that does not match.
       jaxseq.train.NonFiniteLossError: when a loss becomes NaN or infinite; the message
         names the model and its last good checkpoint.
+      jaxseq.train.TrainingStopped: when ``should_stop()`` became true.
     """
     import jax
 
@@ -430,8 +456,9 @@ def run(
         settings = folder.read_json(run_dir / "config.json")
         check_saved_permutation(run_dir, config.order, config.seed)
     elif primary:
-        folder.write_json_atomic(run_dir / "config.json", settings)
-        _write_permutation(run_dir, config.order, config.seed)
+        with storage.writing("config.json", run_dir):
+            folder.write_json_atomic(run_dir / "config.json", settings)
+            _write_permutation(run_dir, config.order, config.seed)
     start = time.perf_counter()
     results: dict[str, list[dict[str, Any]]] = {}
     for cell in config.cells:
@@ -441,23 +468,24 @@ def run(
             if config.seeds > 1:
                 log(f"\n=== {model_name(cell, config.bidirectional)}, seed {seed} ===")
             runs.append(_train_one(cell, seed, config, run_dir, seed_splits, resume, progress,
-                                   log, log_dir, log_every_steps))
+                                   log, log_dir, log_every_steps, should_stop))
         results[model_name(cell, config.bidirectional)] = runs
     summary = {"config": settings,
                "results": {name: _model_summary(runs) for name, runs in results.items()},
                "resumed": resume,
                "total_seconds": time.perf_counter() - start}
     if primary:
-        if len(results) > 1 or config.seeds > 1:
-            title = f"sequential {_title(config)}: validation curves per cell"
-            if config.seeds > 1:
-                title += f" (mean ± sample std over {config.seeds} seeds)"
-            plots.plot_comparison({name: [r["history"] for r in runs]
-                                   for name, runs in results.items()},
-                                  run_dir / "comparison.png", title=title,
-                                  test_accuracy={name: entry["test_accuracy"] for name, entry
-                                                 in summary["results"].items()})
-        folder.write_json_atomic(run_dir / "summary.json", summary)
+        with storage.writing("the run's summary", run_dir, _KEPT):
+            if len(results) > 1 or config.seeds > 1:
+                title = f"sequential {_title(config)}: validation curves per cell"
+                if config.seeds > 1:
+                    title += f" (mean ± sample std over {config.seeds} seeds)"
+                plots.plot_comparison({name: [r["history"] for r in runs]
+                                       for name, runs in results.items()},
+                                      run_dir / "comparison.png", title=title,
+                                      test_accuracy={name: entry["test_accuracy"] for name, entry
+                                                     in summary["results"].items()})
+            folder.write_json_atomic(run_dir / "summary.json", summary)
     return summary
 
 

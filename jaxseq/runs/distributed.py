@@ -1,0 +1,249 @@
+"""Several processes (hosts) in one run: joining them, and failing clearly when one dies.
+
+:func:`initialize` wraps ``jax.distributed.initialize`` (JAX 0.10.2 signature:
+``coordinator_address, num_processes, process_id, local_device_ids,
+cluster_detection_method, initialization_timeout, heartbeat_timeout_seconds,
+shutdown_timeout_seconds, coordinator_bind_address, ...``):
+
+* explicit settings (``--coordinator-address HOST:PORT --num-processes N --process-id I``),
+  or none of them for JAX's automatic detection (SLURM, Open MPI, Kubernetes, Cloud TPU);
+* CPU collectives through Gloo (``jax_cpu_collectives_implementation = "gloo"``), so
+  that processes with CPU devices only can all-reduce (on GPU/TPU JAX uses NCCL/ICI);
+* a coordinator on a loopback address (``127.0.0.1:PORT``, one machine) binds to that
+  address only, not to every interface as JAX does by default (``[::]:PORT``);
+* a heartbeat timeout (default :data:`HEARTBEAT_TIMEOUT_S`) after which the JAX
+  coordination service declares a silent process dead and ends the others, and a
+  shutdown timeout (:data:`SHUTDOWN_TIMEOUT_S`) bounding the wait for the others at exit.
+
+When one process dies (killed, out of memory, a lost node), the others end within a
+bounded time instead of hanging: a collective in flight fails at once (Gloo sees the
+closed connection; :func:`peer_failure_message` turns that error into one line, and
+``experiments/*.py`` exit with :data:`EXIT_PEER_FAILED`), and a process waiting outside a
+collective is ended by the coordination service once the dead one has missed its
+heartbeats for ``heartbeat_timeout`` seconds (JAX then aborts it with "Terminating
+process because the JAX distributed service detected fatal errors... another task died",
+exit status 134).
+
+No JAX import at module level: the scripts import this before starting JAX.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import sys
+from typing import NoReturn
+
+from jaxseq.checks import check_positive_int
+
+__all__ = ["EXIT_PEER_FAILED", "HEARTBEAT_TIMEOUT_S", "SHUTDOWN_TIMEOUT_S", "Settings",
+           "exit_peer_failed", "free_port", "initialize", "is_peer_failure",
+           "peer_failure_message"]
+
+#: Seconds without a heartbeat after which a process counts as dead (JAX's default is 100).
+HEARTBEAT_TIMEOUT_S = 60
+#: Seconds a process waits at exit for the others to finish too (JAX's default is 300).
+SHUTDOWN_TIMEOUT_S = 60
+#: Seconds to wait for every process to join at start-up.
+INITIALIZATION_TIMEOUT_S = 300
+#: Exit status of a script whose run stopped because another process of it failed.
+EXIT_PEER_FAILED = 5
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+#: Texts of the errors a process sees when another one of its run died.
+_PEER_FAILURE_MARKS = ("Gloo", "heartbeat", "coordination service", "Connection reset by peer",
+                       "Connection closed by peer", "Barrier failed", "DEADLINE_EXCEEDED")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How a process joins a multi-process run.
+
+    Attributes:
+      coordinator_address: ``HOST:PORT`` of process 0's coordination service, or ``None``
+        to detect it (with the other two) from the cluster environment.
+      num_processes: how many processes the run has (positive), or ``None``.
+      process_id: this process's index in ``[0, num_processes)``, or ``None``.
+      heartbeat_timeout: seconds without a heartbeat before a process counts as dead.
+      shutdown_timeout: seconds a process waits at exit for the others.
+      initialization_timeout: seconds to wait for every process to join.
+    """
+
+    coordinator_address: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+    heartbeat_timeout: int = HEARTBEAT_TIMEOUT_S
+    shutdown_timeout: int = SHUTDOWN_TIMEOUT_S
+    initialization_timeout: int = INITIALIZATION_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        explicit = (self.coordinator_address, self.num_processes, self.process_id)
+        if any(v is not None for v in explicit) and any(v is None for v in explicit):
+            raise ValueError("coordinator_address, num_processes and process_id go together: "
+                             "give all three, or none for automatic detection")
+        if self.coordinator_address is not None:
+            host, sep, port = self.coordinator_address.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"coordinator_address must be HOST:PORT (port 1-65535), got "
+                                 f"{self.coordinator_address!r}")
+        if self.num_processes is not None:
+            check_positive_int("num_processes", self.num_processes)
+            if (isinstance(self.process_id, bool) or not isinstance(self.process_id, int)
+                    or not 0 <= self.process_id < self.num_processes):
+                raise ValueError(f"process_id must be an integer in [0, num_processes="
+                                 f"{self.num_processes}), got {self.process_id!r}")
+        for name in ("heartbeat_timeout", "shutdown_timeout", "initialization_timeout"):
+            check_positive_int(name, getattr(self, name))
+
+    @property
+    def explicit(self) -> bool:
+        """Whether the coordinator, process count and id were given (no detection)."""
+        return self.coordinator_address is not None
+
+    def bind_address(self) -> str | None:
+        """Where process 0's coordinator listens: the coordinator address itself when it
+        is a loopback address (one machine: nothing outside it can connect), else
+        ``None`` (JAX's default, every interface, needed across hosts)."""
+        if self.coordinator_address is None:
+            return None
+        host = self.coordinator_address.rpartition(":")[0]
+        return self.coordinator_address if host in _LOOPBACK else None
+
+
+def initialize(settings: Settings) -> None:
+    """Join the run: Gloo CPU collectives, then ``jax.distributed.initialize``.
+
+    Must be called before JAX starts its backends (before any computation or
+    ``jax.devices()``).
+
+    Args:
+      settings: the coordinator, process count and id (or none: detected), timeouts.
+
+    Raises:
+      ValueError: if JAX cannot join the run (nothing detected, coordinator unreachable
+        within ``initialization_timeout``, backends already started); one line.
+    """
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kwargs = dict(heartbeat_timeout_seconds=settings.heartbeat_timeout,
+                  shutdown_timeout_seconds=settings.shutdown_timeout,
+                  initialization_timeout=settings.initialization_timeout)
+    if settings.explicit:
+        kwargs.update(coordinator_address=settings.coordinator_address,
+                      num_processes=settings.num_processes, process_id=settings.process_id,
+                      coordinator_bind_address=settings.bind_address())
+    try:
+        jax.distributed.initialize(**kwargs)
+    except (ValueError, RuntimeError, TypeError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"jax.distributed.initialize() failed: {first}") from error
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (for a coordinator on one machine, e.g. tests).
+
+    Args:
+      host: the address to probe; only loopback addresses are accepted.
+
+    Returns:
+      A port number the OS reports free (it may be taken again before it is used).
+
+    Raises:
+      ValueError: for a non-loopback ``host``.
+    """
+    if host not in _LOOPBACK:
+        raise ValueError(f"free_port probes loopback addresses only, got {host!r}")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def is_peer_failure(error: BaseException) -> bool:
+    """Whether ``error`` says another process of a multi-process run failed.
+
+    True, in a run of several processes, for a ``jax.errors.JaxRuntimeError`` or an
+    error (or its cause) whose text names Gloo, a heartbeat, the coordination service,
+    a reset connection or a failed barrier: a collective that lost its peer, a
+    checkpoint barrier, the coordination service reporting a dead task. Always False in
+    a single-process run.
+    """
+    if "jax" not in sys.modules:
+        return False
+    import jax
+
+    if not jax.distributed.is_initialized() or jax.process_count() == 1:
+        return False
+    seen = set()
+    while error is not None and id(error) not in seen:  # orbax may wrap it
+        seen.add(id(error))
+        if isinstance(error, jax.errors.JaxRuntimeError) or any(
+                mark in str(error) for mark in _PEER_FAILURE_MARKS):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def peer_failure_message(error: BaseException) -> str:
+    """One line for a run stopped because another process failed.
+
+    Args:
+      error: the runtime error JAX raised.
+
+    Returns:
+      The message: this process's index, what JAX said (first line) and what to do.
+    """
+    import jax
+
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    return (f"process {jax.process_index()} of {jax.process_count()}: another process of "
+            f"this run failed or was stopped ({first}); the finished epochs are "
+            f"checkpointed: start every process again with --resume RUN_DIR")
+
+
+def exit_peer_failed(prog: str, error: BaseException) -> NoReturn:
+    """Print :func:`peer_failure_message` as one line and exit with :data:`EXIT_PEER_FAILED`.
+
+    Leaves through ``os._exit``: JAX's exit handler would wait ``shutdown_timeout``
+    seconds at a shutdown barrier the dead process never reaches, then abort with a
+    page of coordination-service logs.
+    """
+    print(f"{prog}: error: {peer_failure_message(error)}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(EXIT_PEER_FAILED)
+
+
+#: The ``dest`` names of the multi-process flags (``jaxseq.runs.cli.add_run_flags``), all
+#: allowed with ``--resume`` and ``--eval-only``.
+FLAGS = frozenset({"distributed", "coordinator_address", "num_processes", "process_id",
+                   "heartbeat_timeout"})
+
+
+def start_kwargs(args: object) -> dict:
+    """The keyword arguments of :func:`jaxseq.runtime.start` from parsed flags.
+
+    Args:
+      args: an ``argparse.Namespace`` with the :data:`FLAGS` attributes.
+
+    Returns:
+      ``{"distributed", "coordinator_address", "num_processes", "process_id",
+      "heartbeat_timeout"}``.
+    """
+    return {name: getattr(args, name) for name in sorted(FLAGS)}
+
+
+def several_processes(args: object) -> bool:
+    """Whether the flags start a multi-process run (``--distributed`` or a coordinator).
+
+    Such a run's processes share one run folder: only process 0 takes its lock, once JAX
+    has started (:func:`jaxseq.runs.folder.lock_run_dir`).
+
+    Args:
+      args: an ``argparse.Namespace`` with the :data:`FLAGS` attributes.
+
+    Returns:
+      True for ``--distributed`` or ``--coordinator-address``.
+    """
+    return bool(getattr(args, "distributed", False)
+                or getattr(args, "coordinator_address", None) is not None)
