@@ -1,0 +1,250 @@
+"""Faults of jaxseq issue 10 in the model and the training loop, each right value a test.
+
+1. inputs of every real dtype give the float32 logits Flax gives (every implementation,
+   direction and entry point); 2. forward-mode differentiation: Flax's value, or a
+   TypeError naming the remedy; 3. class labels outside [0, num_classes) are refused
+   before any step; 4. non-finite predictions count as wrong and are reported;
+   5. every key form fit accepts checkpoints and resumes; 10. finite divergence warns.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxseq.nn import fused
+from jaxseq.nn.cells import make_cell
+from jaxseq.nn.classifier import RecurrentClassifier
+from jaxseq.nn.fused import FUSED_CELLS, FusedCellParams, FusedRNN, fused_bidirectional
+from jaxseq.runs.predictor import Predictor
+from jaxseq.tasks.adder.model import BinaryAdder
+
+# --- 1. input dtypes ----------------------------------------------------------------------
+
+#: Every real dtype but float32 (float64 needs x64, which the tests do not enable).
+DTYPES = (jnp.bfloat16, jnp.float16, jnp.uint8, jnp.int8, jnp.int32, jnp.bool_)
+
+
+def raw_inputs(shape=(2, 5, 4), seed=0) -> np.ndarray:
+    """Values exactly representable in every dtype of DTYPES once cast (small integers
+    are exact in bfloat16 too; bool keeps 0/1)."""
+    return np.random.default_rng(seed).integers(0, 4, size=shape).astype(np.float32)
+
+
+def as_dtype(x: np.ndarray, dtype) -> jax.Array:
+    return jnp.asarray(x).astype(dtype)
+
+
+def flax_logits(cell, bidirectional, params, x, features=3):
+    """The reference: the Flax implementation on the float32 cast of the inputs."""
+    model = RecurrentClassifier(cell=cell, features=features, num_classes=2,
+                                bidirectional=bidirectional, implementation="flax")
+    return model.apply(params, jnp.asarray(x, jnp.float32))
+
+
+@pytest.mark.parametrize("cell", FUSED_CELLS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("implementation", ["fused", "flax"])
+def test_every_dtype_gives_flax_float32_logits(cell, bidirectional, implementation):
+    model = RecurrentClassifier(cell=cell, features=3, num_classes=2,
+                                bidirectional=bidirectional, implementation=implementation)
+    flax_model = RecurrentClassifier(cell=cell, features=3, num_classes=2,
+                                     bidirectional=bidirectional, implementation="flax")
+    x = raw_inputs()
+    params = model.init(jax.random.key(0), jnp.asarray(x))  # initialised on float32
+
+    @jax.jit  # one compilation for all dtypes (the tests stay fast)
+    def logits_per_dtype(params, x):
+        return [model.apply(params, x.astype(dtype)) for dtype in DTYPES]
+
+    @jax.jit
+    def reference(params, x):
+        # Flax on the float32 values each dtype holds (bool: 0/1), one batch for all.
+        casts = [x.astype(dtype).astype(jnp.float32) for dtype in DTYPES]
+        out = flax_model.apply(params, jnp.concatenate(casts))
+        return jnp.split(out, len(DTYPES))
+
+    for dtype, logits, want in zip(DTYPES, logits_per_dtype(params, jnp.asarray(x)),
+                                   reference(params, jnp.asarray(x)), strict=True):
+        assert logits.dtype == jnp.float32, dtype
+        np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-6, err_msg=str(dtype))
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.uint8])
+def test_init_on_other_dtypes_gives_float32_parameters(dtype):
+    x = raw_inputs()
+    for implementation in ("fused", "flax"):
+        model = RecurrentClassifier(cell="gru", features=3, num_classes=2,
+                                    implementation=implementation)
+        params = model.init(jax.random.key(0), as_dtype(x, dtype))
+        assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+        assert model.apply(params, as_dtype(x, dtype)).dtype == jnp.float32
+
+
+@pytest.mark.parametrize(("cell", "bidirectional", "dtype"),
+                         [("gru", False, jnp.uint8), ("lstm", True, jnp.bfloat16),
+                          ("rnn", False, jnp.int32)])
+def test_pallas_other_dtypes_give_flax_logits(cell, bidirectional, dtype):
+    """Interpret mode off GPU: slow, so a small subset."""
+    model = RecurrentClassifier(cell=cell, features=16, num_classes=2,
+                                bidirectional=bidirectional, implementation="pallas")
+    x = raw_inputs((2, 3, 2))
+    params = model.init(jax.random.key(0), jnp.asarray(x))
+    logits = model.apply(params, as_dtype(x, dtype))
+    assert logits.dtype == jnp.float32
+    np.testing.assert_allclose(logits, flax_logits(cell, bidirectional, params, x, 16),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_fused_layer_and_bidirectional_function_cast_like_flax(reverse):
+    x = raw_inputs()
+    layer = FusedRNN("lstm", 3, reverse=reverse)
+    flax_layer = nn.RNN(make_cell("lstm", 3), reverse=reverse, keep_order=True)
+    params = layer.init(jax.random.key(1), jnp.asarray(x))["params"]
+    for dtype in DTYPES:
+        cast = jnp.asarray(np.asarray(as_dtype(x, dtype)).astype(np.float32))
+        want = flax_layer.apply({"params": {"cell": params}}, cast)
+        np.testing.assert_allclose(layer.apply({"params": params}, as_dtype(x, dtype)), want,
+                                   rtol=1e-5, atol=1e-6)
+
+    class Both(nn.Module):
+        @nn.compact
+        def __call__(self, inputs):
+            f = FusedCellParams("gru", 3, name="f")(inputs.shape[-1])
+            b = FusedCellParams("gru", 3, name="b")(inputs.shape[-1])
+            return fused_bidirectional("gru", inputs, f, b)
+
+    both = Both()
+    bparams = both.init(jax.random.key(2), jnp.asarray(x))["params"]
+    flax_both = nn.Bidirectional(nn.RNN(make_cell("gru", 3)), nn.RNN(make_cell("gru", 3)))
+    flax_params = {"forward_rnn": {"cell": bparams["f"]}, "backward_rnn": {"cell": bparams["b"]}}
+    want = flax_both.apply({"params": flax_params}, jnp.asarray(x))
+    got = both.apply({"params": bparams}, as_dtype(x, jnp.uint8))
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_with_bfloat16_inputs_match_flax():
+    x = raw_inputs()
+    model = RecurrentClassifier(cell="gru", features=3, num_classes=2)
+    flax_model = RecurrentClassifier(cell="gru", features=3, num_classes=2,
+                                     implementation="flax")
+    params = model.init(jax.random.key(0), jnp.asarray(x))
+
+    def loss(m):
+        return lambda p: jnp.sum(jnp.sin(m.apply(p, as_dtype(x, jnp.bfloat16))))
+
+    for a, b in zip(jax.tree.leaves(jax.grad(loss(model))(params)),
+                    jax.tree.leaves(jax.grad(loss(flax_model))(params)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_predictor_predicts_from_uint8_images():
+    x = raw_inputs((8, 5, 4)) * 60  # pixel-like values 0..180, exact in uint8
+    model = RecurrentClassifier(cell="gru", features=3, num_classes=2)
+    params = model.init(jax.random.key(0), jnp.asarray(x))["params"]
+    predictor = Predictor(model, params, {}, "gru", 1, {}, "classification")
+    want = flax_logits("gru", False, {"params": params}, x)
+    np.testing.assert_allclose(predictor.outputs(x.astype(np.uint8)), want, rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_array_equal(predictor.predict(x.astype(np.uint8)),
+                                  np.asarray(want).argmax(-1))
+
+
+def test_binary_adder_accepts_every_dtype():
+    bits = np.random.default_rng(0).integers(0, 2, size=(3, 5, 2))
+    adder = BinaryAdder()
+    params = adder.init(jax.random.key(0), jnp.asarray(bits, jnp.float32))
+    want = adder.apply(params, jnp.asarray(bits, jnp.float32))
+    for dtype in DTYPES:
+        got = adder.apply(params, jnp.asarray(bits).astype(dtype))
+        assert got.dtype == jnp.float32
+        np.testing.assert_array_equal(got, want)
+
+
+def test_complex_inputs_and_mismatched_sequence_dtypes_are_one_line_errors():
+    x = jnp.asarray(raw_inputs())
+    for implementation in ("fused", "flax"):
+        model = RecurrentClassifier(cell="rnn", features=3, num_classes=2,
+                                    implementation=implementation)
+        params = model.init(jax.random.key(0), x)
+        with pytest.raises(ValueError, match="real numbers .* got complex64"):
+            model.apply(params, x.astype(jnp.complex64))
+    layer = FusedRNN("rnn", 3)
+    lp = layer.init(jax.random.key(0), x)["params"]
+    w, b = lp["i"]["kernel"], lp["i"]["bias"]
+    u = lp["h"]["kernel"]
+    xs = jnp.swapaxes(x, 0, 1)
+    with pytest.raises(ValueError, match="xs is bfloat16 but the parameters are float32"):
+        fused.rnn_sequence(xs.astype(jnp.bfloat16), w, b, u)
+    # All-bfloat16 (inputs and parameters) still runs, in bfloat16.
+    bf = [a.astype(jnp.bfloat16) for a in (xs, w, b, u)]
+    assert fused.rnn_sequence(*bf).dtype == jnp.bfloat16
+
+
+# --- 2. forward-mode differentiation ------------------------------------------------------
+
+
+def jvp_models(cell, bidirectional, implementation="fused", features=3):
+    kwargs = {"cell": cell, "features": features, "num_classes": 2,
+              "bidirectional": bidirectional}
+    return (RecurrentClassifier(**kwargs, implementation=implementation),
+            RecurrentClassifier(**kwargs, implementation="flax"))
+
+
+@pytest.mark.parametrize("cell", FUSED_CELLS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_forward_mode_fused_names_the_remedy_and_flax_gives_the_value(cell, bidirectional):
+    model, flax_model = jvp_models(cell, bidirectional)
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(2, 5, 4)), jnp.float32)
+    tangent = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    params = model.init(jax.random.key(0), x)
+    for transform in (lambda f: jax.jvp(f, (x,), (tangent,)), lambda f: jax.jacfwd(f)(x)):
+        with pytest.raises(TypeError, match="implementation='flax'"):
+            transform(lambda v: model.apply(params, v))
+    # Flax's jvp equals J @ tangent built from the fused layers' reverse mode (the
+    # hand-written backward pass: an independent computation of the same derivative).
+    logits, jvp_value = jax.jvp(lambda v: flax_model.apply(params, v), (x,), (tangent,))
+    jacobian = jax.jacrev(lambda v: model.apply(params, v))(x)  # [2, 2, *x.shape]
+    np.testing.assert_allclose(jvp_value, jnp.tensordot(jacobian, tangent, axes=3),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(logits, model.apply(params, x), rtol=1e-5, atol=1e-6)
+    # ... and the central finite difference (float32: loose tolerance).
+    eps = 1e-2
+    fd = (flax_model.apply(params, x + eps * tangent)
+          - flax_model.apply(params, x - eps * tangent)) / (2 * eps)
+    np.testing.assert_allclose(jvp_value, fd, rtol=2e-2, atol=2e-3)
+
+
+def test_forward_mode_pallas_names_the_remedy():
+    model, _ = jvp_models("gru", True, "pallas", features=16)
+    x = jnp.asarray(raw_inputs((2, 3, 2)))
+    params = model.init(jax.random.key(0), x)
+    with pytest.raises(TypeError, match="implementation='flax'"):
+        jax.jvp(lambda v: model.apply(params, v), (x,), (x,))
+
+
+def test_forward_mode_of_a_jitted_fused_model_is_jax_own_error():
+    """Documented: JAX differentiates the finished jaxpr, so its own message comes through."""
+    model, flax_model = jvp_models("rnn", False)
+    x = jnp.asarray(raw_inputs())
+    params = model.init(jax.random.key(0), x)
+    with pytest.raises(TypeError, match="custom_vjp"):
+        jax.jvp(jax.jit(lambda v: model.apply(params, v)), (x,), (x,))
+    jax.jvp(jax.jit(lambda v: flax_model.apply(params, v)), (x,), (x,))  # flax: fine
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_fused_hessian_equals_flax_hessian(bidirectional):
+    model, flax_model = jvp_models("lstm", bidirectional)
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(1, 3, 2)), jnp.float32)
+    params = model.init(jax.random.key(0), x)
+    hessian = jax.jit(jax.hessian(lambda v: model.apply(params, v)[0, 1]))(x)
+    want = jax.jit(jax.hessian(lambda v: flax_model.apply(params, v)[0, 1]))(x)
+    np.testing.assert_allclose(hessian, want, rtol=1e-4, atol=1e-6)
+    assert float(jnp.abs(want).max()) > 1e-3  # a real second derivative, not zeros
