@@ -58,6 +58,9 @@ LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 #: ``(predictions, labels) -> {name: [batch]}``: per-example metric values (fractions,
 #: e.g. 1.0 for a correct example), see :class:`Objective`.
 MetricsFn = Callable[[jax.Array, jax.Array], Mapping[str, jax.Array]]
+#: ``(labels, predictions, where) -> None``: raises ``ValueError`` for bad labels, see
+#: :class:`Objective`.
+LabelCheck = Callable[[np.ndarray, jax.ShapeDtypeStruct, str], None]
 
 __all__ = [
     "CLASSIFICATION",
@@ -68,6 +71,7 @@ __all__ = [
     "NonFiniteLossError",
     "Objective",
     "TrainState",
+    "check_labels",
     "create_train_state",
     "data_mesh",
     "eval_step",
@@ -89,14 +93,21 @@ class Objective:
         minimises its batch mean.
       metrics_fn: ``(predictions, labels) -> {name: [batch]}`` per-example metric
         values (fractions, e.g. 1.0 for a correct example); reported as means.
+      check_labels: ``(labels [N, ...] NumPy, predictions ShapeDtypeStruct of one
+        example's output, where) -> None``, raising ``ValueError`` for labels the loss
+        cannot take; :func:`fit` (training and validation sets) and :func:`evaluate`
+        call it once per call, on the host, before any step. ``None``: no check.
     """
 
     loss_fn: LossFn
     metrics_fn: MetricsFn
+    check_labels: LabelCheck | None = None
 
 
-#: Softmax cross-entropy and accuracy, for classifiers that output ``[batch, classes]`` logits.
-CLASSIFICATION = Objective(losses.softmax_cross_entropy, losses.classification_metrics)
+#: Softmax cross-entropy and accuracy, for classifiers that output ``[batch, classes]`` logits;
+#: labels must be class ids in ``[0, classes)`` (:func:`jaxseq.losses.check_class_labels`).
+CLASSIFICATION = Objective(losses.softmax_cross_entropy, losses.classification_metrics,
+                           losses.check_class_labels)
 
 #: Name of the mesh axis that batches are split along.
 DATA_AXIS = "data"
@@ -293,6 +304,30 @@ def create_train_state(
         optimizer = make_optimizer("adam", learning_rate)
     params = model.init(rng, jnp.asarray(example_inputs[:1]))["params"]
     return TrainState.create(apply_fn=model.apply, params=params, tx=optimizer)
+
+
+def check_labels(state: TrainState, dataset: Dataset, objective: Objective,
+                 where: str) -> None:
+    """Run ``objective.check_labels`` on ``dataset`` once, on the host, before any step.
+
+    The model's output shape for one example (e.g. ``[1, num_classes]``) comes from
+    ``jax.eval_shape`` of ``state.apply_fn`` (traced, not computed).
+
+    Args:
+      state: the parameters and ``apply_fn``.
+      dataset: inputs and labels ``[N, ...]``.
+      objective: its ``check_labels`` is called (nothing happens when it is ``None``).
+      where: the data's name for the message (``"training set"``).
+
+    Raises:
+      ValueError: from ``objective.check_labels``, e.g. class ids outside
+        ``[0, num_classes)`` for :data:`CLASSIFICATION`.
+    """
+    if objective.check_labels is None or dataset.num_examples == 0:
+        return
+    predictions = jax.eval_shape(lambda params, x: state.apply_fn({"params": params}, x),
+                                 state.params, jnp.asarray(dataset.inputs[:1]))
+    objective.check_labels(np.asarray(dataset.labels), predictions, f"{where} labels")
 
 
 def _check_per_example(values: jax.Array, batch: int, what: str) -> None:
@@ -557,9 +592,12 @@ def evaluate(
       ``{"loss": ..., <metric>: ...}`` as Python floats; metrics are fractions in [0, 1].
 
     Raises:
-      ValueError: for an empty dataset or a non-positive ``batch_size``.
+      ValueError: for an empty dataset, a non-positive ``batch_size``, or labels the
+        objective refuses (:data:`CLASSIFICATION`: class ids outside ``[0,
+        num_classes)``, checked once on the host before evaluating).
     """
     mesh = data_mesh() if mesh is None else mesh
+    check_labels(state, dataset, objective, "evaluation set")
     data = EvalData.from_dataset(dataset, batch_size, mesh)
     state = _to_mesh(state, _replicated(mesh))
     return _normalise(evaluate_batches(state, data.inputs, data.labels, data.weights, objective,
@@ -690,8 +728,10 @@ def fit(
     Raises:
       ValueError: for non-positive sizes, a ``batch_size`` larger than the training set
         or not a multiple of the device count, an ``initial_epoch`` outside
-        ``[0, epochs]``, a ``history`` that does not match it, or a non-positive
-        ``log_every_steps``.
+        ``[0, epochs]``, a ``history`` that does not match it, a non-positive
+        ``log_every_steps``, or labels of ``train`` or ``validation`` that the objective
+        refuses (:data:`CLASSIFICATION`: class ids outside ``[0, num_classes)``, where
+        ``num_classes`` is the model's output size), all before the first step.
       NonFiniteLossError: when a training loss is NaN or infinite; it names the epoch
         and step. The failing epoch is not recorded and ``on_epoch_end`` is not called
         for it.
@@ -712,6 +752,9 @@ def fit(
     _check_divisible("batch_size", batch_size, mesh)
     if isinstance(rng, (int, np.integer)):
         rng = jax.random.key(int(rng))
+    check_labels(state, train, objective, "training set")
+    if validation:
+        check_labels(state, validation, objective, "validation set")
 
     replicated = _replicated(mesh)
     inputs, labels = _to_mesh((train.inputs, train.labels), replicated)

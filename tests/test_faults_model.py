@@ -15,12 +15,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxseq import losses
+from jaxseq.data import Dataset
 from jaxseq.nn import fused
 from jaxseq.nn.cells import make_cell
 from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.nn.fused import FUSED_CELLS, FusedCellParams, FusedRNN, fused_bidirectional
 from jaxseq.runs.predictor import Predictor
 from jaxseq.tasks.adder.model import BinaryAdder
+from jaxseq.train import Objective, create_train_state, evaluate, fit
 
 # --- 1. input dtypes ----------------------------------------------------------------------
 
@@ -248,3 +251,78 @@ def test_fused_hessian_equals_flax_hessian(bidirectional):
     want = jax.jit(jax.hessian(lambda v: flax_model.apply(params, v)[0, 1]))(x)
     np.testing.assert_allclose(hessian, want, rtol=1e-4, atol=1e-6)
     assert float(jnp.abs(want).max()) > 1e-3  # a real second derivative, not zeros
+
+
+# --- 3. class labels outside [0, num_classes) ---------------------------------------------
+
+
+def tiny_classifier(num_classes=3):
+    return RecurrentClassifier(cell="rnn", features=2, num_classes=num_classes)
+
+
+def toy_data(labels, seed=0):
+    labels = np.asarray(labels, np.int32)
+    x = np.random.default_rng(seed).normal(size=(len(labels), 3, 2)).astype(np.float32)
+    return Dataset(x, labels)
+
+
+def tiny_state(num_classes=3):
+    return create_train_state(tiny_classifier(num_classes), jax.random.key(0),
+                              np.zeros((1, 3, 2), np.float32))
+
+
+@pytest.mark.parametrize(("bad", "shown"), [(3, "3"), (-1, "-1")])
+def test_evaluate_refuses_labels_outside_the_classes(bad, shown):
+    data = toy_data([0, 1, 2, bad])
+    with pytest.raises(ValueError, match=rf"evaluation set labels must be class ids in "
+                                         rf"\[0, 3\) .*1 of 4 are not: {shown};"):
+        evaluate(tiny_state(), data)
+    predictor = Predictor(tiny_classifier(), tiny_state().params, {}, "rnn", 1, {},
+                          "classification")
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        predictor.evaluate(data)
+
+
+def test_fit_refuses_bad_training_and_validation_labels_before_any_step():
+    calls = []
+    good = toy_data([0, 1, 2, 0, 1, 2, 0, 1])
+    for train_set, val_set, where in [(toy_data([0, 1, 2, 3, 5, 3, 0, 1]), None, "training"),
+                                      (good, toy_data([0, -1, 2]), "validation")]:
+        with pytest.raises(ValueError, match=rf"{where} set labels .*\[0, 3\)"):
+            fit(tiny_state(), train_set, val_set, epochs=1, batch_size=4, progress=False,
+                log=calls.append, on_epoch_end=lambda *a: calls.append(a))
+    assert calls == []  # no epoch ran
+    # The message lists the distinct bad values.
+    with pytest.raises(ValueError, match=r"3 of 8 are not: 3, 5;"):
+        fit(tiny_state(), toy_data([0, 1, 2, 3, 5, 3, 0, 1]), epochs=1, batch_size=4,
+            progress=False, log=None)
+
+
+def test_forgetting_num_classes_is_refused():
+    """A 4-class task trained with the default of another size fails, naming num_classes."""
+    data = toy_data([0, 1, 2, 3] * 2)
+    with pytest.raises(ValueError, match="outputs 3 classes.*num_classes"):
+        fit(tiny_state(3), data, epochs=1, batch_size=4, progress=False, log=None)
+    state, history = fit(tiny_state(4), data, epochs=1, batch_size=4, progress=False,
+                         log=None)
+    assert np.isfinite(history["train_loss"][0])
+
+
+def test_adder_objectives_refuse_non_bits_and_other_objectives_are_unaffected():
+    from jaxseq.tasks.adder.task import ADDER_OBJECTIVES
+
+    adder = BinaryAdder(hidden_features=2)
+    state = create_train_state(adder, jax.random.key(0), np.zeros((1, 3, 2), np.float32))
+    bits = np.random.default_rng(0).integers(0, 2, size=(8, 3, 2)).astype(np.float32)
+    sums = np.random.default_rng(1).integers(0, 2, size=(8, 3)).astype(np.float32)
+    for name, objective in ADDER_OBJECTIVES.items():
+        assert set(evaluate(state, Dataset(bits, sums), objective)) >= {"loss"}, name
+        bad = sums.copy()
+        bad[0, 0], bad[1, 1] = 2.0, 0.5
+        with pytest.raises(ValueError, match=r"must be bits, 0 or 1, but 2 of 24 are not: "
+                                             r"0.5, 2.0"):
+            evaluate(state, Dataset(bits, bad), objective)
+    # An objective without a label check (a regression target) takes any labels.
+    plain = Objective(losses.mean_squared_error, losses.bit_metrics)
+    result = evaluate(state, Dataset(bits, sums * 7.0), plain)
+    assert np.isfinite(result["loss"])

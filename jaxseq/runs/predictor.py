@@ -117,7 +117,9 @@ class Predictor:
           metrics are fractions in [0, 1].
 
         Raises:
-          ValueError: for an empty dataset or a non-positive ``batch_size``.
+          ValueError: for an empty dataset, a non-positive ``batch_size``, or labels
+            the objective refuses (classification: class ids outside ``[0,
+            num_classes)``), see :func:`jaxseq.train.evaluate`.
         """
         state = TrainState.create(apply_fn=self.model.apply, params=self.params,
                                   tx=_NO_OPTIMIZER)

@@ -48,8 +48,10 @@ __all__ = [
 #: Ready objectives: Keras-style clipped binary cross-entropy, or mean squared
 #: error, both with per-bit and exact-sum accuracy.
 ADDER_OBJECTIVES: dict[str, train.Objective] = {
-    "bce": train.Objective(losses.binary_cross_entropy, losses.bit_metrics),
-    "mse": train.Objective(losses.mean_squared_error, losses.bit_metrics),
+    "bce": train.Objective(losses.binary_cross_entropy, losses.bit_metrics,
+                           losses.check_bit_labels),
+    "mse": train.Objective(losses.mean_squared_error, losses.bit_metrics,
+                           losses.check_bit_labels),
 }
 
 
