@@ -125,19 +125,25 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 def classification_metrics(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
     """``{"accuracy": [batch]}``: 1.0 where ``argmax(logits) == labels`` else 0.0 (a fraction).
 
+    An example whose logits hold a NaN or an infinity counts as wrong: ``argmax`` of
+    NaN logits is 0, which would otherwise score the share of class-0 labels for a
+    model whose parameters are all NaN.
+
     Args:
       logits: ``[batch, num_classes]`` predictions.
       labels: ``[batch]`` integer class ids.
 
     Returns:
-      ``{"accuracy": [batch] float32}``, 1.0 or 0.0 per example; its mean is the accuracy.
+      ``{"accuracy": [batch] float32}``, 1.0 or 0.0 per example (0.0 where any logit of
+      the example is not finite); its mean is the accuracy.
 
     Raises:
       ValueError: for mismatched shapes or non-integer labels, see
         :func:`check_class_shapes`.
     """
     check_class_shapes(logits, labels)
-    return {"accuracy": (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)}
+    correct = (jnp.argmax(logits, axis=-1) == labels) & jnp.all(jnp.isfinite(logits), axis=-1)
+    return {"accuracy": correct.astype(jnp.float32)}
 
 
 # --- Per-bit losses and metrics (the binary-addition task) -----------------------------
@@ -234,13 +240,15 @@ def bit_metrics(probabilities: jax.Array, labels: jax.Array) -> dict[str, jax.Ar
     Returns:
       ``{"bit_accuracy": [batch], "exact_accuracy": [batch]}``: the fraction of bits
       predicted right (Keras' ``binary_accuracy``, what the study reports), and 1.0
-      where every bit of the example is right (the whole sum is exact), else 0.0.
+      where every bit of the example is right (the whole sum is exact), else 0.0. A
+      NaN (or infinite) probability counts as a wrong bit (``NaN > 0.5`` is False,
+      which would otherwise read as a right 0 bit).
 
     Raises:
       ValueError: for mismatched shapes, see :func:`check_bit_shapes`.
     """
     p, y = check_bit_shapes(probabilities, labels)
-    correct = ((p > 0.5).astype(jnp.float32) == y).reshape(p.shape[0], -1)
+    correct = (((p > 0.5).astype(jnp.float32) == y) & jnp.isfinite(p)).reshape(p.shape[0], -1)
     return {
         "bit_accuracy": jnp.mean(correct.astype(jnp.float32), axis=1),
         "exact_accuracy": jnp.all(correct, axis=1).astype(jnp.float32),

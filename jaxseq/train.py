@@ -68,6 +68,7 @@ __all__ = [
     "EvalData",
     "History",
     "MetricWriter",
+    "NONFINITE",
     "NonFiniteLossError",
     "Objective",
     "TrainState",
@@ -115,6 +116,9 @@ DATA_AXIS = "data"
 # Reserved entry of the training sums: the optimizer step (``state.step`` before the
 # update) of the first non-finite loss, -1 while every loss has been finite.
 _NONFINITE_STEP = "nonfinite_step"
+#: Key of :func:`evaluate`'s result (and entry of :func:`eval_step`'s sums): the fraction
+#: (the number) of examples whose predictions hold a NaN or an infinity.
+NONFINITE = "nonfinite"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -404,8 +408,9 @@ def eval_step(
       objective: the loss and metrics.
 
     Returns:
-      ``{"loss", *metrics, "count"}``: float32 scalars, each the weighted sum over
-      the batch of the per-example values, and ``"count"`` the sum of the weights;
+      ``{"loss", *metrics, "nonfinite", "count"}``: float32 scalars, each the weighted
+      sum over the batch of the per-example values (``"nonfinite"``: 1 for an example
+      whose predictions hold a NaN or an infinity), and ``"count"`` the sum of the weights;
       divide by ``"count"`` for means.
 
     Raises:
@@ -414,7 +419,18 @@ def eval_step(
     predictions = state.apply_fn({"params": state.params}, inputs)
     per_example = objective.loss_fn(predictions, labels)
     _check_per_example(per_example, labels.shape[0], "loss_fn")
-    return _weighted_sums(objective, predictions, labels, per_example, weights)
+    sums = _weighted_sums(objective, predictions, labels, per_example, weights)
+    sums[NONFINITE] = jnp.sum(weights * _nonfinite(predictions, labels.shape[0]))
+    return sums
+
+
+def _nonfinite(predictions: Any, batch: int) -> jax.Array:
+    """``[batch]`` float32: 1.0 where any prediction of the example is NaN or infinite."""
+    bad = jnp.zeros((batch,), jnp.bool_)
+    for leaf in jax.tree.leaves(predictions):
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+            bad = bad | ~jnp.all(jnp.isfinite(leaf.reshape(batch, -1)), axis=1)
+    return bad.astype(jnp.float32)
 
 
 def _add(a: dict[str, jax.Array], b: dict[str, jax.Array]) -> dict[str, jax.Array]:
@@ -562,12 +578,16 @@ class EvalData:
         return cls(batched(dataset.inputs), batched(dataset.labels), batched(weights))
 
 
-def _normalise(sums: Mapping[str, jax.Array]) -> dict[str, float]:
+def _normalise(sums: Mapping[str, jax.Array], nonfinite: bool = False) -> dict[str, float]:
+    """Means of the sums; with ``nonfinite``, also :data:`NONFINITE` when it is above 0."""
     sums = jax.device_get(sums)
     count = float(sums["count"])
     names = ["loss"] + sorted(name for name in sums
-                              if name not in ("loss", "count", _NONFINITE_STEP))
-    return {name: float(sums[name]) / count for name in names}
+                              if name not in ("loss", "count", _NONFINITE_STEP, NONFINITE))
+    means = {name: float(sums[name]) / count for name in names}
+    if nonfinite and float(sums.get(NONFINITE, 0.0)) > 0:
+        means[NONFINITE] = float(sums[NONFINITE]) / count
+    return means
 
 
 def evaluate(
@@ -590,6 +610,11 @@ def evaluate(
 
     Returns:
       ``{"loss": ..., <metric>: ...}`` as Python floats; metrics are fractions in [0, 1].
+      An example whose predictions hold a NaN or an infinity counts as wrong in the
+      metrics (:func:`jaxseq.losses.classification_metrics`, ``bit_metrics``), and the
+      result then also has ``"nonfinite"`` (:data:`NONFINITE`): the fraction of such
+      examples, in (0, 1]. The key is absent when every prediction is finite, so a
+      healthy model's result keeps its keys; test ``result.get("nonfinite", 0.0)``.
 
     Raises:
       ValueError: for an empty dataset, a non-positive ``batch_size``, or labels the
@@ -601,7 +626,7 @@ def evaluate(
     data = EvalData.from_dataset(dataset, batch_size, mesh)
     state = _to_mesh(state, _replicated(mesh))
     return _normalise(evaluate_batches(state, data.inputs, data.labels, data.weights, objective,
-                                        mesh))
+                                        mesh), nonfinite=True)
 
 
 def _epoch_indices(rng: jax.Array, epoch: int, num_examples: int, steps: int, batch_size: int):

@@ -326,3 +326,56 @@ def test_adder_objectives_refuse_non_bits_and_other_objectives_are_unaffected():
     plain = Objective(losses.mean_squared_error, losses.bit_metrics)
     result = evaluate(state, Dataset(bits, sums * 7.0), plain)
     assert np.isfinite(result["loss"])
+
+
+# --- 4. non-finite predictions ------------------------------------------------------------
+
+
+def test_classification_metrics_count_non_finite_logits_as_wrong():
+    nan, inf = np.nan, np.inf
+    logits = np.array([[nan, nan, nan], [nan, 0.0, 1.0], [inf, 0.0, 0.0], [2.0, 1.0, 0.0],
+                       [0.0, 3.0, 1.0], [-inf, -inf, -inf]], np.float32)
+    labels = np.array([0, 0, 0, 0, 2, 0], np.int32)
+    # By hand: only row 3 (argmax 0 == 0, all finite) is right; row 4 has argmax 1 != 2.
+    got = losses.classification_metrics(jnp.asarray(logits), jnp.asarray(labels))
+    np.testing.assert_array_equal(got["accuracy"], [0, 0, 0, 1, 0, 0])
+
+
+def test_bit_metrics_count_nan_probabilities_as_wrong():
+    p = np.array([[np.nan, 0.2, 0.9], [0.1, 0.2, 0.9]], np.float32)
+    y = np.array([[0, 0, 1], [0, 0, 1]], np.float32)
+    got = losses.bit_metrics(jnp.asarray(p), jnp.asarray(y))
+    np.testing.assert_allclose(got["bit_accuracy"], [2 / 3, 1.0])
+    np.testing.assert_array_equal(got["exact_accuracy"], [0.0, 1.0])
+
+
+def test_all_nan_model_scores_zero_and_says_so():
+    data = toy_data([0, 0, 1, 2, 0, 1])  # argmax of NaN logits (0) used to score 0.5 here
+    state = tiny_state()
+    healthy = evaluate(state, data, batch_size=4)
+    assert "nonfinite" not in healthy  # healthy results keep their keys
+    nan_state = state.replace(params=jax.tree.map(lambda p: jnp.full_like(p, jnp.nan),
+                                                  state.params))
+    result = evaluate(nan_state, data, batch_size=4)  # padded last batch: masked
+    assert result["accuracy"] == 0.0 and result["nonfinite"] == 1.0
+    assert np.isnan(result["loss"])
+
+
+def test_partly_non_finite_predictions_report_their_fraction():
+    """A model whose logits are infinite for inputs with a positive first feature."""
+
+    class Flaky(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            logits = nn.Dense(3)(x[:, -1])
+            return jnp.where(x[:, :1, 0] > 0, jnp.inf, logits)
+
+    x = np.random.default_rng(3).normal(size=(10, 3, 2)).astype(np.float32)
+    labels = np.zeros(10, np.int32)
+    state = create_train_state(Flaky(), jax.random.key(0), x[:1])
+    result = evaluate(state, Dataset(x, labels), batch_size=4)
+    bad = x[:, 0, 0] > 0
+    assert result["nonfinite"] == pytest.approx(bad.mean())
+    logits = np.asarray(state.apply_fn({"params": state.params}, x))
+    right = (logits.argmax(-1) == 0) & ~bad
+    assert result["accuracy"] == pytest.approx(right.mean())

@@ -114,7 +114,8 @@ class Predictor:
 
         Returns:
           ``{"loss": ..., <metric>: ...}``: Python floats, means over every example;
-          metrics are fractions in [0, 1].
+          metrics are fractions in [0, 1]; plus ``"nonfinite"``, the fraction of
+          examples with NaN/infinite outputs (counted wrong), when there are any.
 
         Raises:
           ValueError: for an empty dataset, a non-positive ``batch_size``, or labels
