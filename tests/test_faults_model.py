@@ -379,3 +379,66 @@ def test_partly_non_finite_predictions_report_their_fraction():
     logits = np.asarray(state.apply_fn({"params": state.params}, x))
     right = (logits.argmax(-1) == 0) & ~bad
     assert result["accuracy"] == pytest.approx(right.mean())
+
+
+# --- 5. every key form fit accepts checkpoints and resumes ----------------------------------
+
+
+def resume_data():
+    labels = np.arange(40) % 3
+    return toy_data(labels, seed=4), toy_data(np.arange(9) % 3, seed=5)
+
+
+def short_fit(state, data, epochs, rng, **kwargs):
+    return fit(state, *data, epochs=epochs, batch_size=8, rng=rng, progress=False, log=None,
+               **kwargs)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_seed_1():
+    return short_fit(tiny_state(), resume_data(), 3, rng=1)
+
+
+@pytest.mark.parametrize("form", ["int", "numpy int", "typed key", "raw key", "numpy raw key"])
+def test_every_key_form_saves_and_resumes_like_the_uninterrupted_run(
+        form, uninterrupted_seed_1, tmp_path):
+    from jaxseq.runs.checkpoint import Checkpointer
+
+    rng = {"int": 1, "numpy int": np.int64(1), "typed key": jax.random.key(1),
+           "raw key": jax.random.PRNGKey(1),
+           "numpy raw key": np.asarray(jax.random.PRNGKey(1))}[form]
+    data = resume_data()
+    with Checkpointer(tmp_path / "ck") as saver:
+        short_fit(tiny_state(), data, 2, rng, on_epoch_end=saver.on_epoch_end(rng))
+        assert saver.epochs() == [1, 2]
+    with Checkpointer(tmp_path / "ck") as saver:
+        restored = saver.restore(tiny_state())
+        assert np.array_equal(np.asarray(jax.random.key_data(restored.rng)
+                                         if jnp.issubdtype(restored.rng.dtype,
+                                                           jax.dtypes.prng_key)
+                                         else restored.rng),
+                              np.asarray(jax.random.PRNGKey(1)))
+        state, history = short_fit(restored.state, data, 3, restored.rng,
+                                   initial_epoch=restored.epoch, history=restored.history)
+    # fit(rng=1) shuffles with jax.random.key(1), the same bits as PRNGKey(1): one reference.
+    full_state, full_history = uninterrupted_seed_1
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        assert history[key] == full_history[key], key
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(full_state.params),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("bad", [1.5, True, jnp.int32(1), np.array(1),
+                                 jax.random.split(jax.random.key(0), 2),
+                                 np.zeros(3, np.uint32), np.zeros(2, np.int32)])
+def test_other_keys_are_refused_before_training(bad, tmp_path):
+    from jaxseq.runs.checkpoint import Checkpointer
+
+    with Checkpointer(tmp_path) as saver:
+        with pytest.raises(ValueError, match=r"cannot save the shuffle key .* typed key "
+                                             r"\(jax.random.key\(seed\)\), raw key data"):
+            saver.on_epoch_end(bad)
+        with pytest.raises(ValueError, match="cannot save the shuffle key"):
+            saver.save(1, tiny_state(), bad, {"epoch": [1]})
+        assert saver.epochs() == []
