@@ -14,6 +14,7 @@ the command line.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -124,7 +125,13 @@ def _train_one(cell: str, config: MnistConfig, run_dir: Path, splits: mnist_data
     from jaxseq.nn.classifier import RecurrentClassifier
     from jaxseq.runs.checkpoint import Checkpointer
     from jaxseq.runs.tensorboard import writer_for
-    from jaxseq.train import NonFiniteLossError, create_train_state, evaluate, fit
+    from jaxseq.train import (
+        NonFiniteLossError,
+        create_train_state,
+        evaluate,
+        fit,
+        training_warnings,
+    )
 
     name = model_name(cell, config.bidirectional)
     model = RecurrentClassifier(cell=cell, features=config.hidden_size,
@@ -161,9 +168,15 @@ def _train_one(cell: str, config: MnistConfig, run_dir: Path, splits: mnist_data
                 writer.close()
     test = evaluate(state, splits.test)
     log(f"{name}: test accuracy {100 * test['accuracy']:.2f}%  (test loss {test['loss']:.4f})")
+    # --- issue 10: divergence (and non-finite test predictions) warnings -----------------
+    warnings = training_warnings(history, test, chance_loss=math.log(model.num_classes))
+    for warning in warnings:
+        log(f"WARNING {name}: {warning}")
+    # --- end of issue 10 --------------------------------------------------------------------
     result = {"model": name, "num_params": num_params, "history": history,
               "test_accuracy": test["accuracy"], "test_loss": test["loss"],
-              "mean_epoch_seconds": sum(history["epoch_seconds"]) / len(history["epoch_seconds"])}
+              "mean_epoch_seconds": sum(history["epoch_seconds"]) / len(history["epoch_seconds"]),
+              "warnings": warnings}
     if jax.process_index() == 0:
         plots.plot_history(history, "accuracy", run_dir / f"{name}_accuracy.png",
                            title=f"{name}: training and validation accuracy")
@@ -209,8 +222,13 @@ def run(
 
     Returns:
       The summary as written to ``summary.json``: ``{"config", "results": {model:
-      {"test_accuracy", "mean_epoch_seconds"}}, "resumed", "total_seconds"}``;
-      accuracies are fractions, seconds wall time.
+      {"test_accuracy", "mean_epoch_seconds"}}, "resumed", "total_seconds",
+      "warnings"}``; accuracies are fractions, seconds wall time; ``"warnings"`` lists
+      ``"<model>: <warning>"`` for every model whose training diverged (training loss
+      100x the chance level ``log(10)`` or its best earlier epoch,
+      :func:`jaxseq.train.divergence_warning`) or whose test predictions were not all
+      finite; each is also logged and in that model's ``<model>_results.json``
+      ``"warnings"``.
 
     Raises:
       FileNotFoundError, ValueError: for missing or corrupt data, a batch size the data
@@ -243,7 +261,9 @@ def run(
                                         "mean_epoch_seconds": r["mean_epoch_seconds"]}
                            for r in results.values()},
                "resumed": resume,
-               "total_seconds": time.perf_counter() - start}
+               "total_seconds": time.perf_counter() - start,
+               "warnings": [f"{r['model']}: {w}" for r in results.values()
+                            for w in r["warnings"]]}
     if primary:
         if len(results) > 1:
             plots.plot_comparison({r["model"]: r["history"] for r in results.values()},
