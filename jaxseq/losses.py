@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -33,6 +34,71 @@ def check_class_shapes(logits: jax.Array, labels: jax.Array) -> None:
         raise ValueError(f"labels must be integer class ids, got dtype {labels.dtype}")
 
 
+def _shown(values: np.ndarray, limit: int = 5) -> str:
+    values = np.unique(values)
+    text = ", ".join(str(v) for v in values[:limit].tolist())
+    return text + (f", ... ({len(values)} distinct values)" if len(values) > limit else "")
+
+
+def check_class_labels(labels: np.ndarray | jax.Array, predictions: jax.ShapeDtypeStruct,
+                       where: str = "labels") -> None:
+    """Refuse class labels outside ``[0, num_classes)``, on the host, before training.
+
+    ``optax.softmax_cross_entropy_with_integer_labels`` gives NaN for a label ``>=
+    num_classes`` and reads a negative label from the end (-1 as the last class), so bad
+    labels would otherwise show up as a diverged run or train silently. One NumPy
+    min/max over the labels (the bad values are listed only when there are some).
+
+    Args:
+      labels: ``[N, ...]`` integer class ids (NumPy or JAX; copied to the host once).
+      predictions: the shape of the model's output for one example, ``[1, num_classes]``
+        (``jax.eval_shape`` of ``apply``): ``num_classes`` is its last axis.
+      where: which data, for the message (``"training set labels"``).
+
+    Raises:
+      ValueError: if the labels are not integers or some lie outside
+        ``[0, num_classes)``; the message names the bad values and the valid range.
+    """
+    labels = np.asarray(labels)
+    num_classes = int(predictions.shape[-1])
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{where} must be integer class ids, got dtype {labels.dtype}")
+    if labels.size == 0 or (labels.min() >= 0 and labels.max() < num_classes):
+        return
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    raise ValueError(
+        f"{where} must be class ids in [0, {num_classes}) (the model outputs {num_classes} "
+        f"classes), but {bad.size} of {labels.size} are not: {_shown(bad)}; give the "
+        f"model num_classes = the number of classes, or fix the labels"
+    )
+
+
+def check_bit_labels(labels: np.ndarray | jax.Array, predictions: jax.ShapeDtypeStruct,
+                     where: str = "labels") -> None:
+    """Refuse per-bit labels other than 0 and 1, on the host, before training.
+
+    Args:
+      labels: ``[N, *bits]`` targets of any numeric dtype.
+      predictions: the model's output shape for one example (not used: any shape).
+      where: which data, for the message.
+
+    Raises:
+      ValueError: if some label is neither 0 nor 1; the message names the bad values.
+    """
+    del predictions
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        return
+    if np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_:
+        if labels.min() >= 0 and labels.max() <= 1:
+            return
+    elif np.all((labels == 0) | (labels == 1)):
+        return
+    bad = labels[(labels != 0) & (labels != 1)]
+    raise ValueError(f"{where} must be bits, 0 or 1, but {bad.size} of {labels.size} are "
+                     f"not: {_shown(bad)}")
+
+
 def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Softmax cross-entropy in nats: ``[batch, classes]`` logits, ``[batch]`` int labels.
 
@@ -41,7 +107,10 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
     Args:
       logits: ``[batch, num_classes]`` float unnormalised log-probabilities.
-      labels: ``[batch]`` integer class ids in ``[0, num_classes)``.
+      labels: ``[batch]`` integer class ids in ``[0, num_classes)`` (not checked here,
+        inside the compiled step: a label ``>= num_classes`` gives NaN, a negative one
+        counts from the end; :func:`jaxseq.train.fit` and :func:`jaxseq.train.evaluate`
+        refuse both beforehand with :func:`check_class_labels`).
 
     Returns:
       ``[batch]`` float32, ``-log softmax(logits)[label]`` per example.
@@ -56,19 +125,25 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 def classification_metrics(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
     """``{"accuracy": [batch]}``: 1.0 where ``argmax(logits) == labels`` else 0.0 (a fraction).
 
+    An example whose logits hold a NaN or an infinity counts as wrong: ``argmax`` of
+    NaN logits is 0, which would otherwise score the share of class-0 labels for a
+    model whose parameters are all NaN.
+
     Args:
       logits: ``[batch, num_classes]`` predictions.
       labels: ``[batch]`` integer class ids.
 
     Returns:
-      ``{"accuracy": [batch] float32}``, 1.0 or 0.0 per example; its mean is the accuracy.
+      ``{"accuracy": [batch] float32}``, 1.0 or 0.0 per example (0.0 where any logit of
+      the example is not finite); its mean is the accuracy.
 
     Raises:
       ValueError: for mismatched shapes or non-integer labels, see
         :func:`check_class_shapes`.
     """
     check_class_shapes(logits, labels)
-    return {"accuracy": (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)}
+    correct = (jnp.argmax(logits, axis=-1) == labels) & jnp.all(jnp.isfinite(logits), axis=-1)
+    return {"accuracy": correct.astype(jnp.float32)}
 
 
 # --- Per-bit losses and metrics (the binary-addition task) -----------------------------
@@ -165,13 +240,15 @@ def bit_metrics(probabilities: jax.Array, labels: jax.Array) -> dict[str, jax.Ar
     Returns:
       ``{"bit_accuracy": [batch], "exact_accuracy": [batch]}``: the fraction of bits
       predicted right (Keras' ``binary_accuracy``, what the study reports), and 1.0
-      where every bit of the example is right (the whole sum is exact), else 0.0.
+      where every bit of the example is right (the whole sum is exact), else 0.0. A
+      NaN (or infinite) probability counts as a wrong bit (``NaN > 0.5`` is False,
+      which would otherwise read as a right 0 bit).
 
     Raises:
       ValueError: for mismatched shapes, see :func:`check_bit_shapes`.
     """
     p, y = check_bit_shapes(probabilities, labels)
-    correct = ((p > 0.5).astype(jnp.float32) == y).reshape(p.shape[0], -1)
+    correct = (((p > 0.5).astype(jnp.float32) == y) & jnp.isfinite(p)).reshape(p.shape[0], -1)
     return {
         "bit_accuracy": jnp.mean(correct.astype(jnp.float32), axis=1),
         "exact_accuracy": jnp.all(correct, axis=1).astype(jnp.float32),

@@ -58,6 +58,9 @@ LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 #: ``(predictions, labels) -> {name: [batch]}``: per-example metric values (fractions,
 #: e.g. 1.0 for a correct example), see :class:`Objective`.
 MetricsFn = Callable[[jax.Array, jax.Array], Mapping[str, jax.Array]]
+#: ``(labels, predictions, where) -> None``: raises ``ValueError`` for bad labels, see
+#: :class:`Objective`.
+LabelCheck = Callable[[np.ndarray, jax.ShapeDtypeStruct, str], None]
 
 __all__ = [
     "CLASSIFICATION",
@@ -66,18 +69,22 @@ __all__ = [
     "EvalData",
     "History",
     "MetricWriter",
+    "NONFINITE",
     "NonFiniteLossError",
     "Objective",
     "TrainState",
     "TrainingStopped",
+    "check_labels",
     "create_train_state",
     "data_mesh",
+    "divergence_warning",
     "eval_step",
     "evaluate",
     "evaluate_batches",
     "fit",
     "train_chunk",
     "train_step",
+    "training_warnings",
     "zero_sums",
 ]
 
@@ -91,14 +98,21 @@ class Objective:
         minimises its batch mean.
       metrics_fn: ``(predictions, labels) -> {name: [batch]}`` per-example metric
         values (fractions, e.g. 1.0 for a correct example); reported as means.
+      check_labels: ``(labels [N, ...] NumPy, predictions ShapeDtypeStruct of one
+        example's output, where) -> None``, raising ``ValueError`` for labels the loss
+        cannot take; :func:`fit` (training and validation sets) and :func:`evaluate`
+        call it once per call, on the host, before any step. ``None``: no check.
     """
 
     loss_fn: LossFn
     metrics_fn: MetricsFn
+    check_labels: LabelCheck | None = None
 
 
-#: Softmax cross-entropy and accuracy, for classifiers that output ``[batch, classes]`` logits.
-CLASSIFICATION = Objective(losses.softmax_cross_entropy, losses.classification_metrics)
+#: Softmax cross-entropy and accuracy, for classifiers that output ``[batch, classes]`` logits;
+#: labels must be class ids in ``[0, classes)`` (:func:`jaxseq.losses.check_class_labels`).
+CLASSIFICATION = Objective(losses.softmax_cross_entropy, losses.classification_metrics,
+                           losses.check_class_labels)
 
 #: Name of the mesh axis that batches are split along.
 DATA_AXIS = "data"
@@ -106,6 +120,9 @@ DATA_AXIS = "data"
 # Reserved entry of the training sums: the optimizer step (``state.step`` before the
 # update) of the first non-finite loss, -1 while every loss has been finite.
 _NONFINITE_STEP = "nonfinite_step"
+#: Key of :func:`evaluate`'s result (and entry of :func:`eval_step`'s sums): the fraction
+#: (the number) of examples whose predictions hold a NaN or an infinity.
+NONFINITE = "nonfinite"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -414,6 +431,30 @@ def create_train_state(
     return TrainState.create(apply_fn=model.apply, params=params, tx=optimizer)
 
 
+def check_labels(state: TrainState, dataset: Dataset, objective: Objective,
+                 where: str) -> None:
+    """Run ``objective.check_labels`` on ``dataset`` once, on the host, before any step.
+
+    The model's output shape for one example (e.g. ``[1, num_classes]``) comes from
+    ``jax.eval_shape`` of ``state.apply_fn`` (traced, not computed).
+
+    Args:
+      state: the parameters and ``apply_fn``.
+      dataset: inputs and labels ``[N, ...]``.
+      objective: its ``check_labels`` is called (nothing happens when it is ``None``).
+      where: the data's name for the message (``"training set"``).
+
+    Raises:
+      ValueError: from ``objective.check_labels``, e.g. class ids outside
+        ``[0, num_classes)`` for :data:`CLASSIFICATION`.
+    """
+    if objective.check_labels is None or dataset.num_examples == 0:
+        return
+    predictions = jax.eval_shape(lambda params, x: state.apply_fn({"params": params}, x),
+                                 state.params, jnp.asarray(dataset.inputs[:1]))
+    objective.check_labels(np.asarray(dataset.labels), predictions, f"{where} labels")
+
+
 def _check_per_example(values: jax.Array, batch: int, what: str) -> None:
     if values.shape != (batch,):
         raise ValueError(
@@ -488,8 +529,9 @@ def eval_step(
       objective: the loss and metrics.
 
     Returns:
-      ``{"loss", *metrics, "count"}``: float32 scalars, each the weighted sum over
-      the batch of the per-example values, and ``"count"`` the sum of the weights;
+      ``{"loss", *metrics, "nonfinite", "count"}``: float32 scalars, each the weighted
+      sum over the batch of the per-example values (``"nonfinite"``: 1 for an example
+      whose predictions hold a NaN or an infinity), and ``"count"`` the sum of the weights;
       divide by ``"count"`` for means.
 
     Raises:
@@ -498,7 +540,18 @@ def eval_step(
     predictions = state.apply_fn({"params": state.params}, inputs)
     per_example = objective.loss_fn(predictions, labels)
     _check_per_example(per_example, labels.shape[0], "loss_fn")
-    return _weighted_sums(objective, predictions, labels, per_example, weights)
+    sums = _weighted_sums(objective, predictions, labels, per_example, weights)
+    sums[NONFINITE] = jnp.sum(weights * _nonfinite(predictions, labels.shape[0]))
+    return sums
+
+
+def _nonfinite(predictions: Any, batch: int) -> jax.Array:
+    """``[batch]`` float32: 1.0 where any prediction of the example is NaN or infinite."""
+    bad = jnp.zeros((batch,), jnp.bool_)
+    for leaf in jax.tree.leaves(predictions):
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+            bad = bad | ~jnp.all(jnp.isfinite(leaf.reshape(batch, -1)), axis=1)
+    return bad.astype(jnp.float32)
 
 
 def _add(a: dict[str, jax.Array], b: dict[str, jax.Array]) -> dict[str, jax.Array]:
@@ -646,12 +699,16 @@ class EvalData:
         return cls(batched(dataset.inputs), batched(dataset.labels), batched(weights))
 
 
-def _normalise(sums: Mapping[str, jax.Array]) -> dict[str, float]:
+def _normalise(sums: Mapping[str, jax.Array], nonfinite: bool = False) -> dict[str, float]:
+    """Means of the sums; with ``nonfinite``, also :data:`NONFINITE` when it is above 0."""
     sums = jax.device_get(sums)
     count = float(sums["count"])
     names = ["loss"] + sorted(name for name in sums
-                              if name not in ("loss", "count", _NONFINITE_STEP))
-    return {name: float(sums[name]) / count for name in names}
+                              if name not in ("loss", "count", _NONFINITE_STEP, NONFINITE))
+    means = {name: float(sums[name]) / count for name in names}
+    if nonfinite and float(sums.get(NONFINITE, 0.0)) > 0:
+        means[NONFINITE] = float(sums[NONFINITE]) / count
+    return means
 
 
 def evaluate(
@@ -674,15 +731,23 @@ def evaluate(
 
     Returns:
       ``{"loss": ..., <metric>: ...}`` as Python floats; metrics are fractions in [0, 1].
+      An example whose predictions hold a NaN or an infinity counts as wrong in the
+      metrics (:func:`jaxseq.losses.classification_metrics`, ``bit_metrics``), and the
+      result then also has ``"nonfinite"`` (:data:`NONFINITE`): the fraction of such
+      examples, in (0, 1]. The key is absent when every prediction is finite, so a
+      healthy model's result keeps its keys; test ``result.get("nonfinite", 0.0)``.
 
     Raises:
-      ValueError: for an empty dataset or a non-positive ``batch_size``.
+      ValueError: for an empty dataset, a non-positive ``batch_size``, or labels the
+        objective refuses (:data:`CLASSIFICATION`: class ids outside ``[0,
+        num_classes)``, checked once on the host before evaluating).
     """
     mesh = data_mesh() if mesh is None else mesh
+    check_labels(state, dataset, objective, "evaluation set")
     data = EvalData.from_dataset(dataset, batch_size, mesh)
     state = _to_mesh(state, _replicated(mesh))
     return _normalise(evaluate_batches(state, data.inputs, data.labels, data.weights, objective,
-                                        mesh))
+                                        mesh), nonfinite=True)
 
 
 def _epoch_indices(rng: jax.Array, epoch: int, num_examples: int, steps: int, batch_size: int):
@@ -823,8 +888,10 @@ def fit(
     Raises:
       ValueError: for non-positive sizes, a ``batch_size`` larger than the training set
         or not a multiple of the device count, an ``initial_epoch`` outside
-        ``[0, epochs]``, a ``history`` that does not match it, or a non-positive
-        ``log_every_steps``.
+        ``[0, epochs]``, a ``history`` that does not match it, a non-positive
+        ``log_every_steps``, or labels of ``train`` or ``validation`` that the objective
+        refuses (:data:`CLASSIFICATION`: class ids outside ``[0, num_classes)``, where
+        ``num_classes`` is the model's output size), all before the first step.
       NonFiniteLossError: when a training loss is NaN or infinite; it names the epoch
         and step. The failing epoch is not recorded and ``on_epoch_end`` is not called
         for it.
@@ -846,6 +913,9 @@ def fit(
     _check_divisible("batch_size", batch_size, mesh)
     if isinstance(rng, (int, np.integer)):
         rng = jax.random.key(int(rng))
+    check_labels(state, train, objective, "training set")
+    if validation:
+        check_labels(state, validation, objective, "validation set")
 
     replicated = _replicated(mesh)
     inputs, labels = _to_mesh((train.inputs, train.labels), replicated)
@@ -928,6 +998,93 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(epoch, state, history)
     return state, history
+
+
+#: How many times larger than its reference the training loss must be for
+#: :func:`divergence_warning` to call it diverged (two orders of magnitude).
+DIVERGENCE_FACTOR = 100.0
+
+
+def divergence_warning(history: Mapping[str, Sequence[float]], chance_loss: float | None = None,
+                       factor: float = DIVERGENCE_FACTOR) -> str | None:
+    """A one-line warning when the training loss has grown by orders of magnitude.
+
+    :func:`fit` stops on a NaN or infinite loss (:class:`NonFiniteLossError`) but a
+    learning rate far too large can also send the loss to huge *finite* values, and the
+    run then ends "successfully". The rule, on the last epoch's training loss ``L``:
+
+    * growth: ``L >= factor * min(earlier epochs' training losses)`` (needs two epochs;
+      the loss has grown ``factor``-fold since its best epoch), or
+    * chance: ``L > factor * chance_loss`` when ``chance_loss`` is given, the loss of a
+      predictor that knows nothing (``log(num_classes)`` nats for softmax
+      cross-entropy, ``log(2)`` for binary cross-entropy on bits, 0.25 for the squared
+      error of always predicting 0.5): no trained model is ``factor`` times worse than
+      guessing unless it diverged, which catches divergence within the first epoch.
+
+    A growth from a tiny loss (0.001 to 0.1) counts too: the model got ``factor`` times
+    worse. ``factor`` defaults to :data:`DIVERGENCE_FACTOR` (100).
+
+    Args:
+      history: :func:`fit`'s history (its ``"train_loss"`` list, oldest first; missing or
+        empty: no warning).
+      chance_loss: the loss of guessing (positive), or ``None`` to use the growth rule
+        only.
+      factor: how many times larger counts as diverged (> 1).
+
+    Returns:
+      ``None``, or the warning, e.g. ``"training diverged: epoch 2's training loss
+      3.1e+06 is 1.3e+06 times the chance-level loss 2.303; lower the learning rate"``.
+
+    Raises:
+      ValueError: for a ``factor <= 1`` or a non-positive ``chance_loss``.
+    """
+    if not factor > 1:
+        raise ValueError(f"factor must be > 1, got {factor!r}")
+    if chance_loss is not None and not chance_loss > 0:
+        raise ValueError(f"chance_loss must be positive, got {chance_loss!r}")
+    losses_ = [float(v) for v in history.get("train_loss", [])]
+    if not losses_:
+        return None
+    epochs = list(history.get("epoch", range(1, len(losses_) + 1)))
+    last, epoch = losses_[-1], int(epochs[-1])
+    reasons = []
+    if chance_loss is not None and last > factor * chance_loss:
+        reasons.append(f"{last / chance_loss:.3g} times the chance-level loss "
+                       f"{chance_loss:.4g}")
+    if len(losses_) > 1:
+        best = min(losses_[:-1])
+        best_epoch = int(epochs[losses_.index(best)])
+        if best > 0 and last >= factor * best:
+            reasons.append(f"{last / best:.3g} times the training loss of epoch {best_epoch} "
+                           f"({best:.4g})")
+    if not reasons:
+        return None
+    return (f"training diverged: epoch {epoch}'s training loss {last:.4g} is "
+            f"{' and '.join(reasons)}; lower the learning rate")
+
+
+def training_warnings(history: Mapping[str, Sequence[float]],
+                      test: Mapping[str, float] | None = None,
+                      chance_loss: float | None = None) -> list[str]:
+    """Every warning a finished run should print and record (the tasks' ``"warnings"``).
+
+    Args:
+      history: :func:`fit`'s history.
+      test: :func:`evaluate`'s result on the test set, if any.
+      chance_loss: the loss of guessing, see :func:`divergence_warning`.
+
+    Returns:
+      Zero or more one-line warnings: :func:`divergence_warning`'s, and one when ``test``
+      reports non-finite predictions (:data:`NONFINITE`).
+    """
+    warnings = []
+    diverged = divergence_warning(history, chance_loss)
+    if diverged is not None:
+        warnings.append(diverged)
+    if test is not None and test.get(NONFINITE, 0.0) > 0:
+        warnings.append(f"{100 * test[NONFINITE]:.2f}% of the test predictions are NaN or "
+                        f"infinite (counted as wrong)")
+    return warnings
 
 
 def format_epoch(record: Mapping[str, float]) -> str:

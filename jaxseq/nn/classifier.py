@@ -7,7 +7,7 @@ import jax
 
 from jaxseq.checks import check_positive_int
 from jaxseq.nn.cells import make_cell
-from jaxseq.nn.fused import FusedCellParams, FusedRNN, fused_bidirectional
+from jaxseq.nn.fused import FusedCellParams, FusedRNN, check_real_inputs, fused_bidirectional
 from jaxseq.nn.registry import check_implementation
 
 __all__ = ["RecurrentClassifier"]
@@ -15,10 +15,13 @@ __all__ = ["RecurrentClassifier"]
 class RecurrentClassifier(nn.Module):
     """Classify a sequence from the recurrent output at its last time step.
 
-    ``inputs [batch, time, input_features] float32 -> logits [batch, num_classes]
-    float32``. The recurrence is ``nn.RNN`` (``nn.scan`` over time) around the cell
-    named by ``cell``; with ``bidirectional=True`` each layer is an
-    ``nn.Bidirectional`` whose outputs concatenate forward and backward
+    ``inputs [batch, time, input_features] -> logits [batch, num_classes] float32``;
+    inputs of any real dtype (bool, integers, float16, bfloat16, float32) are promoted
+    to the parameters' float32 as Flax's layers promote them, so every implementation
+    gives the logits of the float32 inputs ``inputs.astype(float32)``. The recurrence
+    is ``nn.RNN`` (``nn.scan`` over time) around the cell named by ``cell``; with
+    ``bidirectional=True`` each layer is an ``nn.Bidirectional`` whose outputs
+    concatenate forward and backward
     ``[batch, time, 2 * features]``. The Dense head reads ``outputs[:, -1]``, exactly
     like the reference study's ``fc(out[:, -1, :])``: for a bidirectional model that
     is the forward direction's final output joined with the backward direction's
@@ -38,16 +41,25 @@ class RecurrentClassifier(nn.Module):
         ``"flax"`` runs ``nn.RNN`` over the Flax cell and lets JAX differentiate the
         scan. All give the same outputs and reverse-mode gradients (to float32
         rounding) from the same parameter tree. Transformations: every
-        implementation supports ``jit``, ``vmap``, ``grad``/``vjp``; only ``"flax"``
-        supports forward mode (``jvp``, ``jacfwd``, ``hessian``), because the other
-        two are ``jax.custom_vjp`` functions. The default stays ``"fused"`` on every
-        backend: ``"pallas"`` has not been measured faster on a GPU yet.
+        implementation supports ``jit``, ``vmap``, reverse mode (``grad``, ``vjp``,
+        ``jacrev``) and ``hessian`` (``jacfwd`` of ``jacrev``: the forward mode then
+        differentiates the hand-written backward pass, tested equal to ``"flax"``);
+        only ``"flax"`` supports forward mode of the model itself (``jvp``,
+        ``jacfwd``, ``linearize``), because the other two are ``jax.custom_vjp``
+        functions: ``jax.jvp``/``jax.jacfwd`` of a function that applies them raises
+        a ``TypeError`` saying to use ``implementation="flax"`` (JAX's own shorter
+        message when the function was ``jax.jit``-compiled first). The default stays
+        ``"fused"`` on every backend: ``"pallas"`` has not been measured faster on a
+        GPU yet.
 
     Raises:
       ValueError: at construction, for an unknown ``cell`` or ``implementation``, a
         (cell, implementation) pair the registry does not list, a non-positive
         ``features``, ``num_layers`` or ``num_classes``, or (``"pallas"``) a
-        ``features`` that is not a power of two >= 16.
+        ``features`` that is not a power of two >= 16; at apply, for inputs that are
+        not ``[batch, time, features]`` or not real numbers (e.g. complex).
+      TypeError: at apply, under forward-mode differentiation of ``"fused"`` or
+        ``"pallas"`` (see ``implementation``).
     """
 
     cell: str = "lstm"
@@ -74,19 +86,23 @@ class RecurrentClassifier(nn.Module):
 
         Args:
           inputs: ``[batch, time, input_features]`` float32 (for MNIST
-            ``[batch, 28, 28]``, as :func:`jaxseq.tasks.mnist.data.preprocess` gives).
+            ``[batch, 28, 28]``, as :func:`jaxseq.tasks.mnist.data.preprocess` gives),
+            or any other real dtype (bool, integer, float16, bfloat16), promoted to
+            float32 (raw ``uint8`` pixels are then used as 0..255, not rescaled).
 
         Returns:
           ``[batch, num_classes]`` float32 unnormalised logits, from the last layer's
           output at the last time step.
 
         Raises:
-          ValueError: if ``inputs`` is not three-dimensional.
+          ValueError: if ``inputs`` is not three-dimensional or not of a real dtype.
+          TypeError: under ``jax.jvp``/``jax.jacfwd`` with ``"fused"`` or ``"pallas"``.
         """
         if inputs.ndim != 3:
             raise ValueError(
                 f"inputs must be [batch, time, features], got shape {inputs.shape}"
             )
+        check_real_inputs(inputs)
         outputs = inputs
         for layer in range(self.num_layers):
             names = (f"cell_{layer}", f"cell_{layer}_backward")

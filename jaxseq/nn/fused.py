@@ -18,6 +18,22 @@ outputs and gradients, in ``tests/test_fused.py``), so a parameter tree trained 
 implementation runs unchanged with the other. The initial carry is zero, as in ``nn.RNN``;
 variable sequence lengths are not supported here (use the Flax layers for those).
 
+Inputs. :class:`FusedRNN` and :func:`fused_bidirectional` cast their inputs to the
+parameters' dtype (:func:`cast_inputs`), which is what Flax's promotion gives for float32
+parameters and every real input dtype (bool, integers, float16, bfloat16), so they return
+the same float32 outputs as the Flax cells for such inputs (``tests/test_faults_model.py``);
+complex inputs are refused. The sequence functions themselves take ``xs`` of the
+parameters' dtype and refuse others with a one-line ``ValueError``.
+
+Transformations. ``jax.jit``, ``jax.vmap`` and reverse mode (``jax.grad``, ``jax.vjp``,
+``jax.jacrev``) are supported, and so is ``jax.hessian`` (``jacfwd`` of ``jacrev``: forward
+mode then runs through the hand-written backward pass, which is ordinary JAX code).
+Forward mode of the layer itself (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) is not:
+JAX cannot differentiate a ``jax.custom_vjp`` function forwards, and the layers re-raise
+its ``TypeError`` with :data:`FORWARD_MODE_MESSAGE`, which names the remedy,
+``implementation="flax"`` in :class:`~jaxseq.nn.classifier.RecurrentClassifier` (``nn.RNN``
+over Flax's cells, same parameters, same outputs).
+
 References: the LSTM of Hochreiter & Schmidhuber (1997) with forget gate (Gers et al.,
 2000); the GRU of Cho et al. (2014) in the cuDNN/PyTorch formulation (reset gate applied
 after the recurrent matmul); NVIDIA's cuDNN RNN, which batches weight gradients over time
@@ -27,7 +43,8 @@ networks on GPUs").
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import flax.linen as nn
 import jax
@@ -91,6 +108,61 @@ def _shift(hs: Array) -> Array:
     return jnp.concatenate([jnp.zeros_like(hs[:1]), hs[:-1]], axis=0)
 
 
+def _check_dtypes(fn: str, xs: Array, params: tuple) -> None:
+    """Trace-time: ``xs`` and every parameter must share one floating dtype.
+
+    The zero carry takes that dtype; a mismatch would otherwise fail deep inside
+    ``lax.scan`` ("carry input and carry output must have equal types")."""
+    dtypes = sorted({str(jnp.dtype(p.dtype)) for p in jax.tree.leaves(params)})
+    if (len(dtypes) != 1 or str(jnp.dtype(xs.dtype)) != dtypes[0]
+            or not jnp.issubdtype(xs.dtype, jnp.floating)):
+        raise ValueError(f"{fn}: xs is {xs.dtype} but the parameters are "
+                         f"{'/'.join(dtypes)}; they must share one floating dtype (cast the "
+                         f"inputs with cast_inputs; FusedRNN, fused_bidirectional and "
+                         f"RecurrentClassifier do)")
+
+
+def cast_inputs(inputs: Array, params: tuple) -> Array:
+    """``inputs`` cast to the parameters' dtype, as the fused layers need them.
+
+    Flax's ``Dense`` and cells promote their inputs with the parameters
+    (``jnp.promote_types``); for float32 parameters every real input dtype (bool,
+    unsigned/signed integers, float16, bfloat16, float32) promotes to float32, which is
+    what this cast gives, so the fused, Pallas and Flax implementations return the same
+    float32 outputs for such inputs. (With ``jax_enable_x64``, float64 inputs are cast
+    down to float32 here, where Flax would compute in float64.)
+
+    Args:
+      inputs: ``[..., features]`` of any real dtype.
+      params: the layer's parameter arrays (all of one dtype, float32 as initialised).
+
+    Returns:
+      ``inputs`` as an array of the parameters' dtype (the same array if it already is).
+
+    Raises:
+      ValueError: for complex or non-numeric inputs.
+    """
+    check_real_inputs(inputs)
+    dtype = jnp.result_type(*jax.tree.leaves(params))
+    return inputs if inputs.dtype == dtype else inputs.astype(dtype)
+
+
+def check_real_inputs(inputs: Array) -> None:
+    """Refuse inputs that are not real numbers (complex, strings...), in one line.
+
+    Args:
+      inputs: any array.
+
+    Raises:
+      ValueError: unless the dtype is bool, an integer or a (real) floating type.
+    """
+    dtype = jnp.dtype(inputs.dtype)
+    if not (dtype == jnp.bool_ or jnp.issubdtype(dtype, jnp.integer)
+            or jnp.issubdtype(dtype, jnp.floating)):
+        raise ValueError(f"inputs must be real numbers (bool, integer or floating dtype), "
+                         f"got {dtype}")
+
+
 # ------------------------------------------------------------------------------------------
 # Elman RNN (tanh): h_t = tanh(x_t W + b + h_{t-1} U)
 # ------------------------------------------------------------------------------------------
@@ -100,22 +172,28 @@ def _shift(hs: Array) -> Array:
 def rnn_sequence(xs: Array, w: Array, b: Array, u: Array) -> Array:
     """All outputs of a tanh RNN from a zero carry (time-major), ``nn.SimpleCell``'s equations.
 
-    ``h_t = tanh(x_t @ w + b + h_{t-1} @ u)`` with ``h_{-1} = 0``. Differentiable
-    (``jax.custom_vjp``: the batched backward pass of the module docstring).
+    ``h_t = tanh(x_t @ w + b + h_{t-1} @ u)`` with ``h_{-1} = 0``. Differentiable in reverse mode
+    (``jax.custom_vjp``: the batched backward pass of the module docstring); no
+    forward mode (see the module docstring).
 
     Args:
-      xs: inputs ``[T, B, I]`` (time, batch, features) float32.
+      xs: inputs ``[T, B, I]`` (time, batch, features) float32, or whichever floating
+        dtype the parameters share (:func:`cast_inputs` makes it so).
       w: input kernel ``[I, H]``.
       b: bias ``[H]``.
       u: recurrent kernel ``[H, H]``.
 
     Returns:
       The hidden states ``h_0 .. h_{T-1}``, ``[T, B, H]`` float32.
+
+    Raises:
+      ValueError: if ``xs`` and the parameters do not share one floating dtype.
     """
     return _rnn_forward(xs, w, b, u)[0]
 
 
 def _rnn_forward(xs, w, b, u):
+    _check_dtypes("rnn_sequence", xs, (w, b, u))
     h0 = jnp.zeros(xs.shape[1:2] + u.shape[:1], xs.dtype)
 
     def step(h, xw_t):
@@ -158,11 +236,13 @@ def lstm_sequence(xs: Array, w: Gates, u: Gates, b: Gates) -> Array:
     """All outputs ``h`` of an LSTM from a zero carry (time-major), Flax's ``OptimizedLSTMCell``.
 
     Per step: ``i, f, o = sigmoid(x W_k + h U_k + b_k)``, ``g = tanh(x W_g + h U_g + b_g)``,
-    ``c = f * c + i * g``, ``h = o * tanh(c)``, from ``c = h = 0``. Differentiable
-    (``jax.custom_vjp``: the batched backward pass of the module docstring).
+    ``c = f * c + i * g``, ``h = o * tanh(c)``, from ``c = h = 0``. Differentiable in reverse mode
+    (``jax.custom_vjp``: the batched backward pass of the module docstring); no
+    forward mode (see the module docstring).
 
     Args:
-      xs: inputs ``[T, B, I]`` (time, batch, features) float32.
+      xs: inputs ``[T, B, I]`` (time, batch, features) float32, or whichever floating
+        dtype the parameters share (:func:`cast_inputs` makes it so).
       w: four ``[I, H]`` input kernels (no bias), gate order i, f, g, o.
       u: four ``[H, H]`` recurrent kernels, same order.
       b: four ``[H]`` biases (Flax keeps them on the recurrent kernels), same order.
@@ -170,11 +250,15 @@ def lstm_sequence(xs: Array, w: Gates, u: Gates, b: Gates) -> Array:
     Returns:
       The hidden outputs ``h``, ``[T, B, H]`` float32 (the cell states ``c`` are not
       returned).
+
+    Raises:
+      ValueError: if ``xs`` and the parameters do not share one floating dtype.
     """
     return _lstm_forward(xs, w, u, b)[0]
 
 
 def _lstm_forward(xs, w, u, b):
+    _check_dtypes("lstm_sequence", xs, (w, u, b))
     xw = tuple(_project(xs, w_k, b_k) for w_k, b_k in zip(w, b, strict=True))
     zeros = jnp.zeros(xs.shape[1:2] + u[0].shape[:1], xs.dtype)
 
@@ -240,10 +324,13 @@ def gru_sequence(xs: Array, w: GruGates, b: GruGates, u: GruGates, b_hn: Array) 
         n = tanh(x W_n + b_n + r * (h U_n + b_hn))
         h = (1 - z) * n + z * h
 
-    Differentiable (``jax.custom_vjp``: the batched backward pass of the module docstring).
+    Differentiable in reverse mode
+    (``jax.custom_vjp``: the batched backward pass of the module docstring); no
+    forward mode (see the module docstring).
 
     Args:
-      xs: inputs ``[T, B, I]`` (time, batch, features) float32.
+      xs: inputs ``[T, B, I]`` (time, batch, features) float32, or whichever floating
+        dtype the parameters share (:func:`cast_inputs` makes it so).
       w: three ``[I, H]`` input kernels, gate order r, z, n.
       b: their three ``[H]`` biases.
       u: three ``[H, H]`` recurrent kernels (no bias), gate order r, z, n.
@@ -251,11 +338,15 @@ def gru_sequence(xs: Array, w: GruGates, b: GruGates, u: GruGates, b_hn: Array) 
 
     Returns:
       The hidden states, ``[T, B, H]`` float32.
+
+    Raises:
+      ValueError: if ``xs`` and the parameters do not share one floating dtype.
     """
     return _gru_forward(xs, w, b, u, b_hn)[0]
 
 
 def _gru_forward(xs, w, b, u, b_hn):
+    _check_dtypes("gru_sequence", xs, (w, b, u, b_hn))
     xw = tuple(_project(xs, w_k, b_k) for w_k, b_k in zip(w, b, strict=True))
     h0 = jnp.zeros(xs.shape[1:2] + u[0].shape[:1], xs.dtype)
 
@@ -385,6 +476,37 @@ def _check_inputs(inputs: Array) -> None:
         raise ValueError(f"inputs must be [batch, time, features], got {inputs.shape}")
 
 
+#: The message of the ``TypeError`` raised when forward-mode differentiation reaches a
+#: fused or Pallas layer (JAX's own says only "can't apply forward-mode autodiff (jvp) to
+#: a custom_vjp function").
+FORWARD_MODE_MESSAGE = (
+    "forward-mode differentiation (jax.jvp, jax.jacfwd, jax.linearize) is not supported by "
+    "the fused and "
+    "Pallas recurrences, which are jax.custom_vjp functions (reverse mode only: jax.grad, "
+    "jax.vjp, jax.jacrev, and jax.hessian, which is jacfwd of jacrev); use "
+    "implementation='flax' (same parameters, same outputs) for forward mode"
+)
+
+
+@contextlib.contextmanager
+def _forward_mode_hint() -> Iterator[None]:
+    """Re-raise JAX's forward-mode ``TypeError`` with :data:`FORWARD_MODE_MESSAGE`.
+
+    Trace time only: it wraps the Python call that binds the ``custom_vjp`` function and
+    changes nothing in the computation or its reverse-mode derivative. It catches the
+    error when the forward-mode transformation traces the layer itself (``jax.jvp(f)``,
+    ``jax.jacfwd(f)`` of a function that calls it); when ``jax.jvp`` is applied to an
+    already ``jax.jit``-compiled function, JAX differentiates the finished jaxpr and its
+    own message comes through unchanged.
+    """
+    try:
+        yield
+    except TypeError as error:
+        if "forward-mode autodiff" not in str(error):
+            raise
+        raise TypeError(FORWARD_MODE_MESSAGE) from error
+
+
 class FusedRNN(nn.Module):
     """A whole recurrent layer, ``[batch, time, in] -> [batch, time, features]`` float32.
 
@@ -403,7 +525,9 @@ class FusedRNN(nn.Module):
         of :mod:`jaxseq.nn.pallas`): the same parameters and numbers.
 
     Raises:
-      ValueError: for an unknown cell or inputs that are not ``[batch, time, in]``.
+      ValueError: for an unknown cell or inputs that are not ``[batch, time, in]`` real
+        numbers.
+      TypeError: under forward-mode differentiation (:data:`FORWARD_MODE_MESSAGE`).
     """
 
     cell: str
@@ -416,20 +540,25 @@ class FusedRNN(nn.Module):
         """Run the layer over whole sequences.
 
         Args:
-          inputs: ``[batch, time, in]`` float32.
+          inputs: ``[batch, time, in]`` float32, or any real dtype (cast to the
+            parameters' dtype, see :func:`cast_inputs`).
 
         Returns:
-          ``[batch, time, features]`` float32, the hidden output at every step.
+          ``[batch, time, features]`` float32 (the parameters' dtype), the hidden
+          output at every step.
 
         Raises:
-          ValueError: for an unknown cell or inputs that are not three-dimensional.
+          ValueError: for an unknown cell or inputs that are not three-dimensional real
+            numbers.
+          TypeError: under ``jax.jvp``/``jax.jacfwd`` (:data:`FORWARD_MODE_MESSAGE`).
         """
         _check_inputs(inputs)
         params = _cell_params(self.cell, self.features, inputs.shape[-1])
-        xs = jnp.swapaxes(inputs, 0, 1)  # time-major for the scan
+        xs = jnp.swapaxes(cast_inputs(inputs, params), 0, 1)  # time-major for the scan
         if self.reverse:
             xs = xs[::-1]
-        hs = sequence_fn(self.cell, self.implementation)(xs, *params)
+        with _forward_mode_hint():
+            hs = sequence_fn(self.cell, self.implementation)(xs, *params)
         if self.reverse:
             hs = hs[::-1]
         return jnp.swapaxes(hs, 0, 1)
@@ -477,7 +606,8 @@ def fused_bidirectional(cell: str, inputs: Array, forward_params: tuple,
 
     Args:
       cell: ``"rnn"``, ``"lstm"`` or ``"gru"``.
-      inputs: ``[batch, time, in]`` float32.
+      inputs: ``[batch, time, in]`` float32, or any real dtype (cast to the
+        parameters' dtype, see :func:`cast_inputs`).
       forward_params: the forward direction's parameters, from :class:`FusedCellParams`.
       backward_params: the backward direction's, same cell and sizes.
       implementation: ``"fused"`` or ``"pallas"``, see :func:`sequence_fn`.
@@ -488,11 +618,13 @@ def fused_bidirectional(cell: str, inputs: Array, forward_params: tuple,
       ``t .. time - 1``).
 
     Raises:
-      ValueError: if ``inputs`` is not three-dimensional.
+      ValueError: if ``inputs`` is not three-dimensional real numbers.
+      TypeError: under ``jax.jvp``/``jax.jacfwd`` (:data:`FORWARD_MODE_MESSAGE`).
     """
     _check_inputs(inputs)
-    xs = jnp.swapaxes(inputs, 0, 1)
+    xs = jnp.swapaxes(cast_inputs(inputs, (forward_params, backward_params)), 0, 1)
     stacked = jax.tree.map(lambda f, b: jnp.stack([f, b]), forward_params, backward_params)
-    hs = jax.vmap(sequence_fn(cell, implementation))(jnp.stack([xs, xs[::-1]]), *stacked)
+    with _forward_mode_hint():
+        hs = jax.vmap(sequence_fn(cell, implementation))(jnp.stack([xs, xs[::-1]]), *stacked)
     outputs = jnp.concatenate([hs[0], hs[1][::-1]], axis=-1)
     return jnp.swapaxes(outputs, 0, 1)

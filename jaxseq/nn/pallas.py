@@ -52,8 +52,14 @@ read when a function is traced, so set it before the first call of a jitted func
 Transformations: ``jax.grad``/``jax.vjp`` (reverse mode, the custom VJP), ``jax.jit`` and
 ``jax.vmap`` (Pallas' batching rule adds a grid axis; used by a vmap over a leading
 direction axis as in :func:`jaxseq.nn.fused.fused_bidirectional`) are supported.
-Forward mode (``jax.jvp``, ``jax.jacfwd``, hence ``jax.hessian``) is NOT supported, as
-for every ``jax.custom_vjp`` function. Only float32 is supported.
+Forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) is NOT supported, as for
+every ``jax.custom_vjp`` function (through :class:`jaxseq.nn.fused.FusedRNN` and the
+classifier the ``TypeError`` names the remedy, ``implementation="flax"``); nor is
+``jax.hessian`` (unlike the fused scans: Pallas' forward-mode rule for these kernels
+cannot be batched, and JAX raises its own ``ValueError``). Only float32 is supported
+here: these functions refuse other dtypes with a ``ValueError``; the layers
+(``FusedRNN``, ``fused_bidirectional``, ``RecurrentClassifier``) cast their inputs to the
+parameters' float32 first, so any real input dtype works through them.
 """
 
 from __future__ import annotations
@@ -128,7 +134,8 @@ def _check(fn: str, xs: Array, hidden: int, kernels: Sequence[Array],
                          f"got shape {xs.shape}")
     for a in (xs, *kernels, *vectors):
         if a.dtype != jnp.float32:
-            raise ValueError(f"{fn}: only float32 is supported, got {a.dtype}")
+            raise ValueError(f"{fn}: only float32 is supported, got {a.dtype} (FusedRNN "
+                             f"and RecurrentClassifier cast their inputs to float32)")
     if not (_is_power_of_two(hidden) and hidden >= MIN_HIDDEN):
         raise ValueError(f"{fn}: hidden size must be a power of two >= {MIN_HIDDEN} for the "
                          f"Pallas GPU (Triton) lowering, got {hidden}; use jaxseq.nn.fused "

@@ -49,7 +49,7 @@ from jaxseq.checks import check_positive_int
 from jaxseq.runs.folder import _TMP_MARK
 from jaxseq.train import History, TrainState, data_mesh
 
-__all__ = ["Checkpointer", "Restored", "build_model", "model_spec"]
+__all__ = ["Checkpointer", "Restored", "build_model", "checkpoint_key", "model_spec"]
 
 _FORMAT = 1
 
@@ -130,6 +130,48 @@ def build_model(spec: Mapping[str, Any]) -> nn.Module:
         raise ValueError(f"checkpoint names model class {spec['class']!r}, which is not a "
                          f"Flax module")
     return cls(**spec["fields"])
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (jax.Array, np.ndarray)):
+        dtype = value.dtype
+        if jnp.issubdtype(dtype, jax.dtypes.prng_key):
+            return f"a typed key array of shape {tuple(value.shape)}"
+        return f"an array {np.dtype(dtype).name}{list(value.shape)}"
+    return f"{value!r} ({type(value).__name__})"
+
+
+def checkpoint_key(rng: Any) -> jax.Array:
+    """The shuffle key as a checkpoint saves it, from every form ``fit(rng=...)`` accepts.
+
+    Args:
+      rng: a typed key (``jax.random.key(seed)``, shape ``()``), raw key data
+        (``jax.random.PRNGKey(seed)``: ``uint32`` of the default implementation's key
+        shape, ``[2]`` for threefry, as a JAX or NumPy array) or an integer seed (Python
+        or NumPy int), which becomes ``jax.random.key(seed)`` exactly as ``fit`` turns it
+        into a key, so the restored key continues the same shuffles.
+
+    Returns:
+      A typed key, or the raw key data as a JAX ``uint32`` array.
+
+    Raises:
+      ValueError: for anything else (a float, a bool, a 0-d integer array, a batch of
+        keys, raw data of another shape or dtype), naming the value.
+    """
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):
+        return jax.random.key(int(rng))
+    if isinstance(rng, (jax.Array, np.ndarray)):
+        if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
+            if rng.shape == ():
+                return rng
+        elif (np.dtype(rng.dtype) == np.uint32
+              and tuple(rng.shape) == jax.random.key_data(jax.random.key(0)).shape):
+            return jnp.asarray(rng)
+    raw_shape = list(jax.random.key_data(jax.random.key(0)).shape)
+    raise ValueError(f"cannot save the shuffle key {_describe(rng)} with a checkpoint: "
+                     f"pass the key given to fit(rng=...) as a typed key "
+                     f"(jax.random.key(seed)), raw key data (jax.random.PRNGKey(seed), "
+                     f"uint32{raw_shape}) or an integer seed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,11 +295,14 @@ class Checkpointer:
         Args:
           epoch: the epoch just finished.
           state: its ``TrainState``.
-          rng: the PRNG key the run's shuffles are drawn from (``fit``'s ``rng``).
+          rng: the PRNG key the run's shuffles are drawn from (``fit``'s ``rng``), in
+            any form ``fit`` accepts (:func:`checkpoint_key`: an integer seed is saved as
+            ``jax.random.key(seed)``).
           history: ``fit``'s history up to and including ``epoch``.
 
         Raises:
-          ValueError: for a read-only checkpointer, or an ``epoch`` already saved there.
+          ValueError: for a read-only checkpointer, an ``epoch`` already saved there, or
+            an ``rng`` that is not a key (:func:`checkpoint_key`).
         """
         if self.read_only:
             raise ValueError(f"checkpointer for {self.directory} is read-only")
@@ -265,7 +310,7 @@ class Checkpointer:
             # orbax would skip the save silently and keep the old checkpoint.
             raise ValueError(f"{self.directory} already holds a checkpoint of epoch {epoch}; "
                              f"resume from it, or write the run to a new folder")
-        rng = jnp.asarray(rng) if not isinstance(rng, jax.Array) else rng
+        rng = checkpoint_key(rng)
         typed = jnp.issubdtype(rng.dtype, jax.dtypes.prng_key)
         meta = dict(self._meta, epoch=int(epoch), history=history,
                     rng_impl=str(jax.random.key_impl(rng)) if typed else None)
@@ -289,14 +334,19 @@ class Checkpointer:
         """A ``fit(on_epoch_end=...)`` callback that saves every epoch with ``rng``.
 
         Args:
-          rng: the PRNG key passed to ``fit(rng=...)`` (a ``jax.random.key`` or a raw
-            ``jax.random.PRNGKey``; not an integer seed, which :meth:`restore` could not
-            read back as a key), saved with every checkpoint.
+          rng: the PRNG key passed to ``fit(rng=...)``, in any form ``fit`` accepts: a
+            typed ``jax.random.key``, a raw ``jax.random.PRNGKey`` or an integer seed
+            (saved as ``jax.random.key(seed)``, which continues the same shuffles), see
+            :func:`checkpoint_key`; saved with every checkpoint.
 
         Returns:
           A function ``(epoch, state, history) -> None`` that saves them with ``rng``
           by :meth:`save`, returning once the checkpoint is on disk.
+
+        Raises:
+          ValueError: here, before any training, for an ``rng`` that is not a key.
         """
+        rng = checkpoint_key(rng)
 
         def save(epoch: int, state: TrainState, history: History) -> None:
             self.save(epoch, state, rng, history)
@@ -338,8 +388,7 @@ class Checkpointer:
         meta = self._manager.restore(epoch, args=ocp.args.Composite(
             meta=ocp.args.JsonRestore()))["meta"]
         rng_impl = meta.get("rng_impl")
-        rng_shape = (jax.random.key_data(jax.random.key(0, impl=rng_impl)).shape
-                     if rng_impl else (2,))
+        rng_shape = jax.random.key_data(jax.random.key(0, impl=rng_impl)).shape
         target = {"step": jnp.asarray(state.step), "opt_state": state.opt_state,
                   "rng": jax.ShapeDtypeStruct(rng_shape, jnp.uint32)}
         self._check_shapes(epoch, "params", state.params, by_path=True)

@@ -120,10 +120,13 @@ class Predictor:
 
         Returns:
           ``{"loss": ..., <metric>: ...}``: Python floats, means over every example;
-          metrics are fractions in [0, 1].
+          metrics are fractions in [0, 1]; plus ``"nonfinite"``, the fraction of
+          examples with NaN/infinite outputs (counted wrong), when there are any.
 
         Raises:
-          ValueError: for an empty dataset or a non-positive ``batch_size``.
+          ValueError: for an empty dataset, a non-positive ``batch_size``, or labels
+            the objective refuses (classification: class ids outside ``[0,
+            num_classes)``), see :func:`jaxseq.train.evaluate`.
         """
         state = TrainState.create(apply_fn=self.model.apply, params=self.params,
                                   tx=_NO_OPTIMIZER)

@@ -14,6 +14,7 @@ Adam (``optimizer="keras_adam"``) in :mod:`jaxseq.optim`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +35,7 @@ from jaxseq.tasks.adder import data as adder_data
 from jaxseq.tasks.adder.model import TASK, BinaryAdder, is_full_adder, truth_table
 
 __all__ = [
+    "ADDER_CHANCE_LOSS",
     "ADDER_OBJECTIVES",
     "OUTPUTS",
     "AdderConfig",
@@ -48,9 +50,16 @@ __all__ = [
 #: Ready objectives: Keras-style clipped binary cross-entropy, or mean squared
 #: error, both with per-bit and exact-sum accuracy.
 ADDER_OBJECTIVES: dict[str, train.Objective] = {
-    "bce": train.Objective(losses.binary_cross_entropy, losses.bit_metrics),
-    "mse": train.Objective(losses.mean_squared_error, losses.bit_metrics),
+    "bce": train.Objective(losses.binary_cross_entropy, losses.bit_metrics,
+                           losses.check_bit_labels),
+    "mse": train.Objective(losses.mean_squared_error, losses.bit_metrics,
+                           losses.check_bit_labels),
 }
+
+
+#: The loss of guessing 0.5 for every bit, per objective: the chance level that
+#: :func:`jaxseq.train.divergence_warning` compares the training loss with.
+ADDER_CHANCE_LOSS: dict[str, float] = {"bce": math.log(2.0), "mse": 0.25}
 
 
 def get_objective(name: str) -> train.Objective:
@@ -362,15 +371,20 @@ def run_seed(
     Returns:
       ``{"seed", "history", "test", "lengths", "converged", "truth_table",
       "is_full_adder", "train_examples", "test_examples", "test_rows_in_train",
-      "train_seconds", "samples_per_second", "seconds", "params"}``: ``history`` from
-      ``fit`` (validation = the test split), ``test_rows_in_train`` how many test rows
-      hold an addition also in the training part (0 for ``split="distinct"``),
+      "train_seconds", "samples_per_second", "seconds", "params", "warnings"}``:
+      ``history`` from ``fit`` (validation = the test split), ``test_rows_in_train`` how
+      many test rows hold an addition also in the training part (0 for
+      ``split="distinct"``), ``warnings`` divergence warnings (see
+      :func:`jaxseq.train.training_warnings`),
       ``test`` the final test loss and accuracies, ``lengths`` the
       :func:`evaluate_lengths` table, ``converged`` whether exact-sum accuracy is 1.0
       at every evaluated length, ``samples_per_second`` training examples per second
       of epoch time (epochs after the first, which includes compilation, when there
       are several), ``seconds`` the run's wall time, ``params`` the trained
-      parameters (NumPy arrays; not JSON).
+      parameters (NumPy arrays; not JSON), ``warnings`` the
+      :func:`jaxseq.train.training_warnings` (divergence: the training loss 100x the
+      chance level :data:`ADDER_CHANCE_LOSS` or its best earlier epoch; non-finite test
+      predictions), each also logged.
 
     Raises:
       ValueError: for an invalid config or seed, or (without ``resume``) a
@@ -437,6 +451,12 @@ def run_seed(
         if checkpointer is not None:
             checkpointer.close()
     test_metrics = train.evaluate(state, test_set, objective)
+    # --- issue 10: divergence (and non-finite test predictions) warnings -----------------
+    warnings = train.training_warnings(history, test_metrics, ADDER_CHANCE_LOSS[config.loss])
+    if log is not None:
+        for warning in warnings:
+            log(f"WARNING seed {seed}: {warning}")
+    # --- end of issue 10 --------------------------------------------------------------------
     # Host copies: with several processes the state's arrays span them all.
     host_params = jax.tree.map(np.asarray, jax.device_get(state.params))
     table = evaluate_lengths(model, host_params, config.eval_bits, config.eval_samples,
@@ -462,6 +482,7 @@ def run_seed(
         "samples_per_second": steps * config.batch_size * len(timed) / float(sum(timed)),
         "seconds": time.perf_counter() - start,
         "params": host_params,
+        "warnings": warnings,
     }
 
 
@@ -509,9 +530,11 @@ def run(
         :func:`run_seed`.
 
     Returns:
-      ``{"config", "summary", "runs", "seconds"}`` as written to ``results.json``:
-      ``summary`` counts the seeds that converged (100% exact sums at every evaluated
-      length) and that learned exactly a full adder's truth table.
+      ``{"config", "summary", "runs", "seconds", "warnings"}`` as written to
+      ``results.json``: ``summary`` counts the seeds that converged (100% exact sums at
+      every evaluated length) and that learned exactly a full adder's truth table;
+      ``warnings`` lists ``"seed <k>: <warning>"`` for every seed's warnings (see
+      :func:`run_seed`: a diverged training loss, non-finite test predictions).
 
     Raises:
       ValueError: for a checkpoint that cannot be restored, or (without ``resume``) a
@@ -567,6 +590,7 @@ def run(
                     "full_adder": sum(r["is_full_adder"] for r in runs)},
         "runs": runs,
         "seconds": time.perf_counter() - start,
+        "warnings": [f"seed {r['seed']}: {w}" for r in runs for w in r["warnings"]],
     }
     if primary:
         with storage.writing("results.json", run_dir, "every epoch of every seed is "

@@ -298,7 +298,14 @@ def _train_one(cell: str, seed: int, config: MnistConfig, run_dir: Path,
     from jaxseq.runs import interrupt
     from jaxseq.runs.checkpoint import Checkpointer
     from jaxseq.runs.tensorboard import writer_for
-    from jaxseq.train import NonFiniteLossError, TrainingStopped, create_train_state, evaluate, fit
+    from jaxseq.train import (
+        NonFiniteLossError,
+        TrainingStopped,
+        create_train_state,
+        evaluate,
+        fit,
+        training_warnings,
+    )
 
     name = run_name(cell, config, seed)
     model = RecurrentClassifier(cell=cell, features=config.hidden_size,
@@ -354,9 +361,15 @@ def _train_one(cell: str, seed: int, config: MnistConfig, run_dir: Path,
                 writer.close()
     test = evaluate(state, splits.test)
     log(f"{name}: test accuracy {100 * test['accuracy']:.2f}%  (test loss {test['loss']:.4f})")
+    # --- issue 10: divergence (and non-finite test predictions) warnings -----------------
+    warnings = training_warnings(history, test, chance_loss=math.log(model.num_classes))
+    for warning in warnings:
+        log(f"WARNING {name}: {warning}")
+    # --- end of issue 10 --------------------------------------------------------------------
     result = {"model": name, "num_params": num_params, "history": history,
               "test_accuracy": test["accuracy"], "test_loss": test["loss"],
-              "mean_epoch_seconds": sum(history["epoch_seconds"]) / len(history["epoch_seconds"])}
+              "mean_epoch_seconds": sum(history["epoch_seconds"]) / len(history["epoch_seconds"]),
+              "warnings": warnings}
     if config.seeds > 1:
         result["seed"] = seed
     if jax.process_index() == 0:
@@ -416,13 +429,17 @@ def run(
 
     Returns:
       The summary as written to ``summary.json``: ``{"config", "results": {model:
-      {"test_accuracy", "mean_epoch_seconds"}}, "resumed", "total_seconds"}``;
-      accuracies are fractions, seconds wall time. With ``seeds > 1`` each model's entry
-      holds the mean over its seeds as ``test_accuracy`` and ``mean_epoch_seconds``, and
-      ``test_accuracy_std`` (sample standard deviation, ``ddof=1``), ``seeds`` and
-      ``test_accuracies`` (one per seed, in order); the figure ``comparison.png`` then
-      shows each model's mean validation curves with a band of plus/minus one standard
-      deviation.
+      {"test_accuracy", "mean_epoch_seconds"}}, "resumed", "total_seconds",
+      "warnings"}``; accuracies are fractions, seconds wall time. With ``seeds > 1`` each
+      model's entry holds the mean over its seeds as ``test_accuracy`` and
+      ``mean_epoch_seconds``, and ``test_accuracy_std`` (sample standard deviation,
+      ``ddof=1``), ``seeds`` and ``test_accuracies`` (one per seed, in order); the figure
+      ``comparison.png`` then shows each model's mean validation curves with a band of
+      plus/minus one standard deviation. ``"warnings"`` lists ``"<model>: <warning>"``
+      for every model whose training diverged (training loss 100x the chance level
+      ``log(10)`` or its best earlier epoch, :func:`jaxseq.train.divergence_warning`) or
+      whose test predictions were not all finite; each is also logged and in that model's
+      ``<model>_results.json`` ``"warnings"``.
 
     Raises:
       FileNotFoundError, ValueError: for missing or corrupt data, a batch size the data
@@ -473,7 +490,9 @@ def run(
     summary = {"config": settings,
                "results": {name: _model_summary(runs) for name, runs in results.items()},
                "resumed": resume,
-               "total_seconds": time.perf_counter() - start}
+               "total_seconds": time.perf_counter() - start,
+               "warnings": [f"{r['model']}: {w}" for runs in results.values() for r in runs
+                            for w in r["warnings"]]}
     if primary:
         with storage.writing("the run's summary", run_dir, _KEPT):
             if len(results) > 1 or config.seeds > 1:
