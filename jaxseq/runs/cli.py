@@ -320,15 +320,17 @@ def add_run_flags(parser: argparse.ArgumentParser, *, unit: str, resume_with: st
     # --- several processes (jaxseq.runs.distributed); allowed with --resume ---
     parser.add_argument("--coordinator-address", default=None, metavar="HOST:PORT",
                         help="multi-process run: process 0's address and a free port (with "
-                             "--num-processes and --process-id; implies --distributed)")
+                             "--num-processes and --process-id; implies --distributed) "
+                             "(default: none, one process or --distributed's detection)")
     parser.add_argument("--num-processes", type=positive_int, default=None, metavar="N",
-                        help="multi-process run: how many processes (one command each)")
+                        help="multi-process run: how many processes (one command each) "
+                             "(default: none)")
     parser.add_argument("--process-id", type=nonnegative_int, default=None, metavar="I",
                         help="multi-process run: this process's index, 0..N-1 (0 writes the "
-                             "results)")
+                             "results) (default: none)")
     parser.add_argument("--heartbeat-timeout", type=positive_int, default=None, metavar="S",
                         help="multi-process run: seconds without a heartbeat after which a "
-                             "process counts as dead and the others stop (default 60)")
+                             "process counts as dead and the others stop (default: 60)")
     # --- end of several processes ---
     # TensorBoard (jaxseq.runs.tensorboard); allowed with --resume, not saved as run settings.
     parser.add_argument("--log-dir", type=path, default=None, metavar="DIR",
