@@ -1,14 +1,17 @@
 """Inference from a saved run: :func:`load_run` rebuilds a model and returns a :class:`Predictor`.
 
 What a prediction is depends on the task that saved the run: each task registers how its
-model's outputs become predictions (:func:`register_task`). ``"classification"`` (the
-arg-max class of ``[batch, classes]`` logits) is built in; the adder's model module
-registers ``"bits"``.
+model's outputs become predictions and probabilities (:func:`register_task`).
+``"classification"`` (the arg-max class and the softmax of ``[batch, classes]`` logits) is
+built in; the adder's model module registers ``"bits"``. A task may also register how raw
+inputs become model inputs (:func:`register_inputs`): the MNIST task turns raw 0-255
+images into the sequences its run was trained on, as the run's ``config.json`` says.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 from collections.abc import Callable
 from functools import partial
@@ -32,7 +35,8 @@ from jaxseq.runs.folder import (
 )
 from jaxseq.train import CLASSIFICATION, History, Objective, TrainState, evaluate
 
-__all__ = ["TASKS", "Predictor", "load_run", "register_task"]
+__all__ = ["INPUTS", "PROBABILITIES", "TASKS", "Predictor", "load_run", "register_inputs",
+           "register_task"]
 
 #: ``outputs -> predictions`` (NumPy int32) per task name, see :func:`register_task`.
 TASKS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -40,14 +44,48 @@ TASKS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def register_task(name: str, predictions: Callable[[np.ndarray], np.ndarray]) -> None:
-    """Declare how :meth:`Predictor.predict` turns a task's model outputs into predictions.
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(-1, keepdims=True))
+    return shifted / shifted.sum(-1, keepdims=True)
+
+
+#: ``outputs -> probabilities`` (NumPy float) per task name, see :func:`register_task`.
+PROBABILITIES: dict[str, Callable[[np.ndarray], np.ndarray]] = {"classification": _softmax}
+
+#: ``(config, input spec) -> prepare or None`` hooks, see :func:`register_inputs`.
+INPUTS: list[Callable[[dict, dict], Callable[[np.ndarray], np.ndarray] | None]] = []
+
+#: The tasks' own hooks, ``"module:function"``, imported by :func:`load_run` when needed
+#: (importing the adder's model module registers its ``"bits"`` task).
+_TASK_HOOKS = ("jaxseq.tasks.mnist.task:raw_image_preparation", "jaxseq.tasks.adder.model:")
+
+
+def register_task(name: str, predictions: Callable[[np.ndarray], np.ndarray],
+                  probabilities: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+    """Declare how :class:`Predictor` turns a task's model outputs into predictions.
 
     Args:
       name: the task name the task's :class:`~jaxseq.runs.checkpoint.Checkpointer` records.
-      predictions: ``outputs (NumPy) -> int32 predictions``.
+      predictions: ``outputs (NumPy) -> int32 predictions``, for :meth:`Predictor.predict`.
+      probabilities: ``outputs (NumPy) -> float probabilities``, for
+        :meth:`Predictor.predict_proba`.
     """
     TASKS[name] = predictions
+    if probabilities is not None:
+        PROBABILITIES[name] = probabilities
+
+
+def register_inputs(hook: Callable[[dict, dict], Callable[[np.ndarray], np.ndarray] | None]
+                    ) -> None:
+    """Declare how a task's raw inputs become model inputs for a saved run.
+
+    Args:
+      hook: ``hook(config, input_spec) -> prepare or None``: given a run's
+        ``config.json`` and the model's input spec (``{"shape", "dtype"}`` of one example),
+        the function that turns raw inputs into model inputs (e.g. 0-255 images into
+        normalised sequences), or ``None`` when the run is not the hook's task.
+    """
+    INPUTS.append(hook)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +100,10 @@ class Predictor:
       epoch: the epoch the parameters were saved after.
       history: the training history up to ``epoch``.
       task: what :meth:`predict` returns, see :data:`TASKS`.
+      input_spec: ``{"shape", "dtype"}`` of one training example (without the batch axis),
+        as the checkpoint records it; ``None`` skips the input checks.
+      prepare: turns raw inputs (e.g. 0-255 MNIST images) into model inputs, as the run
+        was trained (from :func:`register_inputs`); ``None`` when the task has none.
     """
 
     model: nn.Module
@@ -71,6 +113,51 @@ class Predictor:
     epoch: int
     history: History
     task: str
+    input_spec: dict[str, Any] | None = None
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def model_inputs(self, inputs: np.ndarray | jax.Array) -> jax.Array:
+        """``inputs`` as the model takes them, checked against what the run trained on.
+
+        Raw integer inputs (e.g. ``uint8 [batch, 28, 28]`` images) are prepared as the run
+        was (:attr:`prepare`: pixels scaled and normalised, rows or pixels in the run's
+        order) when the task knows how; inputs already shaped like the training examples
+        are passed on as they are.
+
+        Args:
+          inputs: ``[batch, ...]``: the training examples' shape, or raw inputs of the task.
+
+        Returns:
+          The model's inputs, ``[batch, *input_spec["shape"]]``.
+
+        Raises:
+          ValueError: for inputs of another rank or feature size (naming the expected
+            shape; the length of a sequence may differ from the training one), or raw
+            integer inputs of a run that was trained on floats and whose task has no
+            preparation (saying what to apply).
+        """
+        x = inputs if isinstance(inputs, jax.Array) else np.asarray(inputs)
+        spec = self.input_spec
+        if spec is None:
+            return jnp.asarray(x)
+        want = tuple(spec["shape"])
+        trained_on_floats = np.issubdtype(np.dtype(spec["dtype"]), np.floating)
+        raw = np.issubdtype(x.dtype, np.integer) and trained_on_floats
+        if raw and self.prepare is not None:
+            x = self.prepare(np.asarray(x))
+        elif raw:
+            raise ValueError(f"inputs are {x.dtype} but {self.name} was trained on "
+                             f"{spec['dtype']} inputs; prepare them as its training data was "
+                             f"(e.g. jaxseq.tasks.mnist.data.preprocess for 0-255 images)")
+        # Recurrent models take any length: the rank and the feature size must fit.
+        if x.ndim != len(want) + 1 or x.shape[-1:] != want[-1:]:
+            dims = ", ".join(["time" if len(want) == 2 else str(want[0]), *map(str, want[1:])])
+            raise ValueError(f"inputs of shape {tuple(x.shape)} do not fit {self.name}, which "
+                             f"takes [batch, {dims}] (trained on [batch, "
+                             f"{', '.join(map(str, want))}])"
+                             + (" (or raw images, prepared as the run was)"
+                                if self.prepare is not None else ""))
+        return jnp.asarray(x)
 
     def outputs(self, inputs: np.ndarray | jax.Array) -> jax.Array:
         """The model's raw outputs: ``[batch, classes]`` logits for a classifier,
@@ -86,9 +173,9 @@ class Predictor:
           ``[batch, time, 1]`` probabilities that each sum bit is 1.
 
         Raises:
-          ValueError: for inputs of the wrong rank or feature size (from the model).
+          ValueError: for inputs that do not fit the model, see :meth:`model_inputs`.
         """
-        return _apply(self.model, self.params, jnp.asarray(inputs))
+        return _apply(self.model, self.params, self.model_inputs(inputs))
 
     def predict(self, inputs: np.ndarray | jax.Array) -> np.ndarray:
         """Predictions for ``inputs`` (e.g. ``[batch, 28, 28]`` float32 as
@@ -104,9 +191,29 @@ class Predictor:
           probability is above 0.5, else 0), least significant first.
 
         Raises:
-          ValueError: for inputs of the wrong rank or feature size (from the model).
+          ValueError: for inputs that do not fit the model, see :meth:`model_inputs`.
         """
         return TASKS[self.task](np.asarray(self.outputs(inputs)))
+
+    def predict_proba(self, inputs: np.ndarray | jax.Array) -> np.ndarray:
+        """Probabilities for ``inputs``: float32 ``[batch, classes]`` (softmax of the
+        logits, rows summing to 1) for a classifier, ``[batch, time]`` probabilities that
+        each sum bit is 1 for the adder.
+
+        Args:
+          inputs: as for :meth:`outputs`.
+
+        Returns:
+          A NumPy float32 array.
+
+        Raises:
+          ValueError: for inputs that do not fit the model, or a task without
+            probabilities.
+        """
+        if self.task not in PROBABILITIES:
+            raise ValueError(f"task {self.task!r} registered no probabilities")
+        outputs = np.asarray(self.outputs(inputs), np.float64)
+        return PROBABILITIES[self.task](outputs).astype(np.float32)
 
     def evaluate(self, dataset: Dataset, objective: Objective = CLASSIFICATION,
                  batch_size: int = 1000) -> dict[str, float]:
@@ -201,6 +308,11 @@ def load_run(
         if "model" not in meta or "input" not in meta:
             raise ValueError(f"checkpoint {checkpointer.directory} does not record its model")
         model = build_model(meta["model"])  # importing its module registers its task
+        for hook in _TASK_HOOKS:  # the tasks' input and output hooks
+            module, _, function = hook.partition(":")
+            function = getattr(importlib.import_module(module), function) if function else None
+            if function is not None and function not in INPUTS:
+                INPUTS.append(function)
         if meta["task"] not in TASKS:
             raise ValueError(f"checkpoint {checkpointer.directory} was saved by task "
                              f"{meta['task']!r}, which is not registered; known tasks: "
@@ -210,6 +322,9 @@ def load_run(
         params = checkpointer.restore_params(params_like, meta["epoch"])
     config_path = run_dir / "config.json"
     config = read_json(config_path) if config_path.is_file() else {}
+    spec = dict(meta["input"])
+    prepare = next((f for f in (hook(config, spec) for hook in INPUTS) if f is not None), None)
     return Predictor(model, params, config, name, int(meta["epoch"]),
-                     {k: list(v) for k, v in meta["history"].items()}, meta["task"])
+                     {k: list(v) for k, v in meta["history"].items()}, meta["task"],
+                     input_spec=spec, prepare=prepare)
 

@@ -24,7 +24,12 @@ def _sum_bits(probabilities: np.ndarray) -> np.ndarray:
     return (probabilities[..., 0] > 0.5).astype(np.int32)
 
 
-register_task(TASK, _sum_bits)
+def _bit_probabilities(probabilities: np.ndarray) -> np.ndarray:
+    """``[batch, time, 1]`` -> ``[batch, time]``: the probability that each sum bit is 1."""
+    return probabilities[..., 0]
+
+
+register_task(TASK, _sum_bits, _bit_probabilities)
 
 
 class BinaryAdder(nn.Module):

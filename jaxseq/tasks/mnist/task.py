@@ -574,3 +574,40 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
                        "test_accuracy": test["accuracy"], "test_loss": test["loss"],
                        "saved": saved})
     return scores
+
+
+def raw_image_preparation(config: Mapping[str, Any], input_spec: Mapping[str, Any]
+                          ) -> Callable[[Any], Any] | None:
+    """How raw images become the inputs of a saved MNIST-task run, for its Predictor.
+
+    One of :func:`jaxseq.runs.predictor.load_run`'s input hooks: for a run of this task
+    (its ``config.json`` has ``cell`` and ``hidden_size``), 0-255 images ``[batch, 28,
+    28]`` are normalised (:func:`jaxseq.tasks.mnist.data.preprocess`) and read in the
+    run's order (``rows``, ``pixels``, or ``permuted`` with the permutation drawn from its
+    ``seed``), exactly as its training data was.
+
+    Args:
+      config: the run's ``config.json``.
+      input_spec: the model's ``{"shape", "dtype"}`` of one example.
+
+    Returns:
+      ``prepare(images) -> inputs``, or ``None`` for a run of another task.
+    """
+    if not {"cell", "hidden_size"} <= set(config):
+        return None
+    order = config.get("order", "rows")
+    if order not in mnist_data.ORDERS:
+        return None
+    permutation = (mnist_data.pixel_permutation(int(config.get("seed", 0)))
+                   if order == "permuted" else None)
+
+    def prepare(images: Any) -> Any:
+        import numpy as np
+
+        images = np.asarray(images)
+        if images.ndim != 3 or images.shape[1:] != (28, 28):
+            raise ValueError(f"raw images must be [batch, 28, 28] grey levels 0-255, got "
+                             f"{images.dtype} {images.shape}")
+        return mnist_data.as_sequences(mnist_data.preprocess(images), order, permutation)
+
+    return prepare
