@@ -83,6 +83,15 @@ def _check_nonnegative_int(name: str, value: int) -> int:
 nonnegative_int = _argument_type(_check_nonnegative_int, int, "a non-negative integer")
 
 
+def host_port(text: str) -> str:
+    """``argparse`` type: ``HOST:PORT`` with a port in ``[1, 65535]`` (``[::1]:1234`` too)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be HOST:PORT with a port in [1, 65535], "
+                                         f"got {text!r}")
+    return text
+
+
 def path(text: str) -> Path:
     """``argparse`` type: a path, ``~`` expanded as a shell would (also in ``--flag=~/x``)."""
     return Path(text).expanduser()
@@ -318,7 +327,8 @@ def add_run_flags(parser: argparse.ArgumentParser, *, unit: str, resume_with: st
                         help="call jax.distributed.initialize() first (multi-host; start the "
                              "same command on every host)")
     # --- several processes (jaxseq.runs.distributed); allowed with --resume ---
-    parser.add_argument("--coordinator-address", default=None, metavar="HOST:PORT",
+    parser.add_argument("--coordinator-address", type=host_port, default=None,
+                        metavar="HOST:PORT",
                         help="multi-process run: process 0's address and a free port (with "
                              "--num-processes and --process-id; implies --distributed) "
                              "(default: none, one process or --distributed's detection)")
