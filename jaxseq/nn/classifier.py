@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from jaxseq.checks import check_positive_int
 from jaxseq.nn.cells import make_cell
 from jaxseq.nn.fused import FusedCellParams, FusedRNN, fused_bidirectional
+from jaxseq.nn.lengths import check_seq_lengths, last_valid, time_mask
 from jaxseq.nn.registry import check_implementation
 
 __all__ = ["RecurrentClassifier"]
@@ -23,6 +25,13 @@ class RecurrentClassifier(nn.Module):
     like the reference study's ``fc(out[:, -1, :])``: for a bidirectional model that
     is the forward direction's final output joined with the backward direction's
     output at the last input step (its first step).
+
+    Variable-length sequences (``seq_lengths``, as for Flax's ``nn.RNN``): row ``b`` of a
+    right-padded batch is valid at steps ``0 .. seq_lengths[b] - 1``. The padded inputs are
+    zeroed, a backward direction reads each row's valid prefix backwards, every layer's
+    outputs are zero at padded steps, and the head reads each row's last valid step
+    ``outputs[b, seq_lengths[b] - 1]``: each row's logits (and gradients) are those of the
+    row run alone, unpadded, for every implementation (:mod:`jaxseq.nn.lengths`).
 
     Attributes:
       cell: cell name, a key of :data:`jaxseq.nn.registry.CELLS`.
@@ -69,25 +78,38 @@ class RecurrentClassifier(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, inputs: jax.Array) -> jax.Array:
+    def __call__(self, inputs: jax.Array, seq_lengths: jax.Array | None = None) -> jax.Array:
         """Logits for a batch of sequences.
 
         Args:
           inputs: ``[batch, time, input_features]`` float32 (for MNIST
             ``[batch, 28, 28]``, as :func:`jaxseq.tasks.mnist.data.preprocess` gives).
+          seq_lengths: optional ``[batch]`` integer lengths of right-padded sequences,
+            each in ``[1, time]``; ``None`` (default): every step is valid, the code path
+            of a model without lengths. Checked when concrete; under ``jax.jit`` the
+            values are the caller's job and are clamped to ``[1, time]``
+            (:func:`jaxseq.nn.lengths.check_seq_lengths`).
 
         Returns:
           ``[batch, num_classes]`` float32 unnormalised logits, from the last layer's
-          output at the last time step.
+          output at the last time step (the last valid one with ``seq_lengths``).
 
         Raises:
-          ValueError: if ``inputs`` is not three-dimensional.
+          ValueError: if ``inputs`` is not three-dimensional, or ``seq_lengths`` is not
+            ``[batch]`` integers in ``[1, time]``.
         """
         if inputs.ndim != 3:
             raise ValueError(
                 f"inputs must be [batch, time, features], got shape {inputs.shape}"
             )
         outputs = inputs
+        # --- seq_lengths (jaxseq issue 12.1) ---
+        mask = None
+        if seq_lengths is not None:
+            seq_lengths = check_seq_lengths(seq_lengths, *inputs.shape[:2])
+            mask = time_mask(seq_lengths, inputs.shape[1])  # [batch, time, 1]
+            outputs = jnp.where(mask, outputs, 0)
+        # --- end seq_lengths ---
         for layer in range(self.num_layers):
             names = (f"cell_{layer}", f"cell_{layer}_backward")
             if self.implementation != "flax" and self.bidirectional:
@@ -95,16 +117,19 @@ class RecurrentClassifier(nn.Module):
                 forward = FusedCellParams(self.cell, self.features, name=names[0])(in_features)
                 backward = FusedCellParams(self.cell, self.features, name=names[1])(in_features)
                 outputs = fused_bidirectional(self.cell, outputs, forward, backward,
-                                              self.implementation)
+                                              self.implementation, seq_lengths=seq_lengths)
                 continue
             if self.implementation != "flax":
                 outputs = FusedRNN(self.cell, self.features, implementation=self.implementation,
-                                   name=names[0])(outputs)
+                                   name=names[0])(outputs, seq_lengths=seq_lengths)
                 continue
             forward = nn.RNN(make_cell(self.cell, self.features, name=names[0]))
             if self.bidirectional:
                 backward = nn.RNN(make_cell(self.cell, self.features, name=names[1]))
-                outputs = nn.Bidirectional(forward, backward)(outputs)
+                outputs = nn.Bidirectional(forward, backward)(outputs, seq_lengths=seq_lengths)
             else:
-                outputs = forward(outputs)
-        return nn.Dense(self.num_classes, name="head")(outputs[:, -1])
+                outputs = forward(outputs, seq_lengths=seq_lengths)
+            if mask is not None:  # seq_lengths: Flax leaves padded outputs as computed
+                outputs = jnp.where(mask, outputs, 0)
+        last = outputs[:, -1] if seq_lengths is None else last_valid(outputs, seq_lengths)
+        return nn.Dense(self.num_classes, name="head")(last)
