@@ -65,6 +65,10 @@ def build_parser() -> cli.ArgumentParser:
                         help="run folder (default: a new folder under runs/)")
     parser.add_argument("--train-subset", type=cli.positive_int, default=None,
                         help="train on the first N shuffled training images only (quick runs)")
+    parser.add_argument("--dropout", type=cli.dropout_rate, default=0.0,
+                        help="dropout probability in [0, 1) on the outputs of every recurrent "
+                             "layer but the last, in training only (as PyTorch's dropout=; "
+                             "no effect with --num-layers 1)")
     cli.add_run_flags(parser, unit="model",
                       resume_with="--data-dir, --no-progress, --keep-checkpoints, --distributed, "
                                   "--log-dir, --log-every-steps")
@@ -100,7 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--resume: {args.resume} is a finished run (summary.json exists); "
                          f"nothing to resume; use --eval-only {args.resume} to re-score it")
         saved = cli.saved_settings(parser, config, SETTINGS, "--resume",
-                                   optional=("cpu_devices",))
+                                   optional=("cpu_devices", "dropout"))  # older runs: 0
         for key, value in saved.items():
             if key not in given:
                 setattr(args, key, cli.path(value) if key == "data_dir" and value else value)

@@ -28,6 +28,11 @@ Design (see ``docs/`` for the measurements behind it):
   has them gathered per batch exactly like its labels and passed to the model as
   ``apply_fn({"params": p}, inputs, seq_lengths=lengths)``; without lengths the model
   is called as before, so models without that argument keep working.
+* Dropout: a model with a ``dropout`` rate above 0 (e.g.
+  :class:`~jaxseq.nn.classifier.RecurrentClassifier`) is trained with ``train=True`` and
+  ``rngs={"dropout": fold_in(dropout_rng, state.step)}``, a key per optimizer step, where
+  ``fit`` derives ``dropout_rng`` from its ``rng``, so a resumed run draws the same masks;
+  evaluation is deterministic. Any other model is called exactly as before.
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ __all__ = [
     "fit",
     "train_chunk",
     "train_step",
+    "uses_dropout",
     "zero_sums",
 ]
 
@@ -328,9 +334,47 @@ def _lengths_kwargs(seq_lengths: jax.Array | None) -> dict[str, jax.Array]:
     return {} if seq_lengths is None else {"seq_lengths": seq_lengths}
 
 
+# --- dropout (jaxseq issue 12.6) --------------------------------------------------------------
+
+#: ``fit`` draws its dropout keys from ``fold_in(rng, _DROPOUT_STREAM)``; the shuffles use
+#: ``fold_in(rng, epoch)`` with epochs counted from 1, so 0 is free.
+_DROPOUT_STREAM = 0
+
+
+def uses_dropout(apply_fn: Callable[..., Any]) -> bool:
+    """Whether ``apply_fn`` is the ``apply`` of a module with a ``dropout`` rate above 0.
+
+    Such a model is trained with ``train=True`` and a ``"dropout"`` PRNG key per step
+    (:func:`train_step`); every other model is called with its inputs only.
+
+    Args:
+      apply_fn: a ``TrainState.apply_fn``, normally ``model.apply``.
+
+    Returns:
+      ``True`` for the bound ``apply`` of a Flax module whose ``dropout`` attribute is a
+      number above 0 (e.g. ``RecurrentClassifier(dropout=0.2)``).
+    """
+    module = getattr(apply_fn, "__self__", None)
+    rate = getattr(module, "dropout", 0.0) if isinstance(module, nn.Module) else 0.0
+    return isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0
+
+
+def _dropout_kwargs(state: TrainState, dropout_rng: jax.Array | None) -> dict[str, Any]:
+    """``train=True`` and this step's dropout key for a dropout model, else nothing."""
+    if not uses_dropout(state.apply_fn):
+        return {}
+    if dropout_rng is None:
+        raise ValueError("the model has dropout > 0: train_step needs dropout_rng (a PRNG key; "
+                         "fit derives one from its rng)")
+    return {"train": True, "rngs": {"dropout": jax.random.fold_in(dropout_rng, state.step)}}
+
+
+# --- end dropout ------------------------------------------------------------------------------
+
+
 def train_step(
     state: TrainState, inputs: jax.Array, labels: jax.Array, objective: Objective,
-    *, seq_lengths: jax.Array | None = None,
+    *, seq_lengths: jax.Array | None = None, dropout_rng: jax.Array | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One Adam step on the batch mean of ``objective.loss_fn``. Pure; jit it or scan it.
 
@@ -341,15 +385,24 @@ def train_step(
       objective: the loss and metrics.
       seq_lengths: optional ``[batch]`` int lengths of right-padded sequences, passed to
         the model as ``seq_lengths=``; ``None``: the model is called with the inputs only.
+      dropout_rng: PRNG key for a model with dropout (:func:`uses_dropout`): it is then
+        called with ``train=True`` and ``rngs={"dropout": fold_in(dropout_rng,
+        state.step)}``. Ignored for other models.
 
     Returns:
       The new state and the batch's sums ``{"loss", *metrics, "count"}`` (float32
-      scalars), computed with the parameters before the update.
+      scalars), computed with the parameters before the update (and, for a dropout
+      model, with this step's dropout masks).
+
+    Raises:
+      ValueError: for a dropout model without ``dropout_rng``, or a loss or metric that
+        does not return one value per example.
     """
     batch = labels.shape[0]
+    model_kwargs = _lengths_kwargs(seq_lengths) | _dropout_kwargs(state, dropout_rng)
 
     def loss_fn(params):
-        predictions = state.apply_fn({"params": params}, inputs, **_lengths_kwargs(seq_lengths))
+        predictions = state.apply_fn({"params": params}, inputs, **model_kwargs)
         per_example = objective.loss_fn(predictions, labels)
         _check_per_example(per_example, batch, "loss_fn")
         return jnp.mean(per_example), (predictions, per_example)
@@ -420,6 +473,7 @@ def train_chunk(
     objective: Objective,
     mesh: Mesh | None = None,
     lengths: jax.Array | None = None,
+    dropout_rng: jax.Array | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """``train_step`` over ``batch_indices [steps, batch]`` rows of the on-device data.
 
@@ -435,6 +489,7 @@ def train_chunk(
         :data:`DATA_AXIS`; ``batch`` must then be a multiple of ``mesh.size``.
       lengths: optional ``[N]`` int sequence lengths of the whole training set, gathered
         per batch like ``labels`` and passed to the model as ``seq_lengths=``.
+      dropout_rng: PRNG key for a model with dropout, see :func:`train_step`.
 
     Returns:
       The state after ``steps`` updates and the sums plus this chunk's.
@@ -447,7 +502,7 @@ def train_chunk(
         batch_lengths = None if lengths is None else _split_batch(lengths[indices], mesh)
         new_state, batch_sums = train_step(
             state, _split_batch(inputs[indices], mesh), _split_batch(labels[indices], mesh),
-            objective, seq_lengths=batch_lengths,
+            objective, seq_lengths=batch_lengths, dropout_rng=dropout_rng,
         )
         if bad_step is not None:
             first_bad = (bad_step < 0) & ~jnp.isfinite(batch_sums["loss"])
@@ -609,8 +664,10 @@ def _epoch_indices(rng: jax.Array, epoch: int, num_examples: int, steps: int, ba
 def _sum_shapes(state, objective, inputs, labels,
                 lengths=None) -> dict[str, jax.ShapeDtypeStruct]:
     """Shapes of the running sums; traces ``train_step`` once, so call it outside loops."""
+    dropout_rng = jax.random.key(0) if uses_dropout(state.apply_fn) else None  # shapes only
     return jax.eval_shape(
-        lambda s, x, y, n: train_step(s, x, y, objective, seq_lengths=n)[1], state,
+        lambda s, x, y, n: train_step(s, x, y, objective, seq_lengths=n,
+                                      dropout_rng=dropout_rng)[1], state,
         inputs[:1], labels[:1], None if lengths is None else lengths[:1]
     )
 
@@ -685,7 +742,8 @@ def fit(
         the ``initial_epoch`` ones already done (the reference study: 10).
       batch_size: examples per step (the reference study: 64); ``N // batch_size``
         steps per epoch. Must be a multiple of the number of devices in ``mesh``.
-      rng: PRNG key or integer seed for the per-epoch shuffles.
+      rng: PRNG key or integer seed for the per-epoch shuffles (and, for a model with
+        dropout, the dropout masks: ``fold_in(fold_in(rng, 0), step)`` at each step).
       eval_batch_size: examples per validation batch (memory only, not results),
         rounded up to a multiple of the number of devices.
       progress_updates: how many times per epoch the host syncs to move the progress
@@ -752,6 +810,10 @@ def fit(
     _check_divisible("batch_size", batch_size, mesh)
     if isinstance(rng, (int, np.integer)):
         rng = jax.random.key(int(rng))
+    dropout_rng = (jax.random.fold_in(rng, _DROPOUT_STREAM)  # dropout (issue 12.6)
+                   if uses_dropout(state.apply_fn) else None)
+    if dropout_rng is not None and jax.process_count() == 1:
+        dropout_rng = jax.device_put(dropout_rng, _replicated(mesh))
 
     replicated = _replicated(mesh)
     inputs, labels = _to_mesh((train.inputs, train.labels), replicated)
@@ -780,7 +842,7 @@ def fit(
         for first in range(0, steps, chunk):
             state, sums = train_chunk(
                 state, sums, inputs, labels, indices[first : first + chunk], objective, mesh,
-                lengths,
+                lengths, dropout_rng,
             )
             # One host sync per chunk: it lets the bar show real progress and checks the loss.
             bad_step = int(jax.device_get(sums[_NONFINITE_STEP]))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxseq.checks import check_positive_int
+from jaxseq.checks import check_dropout_rate, check_positive_int
 from jaxseq.nn.cells import make_cell
 from jaxseq.nn.fused import FusedCellParams, FusedRNN, fused_bidirectional
 from jaxseq.nn.lengths import check_seq_lengths, last_valid, time_mask
@@ -51,12 +53,20 @@ class RecurrentClassifier(nn.Module):
         supports forward mode (``jvp``, ``jacfwd``, ``hessian``), because the other
         two are ``jax.custom_vjp`` functions. The default stays ``"fused"`` on every
         backend: ``"pallas"`` has not been measured faster on a GPU yet.
+      dropout: PyTorch's ``nn.RNN/LSTM/GRU(dropout=p)``: in training mode
+        (``train=True``), dropout with probability ``p`` on the outputs of every
+        recurrent layer except the last (``nn.Dropout``, PRNG stream ``"dropout"``,
+        kept values scaled by ``1 / (1 - p)``); nothing at evaluation. ``0.0``
+        (default): no dropout module at all, the model of earlier versions. As in
+        PyTorch, ``dropout > 0`` with ``num_layers=1`` does nothing, and constructing
+        such a model warns (``UserWarning``). :func:`jaxseq.train.fit` trains a model
+        with ``dropout > 0`` in training mode with a dropout key per step.
 
     Raises:
       ValueError: at construction, for an unknown ``cell`` or ``implementation``, a
         (cell, implementation) pair the registry does not list, a non-positive
-        ``features``, ``num_layers`` or ``num_classes``, or (``"pallas"``) a
-        ``features`` that is not a power of two >= 16.
+        ``features``, ``num_layers`` or ``num_classes``, a ``dropout`` outside
+        ``[0, 1)``, or (``"pallas"``) a ``features`` that is not a power of two >= 16.
     """
 
     cell: str = "lstm"
@@ -65,12 +75,21 @@ class RecurrentClassifier(nn.Module):
     bidirectional: bool = False
     num_classes: int = 10
     implementation: str = "fused"
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         # Every bad setting is refused here, at construction, not at init or apply.
         check_implementation(self.cell, self.implementation)
         for name in ("features", "num_layers", "num_classes"):
             check_positive_int(name, getattr(self, name))
+        # --- dropout between layers (jaxseq issue 12.6) ---
+        check_dropout_rate("dropout", self.dropout)
+        if self.dropout > 0 and self.num_layers == 1:
+            warnings.warn(f"dropout adds dropout after all but the last recurrent layer, so "
+                          f"non-zero dropout expects num_layers greater than 1, but got "
+                          f"dropout={self.dropout} and num_layers=1 (it has no effect)",
+                          UserWarning, stacklevel=3)
+        # --- end dropout ---
         if self.implementation == "pallas":
             from jaxseq.nn.pallas import check_features
 
@@ -78,7 +97,8 @@ class RecurrentClassifier(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, inputs: jax.Array, seq_lengths: jax.Array | None = None) -> jax.Array:
+    def __call__(self, inputs: jax.Array, seq_lengths: jax.Array | None = None, *,
+                 train: bool = False) -> jax.Array:
         """Logits for a batch of sequences.
 
         Args:
@@ -89,6 +109,9 @@ class RecurrentClassifier(nn.Module):
             of a model without lengths. Checked when concrete; under ``jax.jit`` the
             values are the caller's job and are clamped to ``[1, time]``
             (:func:`jaxseq.nn.lengths.check_seq_lengths`).
+          train: training mode: apply ``dropout`` between layers, which then needs a
+            ``"dropout"`` PRNG key (``apply(..., rngs={"dropout": key})``). Default
+            ``False``: evaluation, deterministic.
 
         Returns:
           ``[batch, num_classes]`` float32 unnormalised logits, from the last layer's
@@ -112,6 +135,9 @@ class RecurrentClassifier(nn.Module):
         # --- end seq_lengths ---
         for layer in range(self.num_layers):
             names = (f"cell_{layer}", f"cell_{layer}_backward")
+            if layer > 0 and self.dropout > 0:  # issue 12.6: on the previous layer's outputs
+                outputs = nn.Dropout(self.dropout, name=f"dropout_{layer - 1}")(
+                    outputs, deterministic=not train)
             if self.implementation != "flax" and self.bidirectional:
                 in_features = outputs.shape[-1]
                 forward = FusedCellParams(self.cell, self.features, name=names[0])(in_features)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from jaxseq.checks import MAX_SEED, check_positive_int, check_positive_number
+from jaxseq.checks import MAX_SEED, check_dropout_rate, check_positive_int, check_positive_number
 from jaxseq.nn.registry import CELLS, cell_info
 from jaxseq.runs import folder
 from jaxseq.tasks.mnist import data as mnist_data
@@ -51,6 +51,10 @@ class MnistConfig:
         user cache); ``~`` is expanded.
       train_subset: train on the first N shuffled training images only (``None``: all).
       keep_checkpoints: newest checkpoints kept per model.
+      dropout: dropout probability in ``[0, 1)`` on the outputs of every recurrent layer
+        but the last, in training only (PyTorch's ``dropout=``; 0: none, the study's;
+        with ``num_layers=1`` it has no effect and the model warns, as PyTorch does).
+        Runs saved before this setting existed read back as 0.
     """
 
     cell: str = "lstm"
@@ -64,6 +68,7 @@ class MnistConfig:
     data_dir: str | None = None
     train_subset: int | None = None
     keep_checkpoints: int = 3
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.data_dir is not None:
@@ -75,6 +80,7 @@ class MnistConfig:
         if self.train_subset is not None:
             check_positive_int("train_subset", self.train_subset)
         check_positive_number("learning_rate", self.learning_rate)
+        object.__setattr__(self, "dropout", check_dropout_rate("dropout", self.dropout))
         if not isinstance(self.bidirectional, bool):
             raise ValueError(f"bidirectional must be True or False, got {self.bidirectional!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not (
@@ -128,7 +134,8 @@ def _train_one(cell: str, config: MnistConfig, run_dir: Path, splits: mnist_data
 
     name = model_name(cell, config.bidirectional)
     model = RecurrentClassifier(cell=cell, features=config.hidden_size,
-                                num_layers=config.num_layers, bidirectional=config.bidirectional)
+                                num_layers=config.num_layers, bidirectional=config.bidirectional,
+                                dropout=config.dropout)
     init_rng, shuffle_rng = jax.random.split(jax.random.key(config.seed))
     state = create_train_state(model, init_rng, splits.train.inputs[:1], config.learning_rate)
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
