@@ -12,6 +12,7 @@ import numbers
 __all__ = [
     "MAX_SEED",
     "check_batch_size",
+    "check_dropout_rate",
     "check_fraction",
     "check_positive_int",
     "check_positive_number",
@@ -74,6 +75,25 @@ def check_fraction(name: str, value: object) -> float:
     if (isinstance(value, bool) or not isinstance(value, numbers.Real)
             or not 0.0 < float(value) < 1.0):
         raise ValueError(f"{name} must be a fraction strictly between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def check_dropout_rate(name: str, value: object) -> float:
+    """``value`` as a ``float`` if it is a real number in ``[0, 1)`` (a dropout probability).
+
+    Args:
+      name: what the value is, for the message (``"dropout"``).
+      value: the value to check.
+
+    Returns:
+      ``float(value)``.
+
+    Raises:
+      ValueError: ``"<name> must be a probability in [0, 1), got <value>"``.
+    """
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not 0.0 <= float(value) < 1.0):
+        raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
     return float(value)
 
 

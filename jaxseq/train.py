@@ -24,6 +24,15 @@ Design (see ``docs/`` for the measurements behind it):
 * A non-finite training loss is detected on the device (the first step whose loss is
   NaN or infinite is recorded inside the scan) and read back once per chunk, where
   the host syncs anyway; :func:`fit` then raises :class:`NonFiniteLossError`.
+* Variable-length sequences: a :class:`~jaxseq.data.dataset.Dataset` with ``lengths``
+  has them gathered per batch exactly like its labels and passed to the model as
+  ``apply_fn({"params": p}, inputs, seq_lengths=lengths)``; without lengths the model
+  is called as before, so models without that argument keep working.
+* Dropout: a model with a ``dropout`` rate above 0 (e.g.
+  :class:`~jaxseq.nn.classifier.RecurrentClassifier`) is trained with ``train=True`` and
+  ``rngs={"dropout": fold_in(dropout_rng, state.step)}``, a key per optimizer step, where
+  ``fit`` derives ``dropout_rng`` from its ``rng``, so a resumed run draws the same masks;
+  evaluation is deterministic. Any other model is called exactly as before.
 """
 
 from __future__ import annotations
@@ -85,6 +94,7 @@ __all__ = [
     "train_chunk",
     "train_step",
     "training_warnings",
+    "uses_dropout",
     "zero_sums",
 ]
 
@@ -479,8 +489,52 @@ def _weighted_sums(
     return sums
 
 
+def _lengths_kwargs(seq_lengths: jax.Array | None) -> dict[str, jax.Array]:
+    """``{"seq_lengths": ...}`` for the model call, or nothing (jaxseq issue 12.1)."""
+    return {} if seq_lengths is None else {"seq_lengths": seq_lengths}
+
+
+# --- dropout (jaxseq issue 12.6) --------------------------------------------------------------
+
+#: ``fit`` draws its dropout keys from ``fold_in(rng, _DROPOUT_STREAM)``; the shuffles use
+#: ``fold_in(rng, epoch)`` with epochs counted from 1, so 0 is free.
+_DROPOUT_STREAM = 0
+
+
+def uses_dropout(apply_fn: Callable[..., Any]) -> bool:
+    """Whether ``apply_fn`` is the ``apply`` of a module with a ``dropout`` rate above 0.
+
+    Such a model is trained with ``train=True`` and a ``"dropout"`` PRNG key per step
+    (:func:`train_step`); every other model is called with its inputs only.
+
+    Args:
+      apply_fn: a ``TrainState.apply_fn``, normally ``model.apply``.
+
+    Returns:
+      ``True`` for the bound ``apply`` of a Flax module whose ``dropout`` attribute is a
+      number above 0 (e.g. ``RecurrentClassifier(dropout=0.2)``).
+    """
+    module = getattr(apply_fn, "__self__", None)
+    rate = getattr(module, "dropout", 0.0) if isinstance(module, nn.Module) else 0.0
+    return isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0
+
+
+def _dropout_kwargs(state: TrainState, dropout_rng: jax.Array | None) -> dict[str, Any]:
+    """``train=True`` and this step's dropout key for a dropout model, else nothing."""
+    if not uses_dropout(state.apply_fn):
+        return {}
+    if dropout_rng is None:
+        raise ValueError("the model has dropout > 0: train_step needs dropout_rng (a PRNG key; "
+                         "fit derives one from its rng)")
+    return {"train": True, "rngs": {"dropout": jax.random.fold_in(dropout_rng, state.step)}}
+
+
+# --- end dropout ------------------------------------------------------------------------------
+
+
 def train_step(
-    state: TrainState, inputs: jax.Array, labels: jax.Array, objective: Objective
+    state: TrainState, inputs: jax.Array, labels: jax.Array, objective: Objective,
+    *, seq_lengths: jax.Array | None = None, dropout_rng: jax.Array | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One Adam step on the batch mean of ``objective.loss_fn``. Pure; jit it or scan it.
 
@@ -489,15 +543,26 @@ def train_step(
       inputs: ``[batch, ...]`` model inputs.
       labels: ``[batch, ...]`` targets.
       objective: the loss and metrics.
+      seq_lengths: optional ``[batch]`` int lengths of right-padded sequences, passed to
+        the model as ``seq_lengths=``; ``None``: the model is called with the inputs only.
+      dropout_rng: PRNG key for a model with dropout (:func:`uses_dropout`): it is then
+        called with ``train=True`` and ``rngs={"dropout": fold_in(dropout_rng,
+        state.step)}``. Ignored for other models.
 
     Returns:
       The new state and the batch's sums ``{"loss", *metrics, "count"}`` (float32
-      scalars), computed with the parameters before the update.
+      scalars), computed with the parameters before the update (and, for a dropout
+      model, with this step's dropout masks).
+
+    Raises:
+      ValueError: for a dropout model without ``dropout_rng``, or a loss or metric that
+        does not return one value per example.
     """
     batch = labels.shape[0]
+    model_kwargs = _lengths_kwargs(seq_lengths) | _dropout_kwargs(state, dropout_rng)
 
     def loss_fn(params):
-        predictions = state.apply_fn({"params": params}, inputs)
+        predictions = state.apply_fn({"params": params}, inputs, **model_kwargs)
         per_example = objective.loss_fn(predictions, labels)
         _check_per_example(per_example, batch, "loss_fn")
         return jnp.mean(per_example), (predictions, per_example)
@@ -515,6 +580,8 @@ def eval_step(
     labels: jax.Array,
     weights: jax.Array,
     objective: Objective,
+    *,
+    seq_lengths: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
     """Sums of the loss and metrics over one batch; ``weights [batch]`` is 0 on padding.
 
@@ -527,6 +594,8 @@ def eval_step(
       weights: ``[batch]`` float weight of each example: 1 for a real one, 0 for
         padding.
       objective: the loss and metrics.
+      seq_lengths: optional ``[batch]`` int sequence lengths for the model, as for
+        :func:`train_step`.
 
     Returns:
       ``{"loss", *metrics, "nonfinite", "count"}``: float32 scalars, each the weighted
@@ -537,7 +606,8 @@ def eval_step(
     Raises:
       ValueError: if the loss or a metric does not return one value per example.
     """
-    predictions = state.apply_fn({"params": state.params}, inputs)
+    predictions = state.apply_fn({"params": state.params}, inputs,
+                                 **_lengths_kwargs(seq_lengths))
     per_example = objective.loss_fn(predictions, labels)
     _check_per_example(per_example, labels.shape[0], "loss_fn")
     sums = _weighted_sums(objective, predictions, labels, per_example, weights)
@@ -574,6 +644,8 @@ def train_chunk(
     batch_indices: jax.Array,
     objective: Objective,
     mesh: Mesh | None = None,
+    lengths: jax.Array | None = None,
+    dropout_rng: jax.Array | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """``train_step`` over ``batch_indices [steps, batch]`` rows of the on-device data.
 
@@ -587,6 +659,9 @@ def train_chunk(
       objective: loss and metrics (static).
       mesh: if given (static), every gathered batch is split along its
         :data:`DATA_AXIS`; ``batch`` must then be a multiple of ``mesh.size``.
+      lengths: optional ``[N]`` int sequence lengths of the whole training set, gathered
+        per batch like ``labels`` and passed to the model as ``seq_lengths=``.
+      dropout_rng: PRNG key for a model with dropout, see :func:`train_step`.
 
     Returns:
       The state after ``steps`` updates and the sums plus this chunk's.
@@ -596,9 +671,10 @@ def train_chunk(
 
     def body(carry, indices):
         state, sums, bad_step = carry
+        batch_lengths = None if lengths is None else _split_batch(lengths[indices], mesh)
         new_state, batch_sums = train_step(
             state, _split_batch(inputs[indices], mesh), _split_batch(labels[indices], mesh),
-            objective,
+            objective, seq_lengths=batch_lengths, dropout_rng=dropout_rng,
         )
         if bad_step is not None:
             first_bad = (bad_step < 0) & ~jnp.isfinite(batch_sums["loss"])
@@ -619,6 +695,7 @@ def evaluate_batches(
     weights: jax.Array,
     objective: Objective,
     mesh: Mesh | None = None,
+    lengths: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
     """Sums of the loss and metrics over batched data, one compiled scan of :func:`eval_step`.
 
@@ -628,20 +705,27 @@ def evaluate_batches(
         :class:`EvalData`.
       objective: the loss and metrics (static).
       mesh: if given (static), every batch is split along its :data:`DATA_AXIS`.
+      lengths: optional ``[num_batches, batch]`` int sequence lengths
+        (:attr:`EvalData.lengths`), passed to the model as ``seq_lengths=``.
 
     Returns:
       ``{"loss", *metrics, "count"}``: float32 sums over every real example.
     """
 
-    def step(inputs, labels, weights):
+    def step(inputs, labels, weights, lengths=None):
         return eval_step(state, *(_split_batch(a, mesh) for a in (inputs, labels, weights)),
-                         objective)
+                         objective,
+                         seq_lengths=None if lengths is None else _split_batch(lengths, mesh))
 
     def body(sums, batch):
         return _add(sums, step(*batch)), None
 
-    first = step(inputs[0], labels[0], weights[0])
-    sums, _ = jax.lax.scan(body, first, (inputs[1:], labels[1:], weights[1:]))
+    if lengths is None:
+        first = step(inputs[0], labels[0], weights[0])
+        sums, _ = jax.lax.scan(body, first, (inputs[1:], labels[1:], weights[1:]))
+        return sums
+    first = step(inputs[0], labels[0], weights[0], lengths[0])
+    sums, _ = jax.lax.scan(body, first, (inputs[1:], labels[1:], weights[1:], lengths[1:]))
     return sums
 
 
@@ -653,11 +737,14 @@ class EvalData:
       inputs: ``[num_batches, batch, ...]`` inputs, zero-padded at the end.
       labels: ``[num_batches, batch, ...]`` labels, zero-padded at the end.
       weights: ``[num_batches, batch]`` float32, 1 for a real example, 0 for padding.
+      lengths: ``[num_batches, batch]`` int32 sequence lengths when the dataset has
+        them (padding rows get length 1, and weight 0), else ``None``.
     """
 
     inputs: jax.Array
     labels: jax.Array
     weights: jax.Array
+    lengths: jax.Array | None = None
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, batch_size: int, mesh: Mesh | None = None
@@ -687,16 +774,18 @@ class EvalData:
         num_batches = -(-n // batch_size)
         pad = num_batches * batch_size - n
 
-        def batched(array: np.ndarray) -> jax.Array:
+        def batched(array: np.ndarray, fill: int = 0) -> jax.Array:
             array = np.asarray(array)
-            array = np.concatenate([array, np.zeros((pad, *array.shape[1:]), array.dtype)])
+            array = np.concatenate([array, np.full((pad, *array.shape[1:]), fill, array.dtype)])
             array = array.reshape(num_batches, batch_size, *array.shape[1:])
             if mesh is None:
                 return jnp.asarray(array)
             return _to_mesh(array, NamedSharding(mesh, P(None, DATA_AXIS)))
 
         weights = np.ones(n, np.float32)  # batched() pads it with zeros
-        return cls(batched(dataset.inputs), batched(dataset.labels), batched(weights))
+        lengths = (None if dataset.lengths is None  # padding rows: length 1 (issue 12.1)
+                   else batched(np.asarray(dataset.lengths, np.int32), fill=1))
+        return cls(batched(dataset.inputs), batched(dataset.labels), batched(weights), lengths)
 
 
 def _normalise(sums: Mapping[str, jax.Array], nonfinite: bool = False) -> dict[str, float]:
@@ -723,7 +812,8 @@ def evaluate(
 
     Args:
       state: the trained state (only ``params`` and ``apply_fn`` are used).
-      dataset: inputs ``[N, ...]`` and labels ``[N, ...]``.
+      dataset: inputs ``[N, ...]`` and labels ``[N, ...]`` (and ``lengths [N]``, passed
+        to the model as ``seq_lengths=`` per batch, when it has them).
       objective: loss and metrics, as for training.
       batch_size: examples per evaluation batch (memory only, not results); rounded up
         to a multiple of the number of devices; the last batch is padded and masked.
@@ -747,7 +837,7 @@ def evaluate(
     data = EvalData.from_dataset(dataset, batch_size, mesh)
     state = _to_mesh(state, _replicated(mesh))
     return _normalise(evaluate_batches(state, data.inputs, data.labels, data.weights, objective,
-                                        mesh), nonfinite=True)
+                                        mesh, data.lengths), nonfinite=True)
 
 
 def _epoch_indices(rng: jax.Array, epoch: int, num_examples: int, steps: int, batch_size: int):
@@ -755,10 +845,14 @@ def _epoch_indices(rng: jax.Array, epoch: int, num_examples: int, steps: int, ba
     return permutation[: steps * batch_size].reshape(steps, batch_size)
 
 
-def _sum_shapes(state, objective, inputs, labels) -> dict[str, jax.ShapeDtypeStruct]:
+def _sum_shapes(state, objective, inputs, labels,
+                lengths=None) -> dict[str, jax.ShapeDtypeStruct]:
     """Shapes of the running sums; traces ``train_step`` once, so call it outside loops."""
+    dropout_rng = jax.random.key(0) if uses_dropout(state.apply_fn) else None  # shapes only
     return jax.eval_shape(
-        lambda s, x, y: train_step(s, x, y, objective)[1], state, inputs[:1], labels[:1]
+        lambda s, x, y, n: train_step(s, x, y, objective, seq_lengths=n,
+                                      dropout_rng=dropout_rng)[1], state,
+        inputs[:1], labels[:1], None if lengths is None else lengths[:1]
     )
 
 
@@ -769,17 +863,18 @@ def _zeros(shapes: Mapping[str, jax.ShapeDtypeStruct]) -> dict[str, jax.Array]:
 
 
 def zero_sums(state: TrainState, objective: Objective, inputs: jax.Array,
-              labels: jax.Array) -> dict[str, jax.Array]:
+              labels: jax.Array, lengths: jax.Array | None = None) -> dict[str, jax.Array]:
     """Zeroed running sums for :func:`train_chunk`, shaped by tracing ``train_step`` once.
 
     Args:
       state, objective: as for :func:`train_step`.
       inputs, labels: the training data ``[N, ...]`` (only shapes and dtypes are used).
+      lengths: its ``[N]`` sequence lengths, if the model is to be called with them.
 
     Returns:
       ``{"loss", *metrics, "count"}`` float32 zeros and ``"nonfinite_step"`` int32 -1.
     """
-    return _zeros(_sum_shapes(state, objective, inputs, labels))
+    return _zeros(_sum_shapes(state, objective, inputs, labels, lengths))
 
 
 def _check_history(history: Mapping[str, Sequence[float]], initial_epoch: int) -> History:
@@ -825,14 +920,17 @@ def fit(
 
     Args:
       state: initial parameters and optimizer, see :func:`create_train_state`.
-      train: training inputs ``[N, ...]`` and labels ``[N, ...]``.
+      train: training inputs ``[N, ...]`` and labels ``[N, ...]``; with ``lengths``
+        (:class:`~jaxseq.data.dataset.Dataset`), each batch's lengths are passed to the
+        model as ``seq_lengths=``.
       validation: evaluated after every epoch (all examples, padded and masked).
       objective: per-example loss and metrics (default softmax cross-entropy and accuracy).
       epochs: the last epoch to train, counted from the start of the run, including
         the ``initial_epoch`` ones already done (the reference study: 10).
       batch_size: examples per step (the reference study: 64); ``N // batch_size``
         steps per epoch. Must be a multiple of the number of devices in ``mesh``.
-      rng: PRNG key or integer seed for the per-epoch shuffles.
+      rng: PRNG key or integer seed for the per-epoch shuffles (and, for a model with
+        dropout, the dropout masks: ``fold_in(fold_in(rng, 0), step)`` at each step).
       eval_batch_size: examples per validation batch (memory only, not results),
         rounded up to a multiple of the number of devices.
       progress_updates: how many times per epoch the host syncs to move the progress
@@ -916,9 +1014,15 @@ def fit(
     check_labels(state, train, objective, "training set")
     if validation:
         check_labels(state, validation, objective, "validation set")
+    dropout_rng = (jax.random.fold_in(rng, _DROPOUT_STREAM)  # dropout (issue 12.6)
+                   if uses_dropout(state.apply_fn) else None)
+    if dropout_rng is not None and jax.process_count() == 1:
+        dropout_rng = jax.device_put(dropout_rng, _replicated(mesh))
 
     replicated = _replicated(mesh)
     inputs, labels = _to_mesh((train.inputs, train.labels), replicated)
+    lengths = (None if train.lengths is None  # sequence lengths (issue 12.1)
+               else _to_mesh(np.asarray(train.lengths, np.int32), replicated))
     val_data = (EvalData.from_dataset(validation, eval_batch_size, mesh)
                 if validation else None)
     state = _to_mesh(state, replicated)
@@ -929,7 +1033,7 @@ def fit(
         chunk = _log_chunk(chunk, steps, log_every_steps)
     step_writes = metric_writer is not None and log_every_steps is not None
 
-    sum_shapes = _sum_shapes(state, objective, inputs, labels)  # traced once, not per epoch
+    sum_shapes = _sum_shapes(state, objective, inputs, labels, lengths)  # traced once
     # --- resuming mid-epoch (EpochProgress) ---
     resumed_steps = 0
     if resume_progress is not None:
@@ -959,7 +1063,8 @@ def fit(
         epoch_start_step = first_step - resumed_steps + (epoch - initial_epoch - 1) * steps
         for first in range(done_before, steps, chunk):
             state, sums = train_chunk(
-                state, sums, inputs, labels, indices[first : first + chunk], objective, mesh
+                state, sums, inputs, labels, indices[first : first + chunk], objective, mesh,
+                lengths, dropout_rng,
             )
             # One host sync per chunk: it lets the bar show real progress and checks the loss.
             bad_step = int(jax.device_get(sums[_NONFINITE_STEP]))
@@ -984,7 +1089,8 @@ def fit(
         record.update({f"train_{k}": v for k, v in _normalise(sums).items()})
         if val_data is not None:
             val = evaluate_batches(
-                state, val_data.inputs, val_data.labels, val_data.weights, objective, mesh
+                state, val_data.inputs, val_data.labels, val_data.weights, objective, mesh,
+                val_data.lengths,
             )
             record.update({f"val_{k}": v for k, v in _normalise(val).items()})
         record["epoch_seconds"] = time.perf_counter() - start

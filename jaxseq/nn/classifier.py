@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
-from jaxseq.checks import check_positive_int
+from jaxseq.checks import check_dropout_rate, check_positive_int
 from jaxseq.nn.cells import make_cell
 from jaxseq.nn.fused import FusedCellParams, FusedRNN, check_real_inputs, fused_bidirectional
+from jaxseq.nn.lengths import check_seq_lengths, last_valid, time_mask
 from jaxseq.nn.registry import check_implementation
 
 __all__ = ["RecurrentClassifier"]
@@ -26,6 +30,13 @@ class RecurrentClassifier(nn.Module):
     like the reference study's ``fc(out[:, -1, :])``: for a bidirectional model that
     is the forward direction's final output joined with the backward direction's
     output at the last input step (its first step).
+
+    Variable-length sequences (``seq_lengths``, as for Flax's ``nn.RNN``): row ``b`` of a
+    right-padded batch is valid at steps ``0 .. seq_lengths[b] - 1``. The padded inputs are
+    zeroed, a backward direction reads each row's valid prefix backwards, every layer's
+    outputs are zero at padded steps, and the head reads each row's last valid step
+    ``outputs[b, seq_lengths[b] - 1]``: each row's logits (and gradients) are those of the
+    row run alone, unpadded, for every implementation (:mod:`jaxseq.nn.lengths`).
 
     Attributes:
       cell: cell name, a key of :data:`jaxseq.nn.registry.CELLS`.
@@ -51,13 +62,22 @@ class RecurrentClassifier(nn.Module):
         message when the function was ``jax.jit``-compiled first). The default stays
         ``"fused"`` on every backend: ``"pallas"`` has not been measured faster on a
         GPU yet.
+      dropout: PyTorch's ``nn.RNN/LSTM/GRU(dropout=p)``: in training mode
+        (``train=True``), dropout with probability ``p`` on the outputs of every
+        recurrent layer except the last (``nn.Dropout``, PRNG stream ``"dropout"``,
+        kept values scaled by ``1 / (1 - p)``); nothing at evaluation. ``0.0``
+        (default): no dropout module at all, the model of earlier versions. As in
+        PyTorch, ``dropout > 0`` with ``num_layers=1`` does nothing, and constructing
+        such a model warns (``UserWarning``). :func:`jaxseq.train.fit` trains a model
+        with ``dropout > 0`` in training mode with a dropout key per step.
 
     Raises:
       ValueError: at construction, for an unknown ``cell`` or ``implementation``, a
         (cell, implementation) pair the registry does not list, a non-positive
-        ``features``, ``num_layers`` or ``num_classes``, or (``"pallas"``) a
-        ``features`` that is not a power of two >= 16; at apply, for inputs that are
-        not ``[batch, time, features]`` or not real numbers (e.g. complex).
+        ``features``, ``num_layers`` or ``num_classes``, a ``dropout`` outside
+        ``[0, 1)``, or (``"pallas"``) a ``features`` that is not a power of two >= 16;
+        at apply, for inputs that are not ``[batch, time, features]`` or not real
+        numbers (e.g. complex).
       TypeError: at apply, under forward-mode differentiation of ``"fused"`` or
         ``"pallas"`` (see ``implementation``).
     """
@@ -68,12 +88,21 @@ class RecurrentClassifier(nn.Module):
     bidirectional: bool = False
     num_classes: int = 10
     implementation: str = "fused"
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         # Every bad setting is refused here, at construction, not at init or apply.
         check_implementation(self.cell, self.implementation)
         for name in ("features", "num_layers", "num_classes"):
             check_positive_int(name, getattr(self, name))
+        # --- dropout between layers (jaxseq issue 12.6) ---
+        check_dropout_rate("dropout", self.dropout)
+        if self.dropout > 0 and self.num_layers == 1:
+            warnings.warn(f"dropout adds dropout after all but the last recurrent layer, so "
+                          f"non-zero dropout expects num_layers greater than 1, but got "
+                          f"dropout={self.dropout} and num_layers=1 (it has no effect)",
+                          UserWarning, stacklevel=3)
+        # --- end dropout ---
         if self.implementation == "pallas":
             from jaxseq.nn.pallas import check_features
 
@@ -81,7 +110,8 @@ class RecurrentClassifier(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, inputs: jax.Array) -> jax.Array:
+    def __call__(self, inputs: jax.Array, seq_lengths: jax.Array | None = None, *,
+                 train: bool = False) -> jax.Array:
         """Logits for a batch of sequences.
 
         Args:
@@ -89,13 +119,22 @@ class RecurrentClassifier(nn.Module):
             ``[batch, 28, 28]``, as :func:`jaxseq.tasks.mnist.data.preprocess` gives),
             or any other real dtype (bool, integer, float16, bfloat16), promoted to
             float32 (raw ``uint8`` pixels are then used as 0..255, not rescaled).
+          seq_lengths: optional ``[batch]`` integer lengths of right-padded sequences,
+            each in ``[1, time]``; ``None`` (default): every step is valid, the code path
+            of a model without lengths. Checked when concrete; under ``jax.jit`` the
+            values are the caller's job and are clamped to ``[1, time]``
+            (:func:`jaxseq.nn.lengths.check_seq_lengths`).
+          train: training mode: apply ``dropout`` between layers, which then needs a
+            ``"dropout"`` PRNG key (``apply(..., rngs={"dropout": key})``). Default
+            ``False``: evaluation, deterministic.
 
         Returns:
           ``[batch, num_classes]`` float32 unnormalised logits, from the last layer's
-          output at the last time step.
+          output at the last time step (the last valid one with ``seq_lengths``).
 
         Raises:
-          ValueError: if ``inputs`` is not three-dimensional or not of a real dtype.
+          ValueError: if ``inputs`` is not three-dimensional or not of a real dtype, or
+            ``seq_lengths`` is not ``[batch]`` integers in ``[1, time]``.
           TypeError: under ``jax.jvp``/``jax.jacfwd`` with ``"fused"`` or ``"pallas"``.
         """
         if inputs.ndim != 3:
@@ -104,23 +143,36 @@ class RecurrentClassifier(nn.Module):
             )
         check_real_inputs(inputs)
         outputs = inputs
+        # --- seq_lengths (jaxseq issue 12.1) ---
+        mask = None
+        if seq_lengths is not None:
+            seq_lengths = check_seq_lengths(seq_lengths, *inputs.shape[:2])
+            mask = time_mask(seq_lengths, inputs.shape[1])  # [batch, time, 1]
+            outputs = jnp.where(mask, outputs, 0)
+        # --- end seq_lengths ---
         for layer in range(self.num_layers):
             names = (f"cell_{layer}", f"cell_{layer}_backward")
+            if layer > 0 and self.dropout > 0:  # issue 12.6: on the previous layer's outputs
+                outputs = nn.Dropout(self.dropout, name=f"dropout_{layer - 1}")(
+                    outputs, deterministic=not train)
             if self.implementation != "flax" and self.bidirectional:
                 in_features = outputs.shape[-1]
                 forward = FusedCellParams(self.cell, self.features, name=names[0])(in_features)
                 backward = FusedCellParams(self.cell, self.features, name=names[1])(in_features)
                 outputs = fused_bidirectional(self.cell, outputs, forward, backward,
-                                              self.implementation)
+                                              self.implementation, seq_lengths=seq_lengths)
                 continue
             if self.implementation != "flax":
                 outputs = FusedRNN(self.cell, self.features, implementation=self.implementation,
-                                   name=names[0])(outputs)
+                                   name=names[0])(outputs, seq_lengths=seq_lengths)
                 continue
             forward = nn.RNN(make_cell(self.cell, self.features, name=names[0]))
             if self.bidirectional:
                 backward = nn.RNN(make_cell(self.cell, self.features, name=names[1]))
-                outputs = nn.Bidirectional(forward, backward)(outputs)
+                outputs = nn.Bidirectional(forward, backward)(outputs, seq_lengths=seq_lengths)
             else:
-                outputs = forward(outputs)
-        return nn.Dense(self.num_classes, name="head")(outputs[:, -1])
+                outputs = forward(outputs, seq_lengths=seq_lengths)
+            if mask is not None:  # seq_lengths: Flax leaves padded outputs as computed
+                outputs = jnp.where(mask, outputs, 0)
+        last = outputs[:, -1] if seq_lengths is None else last_valid(outputs, seq_lengths)
+        return nn.Dense(self.num_classes, name="head")(last)

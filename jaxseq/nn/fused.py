@@ -15,8 +15,11 @@ machine's peak, so the work is arranged here the way cuDNN arranges it:
 The equations, parameter names, shapes and initialisers are exactly those of Flax's
 ``nn.SimpleCell``, ``nn.OptimizedLSTMCell`` and ``nn.GRUCell`` (tested to agree with them,
 outputs and gradients, in ``tests/test_fused.py``), so a parameter tree trained with one
-implementation runs unchanged with the other. The initial carry is zero, as in ``nn.RNN``;
-variable sequence lengths are not supported here (use the Flax layers for those).
+implementation runs unchanged with the other. The initial carry is zero, as in ``nn.RNN``.
+Variable-length (right-padded) sequences: :class:`FusedRNN` and :func:`fused_bidirectional`
+take ``seq_lengths [batch]`` as Flax's ``nn.RNN`` does; the scans below stay unmasked and
+the layers zero padded inputs and outputs and reverse only each row's valid prefix for a
+backward direction (:mod:`jaxseq.nn.lengths` says why that is exact).
 
 Inputs. :class:`FusedRNN` and :func:`fused_bidirectional` cast their inputs to the
 parameters' dtype (:func:`cast_inputs`), which is what Flax's promotion gives for float32
@@ -51,6 +54,7 @@ import jax
 import jax.numpy as jnp
 from flax.linen import initializers
 
+from jaxseq.nn.lengths import check_seq_lengths, reverse_valid, time_mask
 from jaxseq.nn.registry import CELLS
 
 Array = jax.Array
@@ -525,8 +529,8 @@ class FusedRNN(nn.Module):
         of :mod:`jaxseq.nn.pallas`): the same parameters and numbers.
 
     Raises:
-      ValueError: for an unknown cell or inputs that are not ``[batch, time, in]`` real
-        numbers.
+      ValueError: for an unknown cell, inputs that are not ``[batch, time, in]`` real
+        numbers, or bad ``seq_lengths`` (see :func:`jaxseq.nn.lengths.check_seq_lengths`).
       TypeError: under forward-mode differentiation (:data:`FORWARD_MODE_MESSAGE`).
     """
 
@@ -536,31 +540,44 @@ class FusedRNN(nn.Module):
     implementation: str = "fused"
 
     @nn.compact
-    def __call__(self, inputs: Array) -> Array:
+    def __call__(self, inputs: Array, seq_lengths: Array | None = None) -> Array:
         """Run the layer over whole sequences.
 
         Args:
           inputs: ``[batch, time, in]`` float32, or any real dtype (cast to the
             parameters' dtype, see :func:`cast_inputs`).
+          seq_lengths: optional ``[batch]`` int lengths of right-padded sequences, in
+            ``[1, time]`` (as for ``nn.RNN``); ``None``: every step is valid.
 
         Returns:
-          ``[batch, time, features]`` float32 (the parameters' dtype), the hidden
-          output at every step.
+          ``[batch, time, features]`` float32 (the parameters' dtype), the hidden output
+          at every step; with ``seq_lengths``, zero at padded steps, and at valid steps
+          what the unpadded sequence gives (a reverse layer reads the valid prefix
+          backwards).
 
         Raises:
-          ValueError: for an unknown cell or inputs that are not three-dimensional real
-            numbers.
+          ValueError: for an unknown cell, inputs that are not three-dimensional real
+            numbers, or bad ``seq_lengths`` (:func:`jaxseq.nn.lengths.check_seq_lengths`).
           TypeError: under ``jax.jvp``/``jax.jacfwd`` (:data:`FORWARD_MODE_MESSAGE`).
         """
         _check_inputs(inputs)
         params = _cell_params(self.cell, self.features, inputs.shape[-1])
         xs = jnp.swapaxes(cast_inputs(inputs, params), 0, 1)  # time-major for the scan
+        # --- seq_lengths (jaxseq issue 12.1): None keeps the code path as it was ---
+        mask = None
+        if seq_lengths is not None:
+            seq_lengths = check_seq_lengths(seq_lengths, *inputs.shape[:2])
+            mask = time_mask(seq_lengths, xs.shape[0], time_major=True)
+            xs = jnp.where(mask, xs, 0)
+        # --- end seq_lengths ---
         if self.reverse:
-            xs = xs[::-1]
+            xs = reverse_valid(xs, seq_lengths)  # xs[::-1] without lengths
         with _forward_mode_hint():
             hs = sequence_fn(self.cell, self.implementation)(xs, *params)
         if self.reverse:
-            hs = hs[::-1]
+            hs = reverse_valid(hs, seq_lengths)
+        if mask is not None:  # seq_lengths (issue 12.1): zero outputs at padded steps
+            hs = jnp.where(mask, hs, 0)
         return jnp.swapaxes(hs, 0, 1)
 
 
@@ -596,7 +613,8 @@ class FusedCellParams(nn.Module):
 
 
 def fused_bidirectional(cell: str, inputs: Array, forward_params: tuple,
-                        backward_params: tuple, implementation: str = "fused") -> Array:
+                        backward_params: tuple, implementation: str = "fused",
+                        seq_lengths: Array | None = None) -> Array:
     """Both directions of a layer, ``[batch, time, in] -> [batch, time, 2 * features]``.
 
     What ``nn.Bidirectional`` computes (forward outputs, then backward outputs in input
@@ -611,20 +629,34 @@ def fused_bidirectional(cell: str, inputs: Array, forward_params: tuple,
       forward_params: the forward direction's parameters, from :class:`FusedCellParams`.
       backward_params: the backward direction's, same cell and sizes.
       implementation: ``"fused"`` or ``"pallas"``, see :func:`sequence_fn`.
+      seq_lengths: optional ``[batch]`` int lengths of right-padded sequences, in
+        ``[1, time]`` (as for ``nn.Bidirectional``); the backward direction then reads
+        each row's valid prefix backwards (:func:`jaxseq.nn.lengths.reverse_valid`).
 
     Returns:
       ``[batch, time, 2 * features]`` float32: forward outputs then backward outputs,
       both in input order (the backward direction's output at step ``t`` has read steps
-      ``t .. time - 1``).
+      ``t .. time - 1``, or ``t .. L - 1`` with lengths); zero at padded steps.
 
     Raises:
-      ValueError: if ``inputs`` is not three-dimensional real numbers.
+      ValueError: if ``inputs`` is not three-dimensional real numbers, or for bad
+        ``seq_lengths`` (:func:`jaxseq.nn.lengths.check_seq_lengths`).
       TypeError: under ``jax.jvp``/``jax.jacfwd`` (:data:`FORWARD_MODE_MESSAGE`).
     """
     _check_inputs(inputs)
     xs = jnp.swapaxes(cast_inputs(inputs, (forward_params, backward_params)), 0, 1)
+    # --- seq_lengths (jaxseq issue 12.1): None keeps the code path as it was ---
+    mask = None
+    if seq_lengths is not None:
+        seq_lengths = check_seq_lengths(seq_lengths, *inputs.shape[:2])
+        mask = time_mask(seq_lengths, xs.shape[0], time_major=True)
+        xs = jnp.where(mask, xs, 0)
+    # --- end seq_lengths ---
     stacked = jax.tree.map(lambda f, b: jnp.stack([f, b]), forward_params, backward_params)
     with _forward_mode_hint():
-        hs = jax.vmap(sequence_fn(cell, implementation))(jnp.stack([xs, xs[::-1]]), *stacked)
-    outputs = jnp.concatenate([hs[0], hs[1][::-1]], axis=-1)
+        hs = jax.vmap(sequence_fn(cell, implementation))(
+            jnp.stack([xs, reverse_valid(xs, seq_lengths)]), *stacked)
+    outputs = jnp.concatenate([hs[0], reverse_valid(hs[1], seq_lengths)], axis=-1)
+    if mask is not None:  # seq_lengths (issue 12.1): zero outputs at padded steps
+        outputs = jnp.where(mask, outputs, 0)
     return jnp.swapaxes(outputs, 0, 1)

@@ -15,7 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from jaxseq.checks import MAX_SEED, check_fraction, check_positive_int, check_positive_number
+from jaxseq.checks import (
+    MAX_SEED,
+    check_dropout_rate,
+    check_fraction,
+    check_positive_int,
+    check_positive_number,
+)
 from jaxseq.runs.folder import (
     LOCK_FILE,
     RunDirLock,
@@ -71,6 +77,8 @@ positive_int = _argument_type(check_positive_int, int, "a positive integer")
 positive_float = _argument_type(check_positive_number, float, "a positive finite number")
 #: ``argparse`` type: a number strictly between 0 and 1 (:func:`jaxseq.checks.check_fraction`).
 fraction = _argument_type(check_fraction, float, "strictly between 0 and 1")
+#: ``argparse`` type: a probability in [0, 1) (:func:`jaxseq.checks.check_dropout_rate`).
+dropout_rate = _argument_type(check_dropout_rate, float, "a probability in [0, 1)")
 
 
 def _check_nonnegative_int(name: str, value: int) -> int:

@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from jaxseq.data.dataset import Dataset
+from jaxseq.nn.lengths import check_seq_lengths
 from jaxseq.runs.checkpoint import Checkpointer, build_model
 from jaxseq.runs.folder import (
     CHECKPOINTS_DIR,
@@ -159,7 +160,8 @@ class Predictor:
                                 if self.prepare is not None else ""))
         return jnp.asarray(x)
 
-    def outputs(self, inputs: np.ndarray | jax.Array) -> jax.Array:
+    def outputs(self, inputs: np.ndarray | jax.Array,
+                seq_lengths: np.ndarray | jax.Array | None = None) -> jax.Array:
         """The model's raw outputs: ``[batch, classes]`` logits for a classifier,
         ``[batch, time, 1]`` probabilities for the adder.
 
@@ -167,17 +169,28 @@ class Predictor:
           inputs: a batch shaped like the training inputs: ``[batch, 28, 28]`` float32
             (:func:`jaxseq.tasks.mnist.data.preprocess`) for an MNIST classifier,
             ``[batch, time, 2]`` operand bits (least significant first) for the adder.
+          seq_lengths: optional ``[batch]`` int lengths of right-padded sequences, each in
+            ``[1, time]``, passed to the model as ``seq_lengths=`` (a
+            :class:`~jaxseq.nn.classifier.RecurrentClassifier`); ``None``: all steps.
 
         Returns:
           float32 ``[batch, classes]`` unnormalised logits, or float32
           ``[batch, time, 1]`` probabilities that each sum bit is 1.
 
         Raises:
-          ValueError: for inputs that do not fit the model, see :meth:`model_inputs`.
+          ValueError: for inputs that do not fit the model, see :meth:`model_inputs`, or
+            lengths that are not ``[batch]`` integers in ``[1, time]``.
         """
-        return _apply(self.model, self.params, self.model_inputs(inputs))
+        inputs = self.model_inputs(inputs)
+        if seq_lengths is None:
+            return _apply(self.model, self.params, inputs)
+        if inputs.ndim != 3:  # the model's own message
+            raise ValueError(f"inputs must be [batch, time, features], got shape {inputs.shape}")
+        seq_lengths = check_seq_lengths(seq_lengths, *inputs.shape[:2])  # on the host
+        return _apply(self.model, self.params, inputs, seq_lengths)
 
-    def predict(self, inputs: np.ndarray | jax.Array) -> np.ndarray:
+    def predict(self, inputs: np.ndarray | jax.Array,
+                seq_lengths: np.ndarray | jax.Array | None = None) -> np.ndarray:
         """Predictions for ``inputs`` (e.g. ``[batch, 28, 28]`` float32 as
         :func:`jaxseq.tasks.mnist.data.preprocess` gives): int32 class ids ``[batch]``, or
         int32 sum bits ``[batch, time]`` for the adder.
@@ -193,9 +206,10 @@ class Predictor:
         Raises:
           ValueError: for inputs that do not fit the model, see :meth:`model_inputs`.
         """
-        return TASKS[self.task](np.asarray(self.outputs(inputs)))
+        return TASKS[self.task](np.asarray(self.outputs(inputs, seq_lengths)))
 
-    def predict_proba(self, inputs: np.ndarray | jax.Array) -> np.ndarray:
+    def predict_proba(self, inputs: np.ndarray | jax.Array,
+                      seq_lengths: np.ndarray | jax.Array | None = None) -> np.ndarray:
         """Probabilities for ``inputs``: float32 ``[batch, classes]`` (softmax of the
         logits, rows summing to 1) for a classifier, ``[batch, time]`` probabilities that
         each sum bit is 1 for the adder.
@@ -212,18 +226,22 @@ class Predictor:
         """
         if self.task not in PROBABILITIES:
             raise ValueError(f"task {self.task!r} registered no probabilities")
-        outputs = np.asarray(self.outputs(inputs), np.float64)
+        outputs = np.asarray(self.outputs(inputs, seq_lengths), np.float64)
         return PROBABILITIES[self.task](outputs).astype(np.float32)
 
     def evaluate(self, dataset: Dataset, objective: Objective = CLASSIFICATION,
-                 batch_size: int = 1000) -> dict[str, float]:
+                 batch_size: int = 1000,
+                 seq_lengths: np.ndarray | None = None) -> dict[str, float]:
         """:func:`jaxseq.train.evaluate` of these parameters on ``dataset``.
 
         Args:
-          dataset: inputs ``[N, ...]`` and labels ``[N, ...]``, as for training.
+          dataset: inputs ``[N, ...]`` and labels ``[N, ...]`` (and optional ``lengths``),
+            as for training.
           objective: loss and metrics; the default suits classifiers, pass one of
             :data:`jaxseq.tasks.adder.task.ADDER_OBJECTIVES` for the adder.
           batch_size: examples per evaluation batch (memory only, not results).
+          seq_lengths: optional ``[N]`` int sequence lengths for a dataset without
+            ``lengths`` (the same as evaluating ``Dataset(inputs, labels, seq_lengths)``).
 
         Returns:
           ``{"loss": ..., <metric>: ...}``: Python floats, means over every example;
@@ -235,6 +253,11 @@ class Predictor:
             the objective refuses (classification: class ids outside ``[0,
             num_classes)``), see :func:`jaxseq.train.evaluate`.
         """
+        if seq_lengths is not None:  # sequence lengths (jaxseq issue 12.1)
+            if dataset.lengths is not None:
+                raise ValueError("the dataset already has lengths; give seq_lengths only for "
+                                 "a dataset without them")
+            dataset = Dataset(dataset.inputs, dataset.labels, seq_lengths)
         state = TrainState.create(apply_fn=self.model.apply, params=self.params,
                                   tx=_NO_OPTIMIZER)
         return evaluate(state, dataset, objective, batch_size)
@@ -243,13 +266,17 @@ class Predictor:
 _NO_OPTIMIZER = optax.set_to_zero()  # evaluation needs a TrainState, not an optimizer
 
 
-def _apply(model: nn.Module, params: Any, inputs: jax.Array) -> jax.Array:
-    return _apply_jit(model, params, inputs)
+def _apply(model: nn.Module, params: Any, inputs: jax.Array,
+           seq_lengths: jax.Array | None = None) -> jax.Array:
+    return _apply_jit(model, params, inputs, seq_lengths)
 
 
 @partial(jax.jit, static_argnames="model")
-def _apply_jit(model: nn.Module, params: Any, inputs: jax.Array) -> jax.Array:
-    return model.apply({"params": params}, inputs)
+def _apply_jit(model: nn.Module, params: Any, inputs: jax.Array,
+               seq_lengths: jax.Array | None = None) -> jax.Array:
+    if seq_lengths is None:
+        return model.apply({"params": params}, inputs)
+    return model.apply({"params": params}, inputs, seq_lengths=seq_lengths)
 
 
 def load_run(

@@ -213,10 +213,7 @@ def train_test_split(
     _, n_test = split_sizes(n, test_size)
     order = make_rng(seed).permutation(n)
     test_idx, train_idx = order[:n_test], order[n_test:]
-    return (
-        Dataset(dataset.inputs[train_idx], dataset.labels[train_idx]),
-        Dataset(dataset.inputs[test_idx], dataset.labels[test_idx]),
-    )
+    return dataset.subset(train_idx), dataset.subset(test_idx)  # lengths kept (issue 12.1)
 
 
 def check_split(name: str, value: object) -> str:

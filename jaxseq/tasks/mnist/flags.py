@@ -28,7 +28,7 @@ EVAL_ONLY_FLAGS = {"data_dir"} | distributed.FLAGS
 SETTINGS = (*(f.name for f in dataclasses.fields(MnistConfig)), "cpu_devices")
 #: Settings that config.json files of earlier versions lack (read back as the defaults).
 NEWER_SETTINGS = ("order", "clip_grad_norm", "schedule", "warmup_steps", "dataset", "source",
-                  "seeds")
+                  "seeds", "dropout")
 def build_parser() -> cli.ArgumentParser:
     """The command line of ``experiments/mnist.py``: every flag with its help and default.
 
@@ -87,6 +87,10 @@ def build_parser() -> cli.ArgumentParser:
                         help="train each model with seeds seed, seed+1, ..., each in its own "
                              "checkpoint folder <model>-seed-<k>, and report the mean and "
                              "sample standard deviation (ddof=1) of the test accuracy")
+    parser.add_argument("--dropout", type=cli.dropout_rate, default=0.0,
+                        help="dropout probability in [0, 1) on the outputs of every recurrent "
+                             "layer but the last, in training only (as PyTorch's dropout=; "
+                             "no effect with --num-layers 1)")
     cli.add_run_flags(parser, unit="model",
                       resume_with="--data-dir, --no-progress, --keep-checkpoints, --distributed, "
                                   "--log-dir, --log-every-steps")

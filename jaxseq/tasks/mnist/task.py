@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from jaxseq.checks import MAX_SEED, check_positive_int, check_positive_number
+from jaxseq.checks import MAX_SEED, check_dropout_rate, check_positive_int, check_positive_number
 from jaxseq.nn.registry import CELLS, cell_info
 from jaxseq.runs import folder, storage
 from jaxseq.tasks.mnist import data as mnist_data
@@ -85,6 +85,10 @@ class MnistConfig:
         turn (1: one run, the study's). Seed ``k`` of such a run splits, initialises and
         shuffles exactly as a one-seed run with ``seed=k``; a permuted-order run keeps one
         pixel order for all its seeds, drawn from ``seed``.
+      dropout: dropout probability in ``[0, 1)`` on the outputs of every recurrent layer
+        but the last, in training only (PyTorch's ``dropout=``; 0: none, the study's;
+        with ``num_layers=1`` it has no effect and the model warns, as PyTorch does).
+        Runs saved before this setting existed read back as 0.
     """
 
     cell: str = "lstm"
@@ -106,6 +110,7 @@ class MnistConfig:
     dataset: str = "mnist"
     source: str = "idx"
     seeds: int = 1
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.data_dir is not None:
@@ -118,6 +123,7 @@ class MnistConfig:
         if self.train_subset is not None:
             check_positive_int("train_subset", self.train_subset)
         check_positive_number("learning_rate", self.learning_rate)
+        object.__setattr__(self, "dropout", check_dropout_rate("dropout", self.dropout))
         if not isinstance(self.bidirectional, bool):
             raise ValueError(f"bidirectional must be True or False, got {self.bidirectional!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not (
@@ -309,7 +315,8 @@ def _train_one(cell: str, seed: int, config: MnistConfig, run_dir: Path,
 
     name = run_name(cell, config, seed)
     model = RecurrentClassifier(cell=cell, features=config.hidden_size,
-                                num_layers=config.num_layers, bidirectional=config.bidirectional)
+                                num_layers=config.num_layers, bidirectional=config.bidirectional,
+                                dropout=config.dropout)
     init_rng, shuffle_rng = jax.random.split(jax.random.key(seed))
     total_steps = config.epochs * (splits.train.num_examples // config.batch_size)
     learning_rate = make_schedule(config.learning_rate, config.schedule, config.warmup_steps,
