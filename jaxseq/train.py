@@ -706,7 +706,7 @@ def evaluate_batches(
       objective: the loss and metrics (static).
       mesh: if given (static), every batch is split along its :data:`DATA_AXIS`.
       lengths: optional ``[num_batches, batch]`` int sequence lengths
-        (:attr:`EvalData.lengths`), passed to the model as ``seq_lengths=``.
+        (``EvalData.lengths``), passed to the model as ``seq_lengths=``.
 
     Returns:
       ``{"loss", *metrics, "count"}``: float32 sums over every real example.

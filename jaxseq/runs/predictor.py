@@ -121,7 +121,7 @@ class Predictor:
         """``inputs`` as the model takes them, checked against what the run trained on.
 
         Raw integer inputs (e.g. ``uint8 [batch, 28, 28]`` images) are prepared as the run
-        was (:attr:`prepare`: pixels scaled and normalised, rows or pixels in the run's
+        was (``prepare``: pixels scaled and normalised, rows or pixels in the run's
         order) when the task knows how; inputs already shaped like the training examples
         are passed on as they are.
 
