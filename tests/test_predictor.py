@@ -81,3 +81,15 @@ def test_adder_probabilities_are_its_per_bit_outputs():
 
     outputs = RNG.random((2, 5, 1)).astype(np.float32)
     np.testing.assert_array_equal(PROBABILITIES[TASK](outputs), outputs[..., 0])
+
+
+def test_evaluate_prepares_raw_images_like_predict(tmp_path):
+    run, prepared = saved_run(tmp_path, "pixels")
+    predictor = load_run(run, "gru")
+    labels = (np.arange(6) % 10).astype(np.int32)
+    raw = predictor.evaluate(Dataset(IMAGES, labels))
+    assert raw == predictor.evaluate(Dataset(prepared, labels))
+    assert raw["accuracy"] == np.mean(predictor.predict(IMAGES) == labels)
+    folder.write_json_atomic(run / "config.json", {"note": "not an MNIST-task run"})
+    with pytest.raises(ValueError, match="prepare them"):
+        load_run(run, "gru").evaluate(Dataset(IMAGES, labels))

@@ -73,9 +73,17 @@ def _tiny_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
     XLA:CPU sends every ``dot`` to a matmul library call, which for ``[32, 3] @ [3, 5]``
     costs far more than the arithmetic; written element-wise, the products fuse with the
-    activation into one loop (the adder trains ~2x faster, docs/performance.md).
+    activation into one loop (the adder trains ~2x faster, docs/performance.md). Only for
+    short contractions: the sum has one term per element, so a long one (a wide hidden
+    layer) would trace for minutes; those are a plain ``dot``.
     """
+    if kernel.shape[0] > _TINY_CONTRACTION:
+        return x @ kernel
     return sum(x[..., k, None] * kernel[k] for k in range(kernel.shape[0]))
+
+
+#: Longest contraction written out as multiply-adds (the study's cell contracts 3 and 5).
+_TINY_CONTRACTION = 16
 
 
 class FullAdderCell(nn.RNNCellBase):

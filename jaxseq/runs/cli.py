@@ -101,7 +101,10 @@ def host_port(text: str) -> str:
 
 
 def path(text: str) -> Path:
-    """``argparse`` type: a path, ``~`` expanded as a shell would (also in ``--flag=~/x``)."""
+    """``argparse`` type: a path, ``~`` expanded as a shell would (also in ``--flag=~/x``);
+    an empty one is refused (it would silently mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must be a path, got an empty string")
     return Path(text).expanduser()
 
 
@@ -280,6 +283,9 @@ def ensure_new_run_dir(parser: argparse.ArgumentParser, out_dir: str | os.PathLi
         parser.error(f"--out-dir {out_dir} already holds files; choose a new folder, "
                      f"pass --overwrite to replace that run, or --resume {out_dir} to "
                      f"continue it")
+    if not (out_dir / "config.json").is_file():  # not a run folder: delete nothing of it
+        parser.error(f"--out-dir {out_dir} holds files but no config.json, so it is not a run "
+                     f"folder; --overwrite only replaces a run; choose a new folder")
     held = lock_run_dir(parser, out_dir, "--overwrite") if lock else None
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     for pattern in outputs:
@@ -373,6 +379,8 @@ def check_log_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         if args.log_every_steps is not None:
             parser.error("--log-every-steps needs --log-dir")
         return
+    if args.log_dir.exists() and not args.log_dir.is_dir():
+        parser.error(f"--log-dir {args.log_dir} is not a folder")
     from jaxseq.runs.tensorboard import require_tensorboardx
 
     try:

@@ -253,6 +253,12 @@ class Predictor:
             the objective refuses (classification: class ids outside ``[0,
             num_classes)``), see :func:`jaxseq.train.evaluate`.
         """
+        raw = np.asarray(dataset.inputs)
+        if (self.input_spec is not None and np.issubdtype(raw.dtype, np.integer)
+                and np.issubdtype(np.dtype(self.input_spec["dtype"]), np.floating)):
+            # raw inputs (e.g. 0-255 images): prepared as for predict, or refused
+            dataset = Dataset(np.asarray(self.model_inputs(raw)), dataset.labels,
+                              dataset.lengths)
         if seq_lengths is not None:  # sequence lengths (jaxseq issue 12.1)
             if dataset.lengths is not None:
                 raise ValueError("the dataset already has lengths; give seq_lengths only for "
