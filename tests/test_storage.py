@@ -122,7 +122,7 @@ def test_script_exits_4_with_one_line_when_results_cannot_be_written(mnist_dir, 
              "--no-progress"])
     assert exited.value.code == storage.EXIT_STORAGE == 4
     lines = capsys.readouterr().err.strip().splitlines()
-    prog = os.path.basename(sys.argv[0])  # argparse's prog in-process
+    prog = "mnist.py"  # the script's parser names itself, also in-process
     assert lines == [f"{prog}: error: cannot write the results of rnn to {out}: No space left "
                      f"on device (ENOSPC); every epoch is checkpointed: free space, then "
                      f"--resume RUN_DIR writes the results"]
