@@ -39,7 +39,7 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path):
     (folder / "checkpoints" / "model.pt").write_text("keep me")
     for script in ("mnist.py", "adder.py"):
         one_line_error(run_experiment(script, "--out-dir", str(folder), "--overwrite"),
-                       "no config.json", "not a run folder")
+                       "none that a run writes", "not a run folder")
     assert (folder / "checkpoints" / "model.pt").read_text() == "keep me"
 
 

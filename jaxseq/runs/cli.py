@@ -283,9 +283,12 @@ def ensure_new_run_dir(parser: argparse.ArgumentParser, out_dir: str | os.PathLi
         parser.error(f"--out-dir {out_dir} already holds files; choose a new folder, "
                      f"pass --overwrite to replace that run, or --resume {out_dir} to "
                      f"continue it")
-    if not (out_dir / "config.json").is_file():  # not a run folder: delete nothing of it
-        parser.error(f"--out-dir {out_dir} holds files but no config.json, so it is not a run "
-                     f"folder; --overwrite only replaces a run; choose a new folder")
+    if not ((out_dir / LOCK_FILE).is_file()
+            or any(any(out_dir.glob(pattern)) for pattern in outputs)):
+        # none of the files a run writes (its lock, config.json, results): not a run folder
+        parser.error(f"--out-dir {out_dir} holds files but none that a run writes (config.json, "
+                     f"results), so it is not a run folder; --overwrite only replaces a run; "
+                     f"choose a new folder")
     held = lock_run_dir(parser, out_dir, "--overwrite") if lock else None
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     for pattern in outputs:
