@@ -36,7 +36,7 @@ import sys
 from jaxseq.runs import cli, distributed, faults, folder, signals
 from jaxseq.tasks.adder.flags import LOSSES, OPTIMIZERS, build_parser, parse_args  # noqa: F401
 
-EXIT_DIVERGED = 3
+EXIT_DIVERGED = faults.EXIT_DIVERGED
 
 
 def format_table(rows: list[dict]) -> str:
@@ -130,13 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                           progress=not args.no_progress, on_seed_end=print_seed,
                           run_info=run_info, log_dir=args.log_dir,
                           log_every_steps=args.log_every_steps, should_stop=stop)
-    except (FileNotFoundError, ValueError) as error:
-        faults.exit_on_fault(parser.prog, error)  # a full disk or a lost process, not input
-        cli.fail(parser.prog, cli.for_command_line(str(error), parser), 2)
-    except FloatingPointError as error:  # jaxseq.train.NonFiniteLossError
-        cli.fail(parser.prog, str(error), EXIT_DIVERGED)
-    except Exception as error:  # SIGTERM stop 143, storage 4, another process failed 5
-        faults.exit_on_fault(parser.prog, error)
+    except Exception as error:  # one line and its exit code (2, 3, 4, 5, 143), else raised
+        faults.exit_for_error(parser, error)
         raise
     summary, seeds = results["summary"], results["summary"]["seeds"]
     converged = summary["converged_seeds"]

@@ -36,7 +36,7 @@ from jaxseq.runs import cli, distributed, faults, folder, signals
 from jaxseq.tasks.mnist.flags import SETTINGS, build_parser, parse_args  # noqa: F401
 from jaxseq.tasks.mnist.task import MnistConfig
 
-EXIT_DIVERGED = 3
+EXIT_DIVERGED = faults.EXIT_DIVERGED
 
 
 def eval_only(args: argparse.Namespace) -> int:
@@ -113,13 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                           progress=not args.no_progress, run_info=run_info,
                           log_dir=args.log_dir, log_every_steps=args.log_every_steps,
                           should_stop=stop)
-    except (FileNotFoundError, ValueError) as error:
-        faults.exit_on_fault(parser.prog, error)  # a full disk or a lost process, not input
-        cli.fail(parser.prog, cli.for_command_line(str(error), parser), 2)
-    except FloatingPointError as error:  # jaxseq.train.NonFiniteLossError
-        cli.fail(parser.prog, str(error), EXIT_DIVERGED)
-    except Exception as error:  # SIGTERM stop 143, storage 4, another process failed 5
-        faults.exit_on_fault(parser.prog, error)
+    except Exception as error:  # one line and its exit code (2, 3, 4, 5, 143), else raised
+        faults.exit_for_error(parser, error)
         raise
     if config.seeds > 1:
         print(f"\nmodel      test accuracy, mean ± sample std (ddof=1) over {config.seeds} "

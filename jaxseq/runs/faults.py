@@ -54,3 +54,28 @@ def exit_on_fault(prog: str, error: BaseException) -> None:
         sys.exit(EXIT_STORAGE)
     if distributed.is_peer_failure(error):
         distributed.exit_peer_failed(prog, error)
+
+
+#: Exit status of a run whose training loss became NaN or infinite.
+EXIT_DIVERGED = 3
+
+
+def exit_for_error(parser, error: BaseException) -> None:
+    """The scripts' one handler for an error of a task's run: one line and its exit code.
+
+    A fault (:func:`exit_on_fault`: SIGTERM 143, storage 4, a lost process 5) exits with
+    its code; a ``ValueError``/``FileNotFoundError`` (bad input) exits 2 with the library's
+    message in flag names; a ``FloatingPointError`` (a non-finite loss) exits 3. Anything
+    else returns, for the caller to re-raise.
+
+    Args:
+      parser: the script's ``argparse`` parser (its ``prog`` and option names).
+      error: what the run raised.
+    """
+    from jaxseq.runs import cli
+
+    exit_on_fault(parser.prog, error)
+    if isinstance(error, (FileNotFoundError, ValueError)):
+        cli.fail(parser.prog, cli.for_command_line(str(error), parser), 2)
+    if isinstance(error, FloatingPointError):  # jaxseq.train.NonFiniteLossError
+        cli.fail(parser.prog, str(error), EXIT_DIVERGED)
