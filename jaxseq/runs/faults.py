@@ -21,6 +21,7 @@ handled by the scripts and :func:`jaxseq.runs.cli.run_main`.) No JAX import here
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from jaxseq.runs import distributed, signals, storage
@@ -60,7 +61,7 @@ def exit_on_fault(prog: str, error: BaseException) -> None:
 EXIT_DIVERGED = 3
 
 
-def exit_for_error(parser, error: BaseException) -> None:
+def exit_for_error(parser: argparse.ArgumentParser, error: BaseException) -> None:
     """The scripts' one handler for an error of a task's run: one line and its exit code.
 
     A fault (:func:`exit_on_fault`: SIGTERM 143, storage 4, a lost process 5) exits with
