@@ -98,13 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         from jaxseq.tasks.adder.task import run
 
         runtime.start(1, config.batch_size, **distributed.start_kwargs(args))
-        if jax.process_count() > 1 and args.out_dir is None:  # each would make its own folder
-            parser.error("several processes need one run folder: give --out-dir (on a "
-                         "filesystem every host sees) or --resume")
-        if config.batch_size % jax.device_count():  # before the run folder is made
-            parser.error(f"--batch-size {config.batch_size} must be a multiple of the number "
-                         f"of devices ({jax.device_count()}), since each batch is split "
-                         f"evenly across them")
+        cli.check_devices(parser, args.out_dir, config.batch_size)
         from jaxseq.runs import memory  # sizes that cannot fit: one line, exit 2
 
         memory.check_fits(memory.adder_estimate(config, memory.devices_sharing_host(),

@@ -83,13 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                                          **distributed.start_kwargs(args))
         import jax
 
-        if jax.process_count() > 1 and not args.out_dir:  # each would make its own folder
-            parser.error("several processes need one run folder: give --out-dir (on a "
-                         "filesystem every host sees) or --resume")
-        if config.batch_size % jax.device_count():  # before the run folder is made
-            parser.error(f"--batch-size {config.batch_size} must be a multiple of the number "
-                         f"of devices ({jax.device_count()}), since each batch is split "
-                         f"evenly across them")
+        cli.check_devices(parser, args.out_dir, config.batch_size)
         from jaxseq.runs import memory  # sizes that cannot fit: one line, exit 2
 
         memory.check_fits(memory.mnist_estimate(

@@ -27,7 +27,7 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
     Returns:
       ``path`` as a :class:`pathlib.Path`.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120, bbox_inches="tight")

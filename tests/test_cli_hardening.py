@@ -66,7 +66,7 @@ def copy_run(run_dir, tmp_path):
 
 
 @pytest.mark.parametrize("edit, expected", [
-    (lambda c: c.pop("cell"), "config.json lacks the setting 'cell'"),
+    (lambda c: c.pop("cell"), "is not a run folder of mnist.py: its config.json has no cell"),
     (lambda c: c.update(cell="bogus"), "holds cell = 'bogus', which --cell would refuse"),
     (lambda c: c.update(hidden_size="abc"), "holds hidden_size = 'abc'"),
     (lambda c: c.update(epochs=-1), "holds epochs = -1"),

@@ -205,6 +205,30 @@ def test_bash_snippets_use_existing_flags_and_extras():
     assert flags_cache, "no bash block runs an experiment script"
 
 
+def _parser_flags(parser) -> set[str]:
+    return {option for action in parser._actions for option in action.option_strings
+            if option.startswith("--") and option != "--help"}
+
+
+def test_readme_names_every_flag_and_the_resume_rule_of_the_code():
+    """The README's flag lists and its --resume rule follow the parsers (they lagged once)."""
+    from jaxseq.tasks.adder import flags as adder_flags
+    from jaxseq.tasks.mnist import flags as mnist_flags
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    named = set(re.findall(r"`(--[a-z][a-z0-9-]*)", readme))
+    for module in (mnist_flags, adder_flags):
+        missing = _parser_flags(module.build_parser()) - named
+        assert not missing, f"{module.__name__}: flags the README does not name: {missing}"
+    rule = re.search(r"`--resume RUN_DIR` continues.*?every other flag is an error", readme,
+                     re.DOTALL)
+    assert rule, "the README's --resume rule is gone"
+    allowed = set(re.findall(r"`(--[a-z][a-z0-9-]*)`", rule.group(0))) - {"--resume"}
+    expected = {"--" + dest.replace("_", "-")
+                for dest in mnist_flags.RESUME_FLAGS | adder_flags.RESUME_FLAGS}
+    assert allowed == expected
+
+
 # --- The documentation site works offline: nothing is loaded from another host ----------
 
 #: Elements whose URL the browser loads by itself (not links the reader may follow).

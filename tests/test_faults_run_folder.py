@@ -348,3 +348,22 @@ def test_config_records_the_data_folder_and_md5s(mnist_dir, tmp_path):
     result = run_mnist("--eval-only", str(run), JAXSEQ_DATA_DIR=str(mnist_dir))
     assert result.returncode == 0, result.stderr
     assert "gru: equals the saved test accuracy" in result.stdout
+
+
+def test_a_run_folder_of_the_other_script_is_refused_by_name(interrupted_adder, tmp_path):
+    """An adder run given to mnist.py (and the reverse) is named as such, before any shape
+    error from loading its checkpoints into the other task's model."""
+    mnist_run = fake_mnist_run(tmp_path / "mnist-run")
+    for flag in ("--eval-only", "--resume"):
+        assert_one_line_exit_2(
+            run_experiment(MNIST, flag, str(interrupted_adder)),
+            f"{flag}: {interrupted_adder} is not a run folder of mnist.py: its config.json has "
+            f"no cell ")
+    assert_one_line_exit_2(
+        run_experiment(ADDER, "--resume", str(mnist_run)),
+        f"--resume: {mnist_run} is not a run folder of adder.py: its config.json has no "
+        f"bits")
+    (tmp_path / "list-run").mkdir()
+    folder.write_json_atomic(tmp_path / "list-run" / "config.json", [1, 2])
+    assert_one_line_exit_2(run_experiment(MNIST, "--eval-only", str(tmp_path / "list-run")),
+                           "config.json holds list, not a run's settings")

@@ -87,7 +87,7 @@ def read_idx(
         sizes whose product passes its index range even for an empty array). The message
         names the file, what was found and what was expected.
     """
-    path = pathlib.Path(path)
+    path = pathlib.Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"IDX file not found: {path} (no such file)")
     raw = path.read_bytes()

@@ -233,7 +233,7 @@ class Checkpointer:
         if not isinstance(task, str) or not task:
             raise ValueError(f"task must be a task name such as 'classification', got {task!r}")
         #: The checkpoint folder, as an absolute :class:`~pathlib.Path`.
-        self.directory = Path(directory).absolute()
+        self.directory = Path(directory).expanduser().absolute()
         #: Whether the checkpointer only reads (:meth:`save` raises ``ValueError``).
         self.read_only = read_only
         if read_only and not self.directory.is_dir():

@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -22,6 +22,7 @@ from jaxseq.checks import (
     check_positive_int,
     check_positive_number,
 )
+from jaxseq.runs import distributed
 from jaxseq.runs.folder import (
     LOCK_FILE,
     RunDirLock,
@@ -194,12 +195,36 @@ def refuse_other_flags(parser: argparse.ArgumentParser, given: set[str], mode: s
     mode_dest = mode.lstrip("-").replace("-", "_")
     given = given - allowed - {mode_dest}
     if given:
-        def flag(dest: str) -> str:
-            return "--" + dest.replace("_", "-")
-
         parser.error(f"{mode} takes the run's saved settings; it can only be combined with "
-                     f"{', '.join(flag(d) for d in sorted(allowed))} "
-                     f"(got {', '.join(flag(d) for d in sorted(given))})")
+                     f"{describe_flags(allowed)} "
+                     f"(got {', '.join(_flag(d) for d in sorted(given))})")
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def describe_flags(dests: Collection[str]) -> str:
+    """The options ``dests`` (``dest`` names) in words, for help texts and messages.
+
+    The multi-process flags (:data:`jaxseq.runs.distributed.FLAGS`), when all present, are
+    named as a group after the others: ``"--data-dir, --no-progress and the multi-process
+    flags (--distributed, --coordinator-address, ...)"``.
+
+    Args:
+      dests: ``dest`` names such as ``"data_dir"``.
+
+    Returns:
+      The flags, sorted, separated by commas and a final "and".
+    """
+    multi_process = distributed.FLAGS <= set(dests)
+    names = [_flag(d) for d in sorted(set(dests) - (distributed.FLAGS if multi_process else set()))]
+    if multi_process:
+        names.append("the multi-process flags (" + ", ".join(
+            _flag(d) for d in distributed.FLAG_ORDER) + ")")
+    if len(names) < 2:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def fail(prog: str, message: str, code: int) -> NoReturn:
@@ -319,7 +344,8 @@ def make_run_dir(parser: argparse.ArgumentParser, out_dir: str | os.PathLike) ->
     return out_dir
 
 
-def add_run_flags(parser: argparse.ArgumentParser, *, unit: str, resume_with: str) -> None:
+def add_run_flags(parser: argparse.ArgumentParser, *, unit: str,
+                  resume_with: Collection[str]) -> None:
     """Add the run-folder flags both experiments share.
 
     ``--no-progress``, ``--keep-checkpoints N`` (default 3), ``--overwrite``,
@@ -328,7 +354,8 @@ def add_run_flags(parser: argparse.ArgumentParser, *, unit: str, resume_with: st
     Args:
       parser: the experiment's parser.
       unit: what one checkpoint folder holds, for the help text ("model", "seed").
-      resume_with: the flags ``--resume`` may be combined with, for the help text.
+      resume_with: the ``dest`` names of the flags ``--resume`` may be combined with,
+        for the help text (the script's ``RESUME_FLAGS``).
     """
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.add_argument("--keep-checkpoints", type=positive_int, default=3,
@@ -339,7 +366,7 @@ def add_run_flags(parser: argparse.ArgumentParser, *, unit: str, resume_with: st
     parser.add_argument("--resume", type=path, default=None, metavar="RUN_DIR",
                         help="continue an interrupted run from its last complete checkpoints, "
                              "with the settings in RUN_DIR/config.json; combinable only with "
-                             f"{resume_with} (default: none, a new run)")
+                             f"{describe_flags(resume_with)} (default: none, a new run)")
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() first (multi-host; start the "
                              "same command on every host)")
@@ -445,13 +472,36 @@ def saved_settings(parser: argparse.ArgumentParser, config: object, keys: tuple[
     return settings
 
 
-def read_run_config(parser: argparse.ArgumentParser, run_dir: Path, flag: str) -> dict:
+def check_devices(parser: argparse.ArgumentParser, out_dir: object, batch_size: int) -> None:
+    """The flag checks that need JAX started (:func:`jaxseq.runtime.start`), before any
+    run folder is made: ``parser.error`` (exit 2) when they fail.
+
+    Args:
+      parser: the script's parser.
+      out_dir: ``--out-dir`` (or the ``--resume`` folder); ``None`` when not given.
+      batch_size: ``--batch-size``.
+    """
+    import jax
+
+    if jax.process_count() > 1 and not out_dir:  # each process would make its own folder
+        parser.error("several processes need one run folder: give --out-dir (on a "
+                     "filesystem every host sees) or --resume")
+    if batch_size % jax.device_count():
+        parser.error(f"--batch-size {batch_size} must be a multiple of the number of devices "
+                     f"({jax.device_count()}), since each batch is split evenly across them")
+
+
+def read_run_config(parser: argparse.ArgumentParser, run_dir: Path, flag: str,
+                    keys: Sequence[str] = ()) -> dict:
     """The ``config.json`` of a run folder, or a one-line ``parser.error`` (exit 2).
 
     Args:
       parser: the script's parser.
       run_dir: the run folder named by ``flag``.
       flag: ``"--resume"`` or ``"--eval-only"``, for the messages.
+      keys: settings every run of this script records (e.g. ``("cell", "hidden_size")``);
+        a ``config.json`` without them was written by another script (the adder's run
+        given to ``mnist.py``), and is refused by name instead of failing later on shapes.
 
     Returns:
       The decoded settings.
@@ -466,9 +516,17 @@ def read_run_config(parser: argparse.ArgumentParser, run_dir: Path, flag: str) -
         parser.error(f"{flag}: {run_dir} holds no config.json, so it is not a run folder of "
                      f"{parser.prog}")
     try:
-        return read_json(run_dir / "config.json")
+        config = read_json(run_dir / "config.json")
     except (OSError, ValueError) as error:
         parser.error(f"{flag}: cannot read {run_dir / 'config.json'}: {error}")
+    if not isinstance(config, dict):
+        parser.error(f"{flag}: {run_dir / 'config.json'} holds {type(config).__name__}, not "
+                     f"a run's settings")
+    missing = [key for key in keys if key not in config]
+    if missing:
+        parser.error(f"{flag}: {run_dir} is not a run folder of {parser.prog}: its config.json "
+                     f"has no {', '.join(missing)} (was it written by another script?)")
+    return config
 
 
 def run_main(main: Callable[[], int], prog: str) -> int:

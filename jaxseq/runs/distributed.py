@@ -214,10 +214,12 @@ def exit_peer_failed(prog: str, error: BaseException) -> NoReturn:
     os._exit(EXIT_PEER_FAILED)
 
 
+#: The multi-process flags' ``dest`` names in the order ``--help`` lists them.
+FLAG_ORDER = ("distributed", "coordinator_address", "num_processes", "process_id",
+              "heartbeat_timeout")
 #: The ``dest`` names of the multi-process flags (``jaxseq.runs.cli.add_run_flags``), all
 #: allowed with ``--resume`` and ``--eval-only``.
-FLAGS = frozenset({"distributed", "coordinator_address", "num_processes", "process_id",
-                   "heartbeat_timeout"})
+FLAGS = frozenset(FLAG_ORDER)
 
 
 def start_kwargs(args: object) -> dict:

@@ -34,7 +34,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     Raises:
       TypeError: if ``obj`` is not JSON-serialisable (``path`` is then left unchanged).
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -65,10 +65,16 @@ def read_json(path: str | os.PathLike) -> Any:
 
     Raises:
       FileNotFoundError: if ``path`` does not exist.
-      ValueError: if the file is not valid JSON (``json.JSONDecodeError``).
+      ValueError: if the file is not valid JSON (for example cut short by a full disk);
+        the message names the file and where the JSON breaks.
     """
+    path = Path(path).expanduser()
     with open(path) as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}); the file is damaged: "
+                             f"restore it or delete it") from None
 
 
 def new_run_dir(base: str | os.PathLike = "runs", name: str = "run") -> Path:
@@ -87,7 +93,7 @@ def new_run_dir(base: str | os.PathLike = "runs", name: str = "run") -> Path:
     Raises:
       RuntimeError: if 1000 folders with the current time stamp already exist.
     """
-    base = Path(base)
+    base = Path(base).expanduser()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for k in range(1000):
         path = base / (f"{name}-{stamp}" + (f"-{k}" if k else ""))

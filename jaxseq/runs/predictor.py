@@ -309,7 +309,7 @@ def load_run(
         missing (several models) or unknown, the checkpoint
         does not describe a model (saved without ``model=``), or its task is unknown.
     """
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
     names = checkpoint_names(run_dir)

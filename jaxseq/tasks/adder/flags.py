@@ -85,9 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="additions per evaluated length")
     parser.add_argument("--out-dir", type=cli.path, default=None,
                         help="output folder (default: a new folder under runs/)")
-    cli.add_run_flags(parser, unit="seed",
-                      resume_with="--no-progress, --keep-checkpoints, --distributed, --log-dir, "
-                                  "--log-every-steps")
+    cli.add_run_flags(parser, unit="seed", resume_with=RESUME_FLAGS)
     return parser
 
 
@@ -114,7 +112,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
         return args
     run_dir = args.resume
     cli.refuse_other_flags(parser, given, "--resume", RESUME_FLAGS)
-    config = cli.read_run_config(parser, run_dir, "--resume")
+    config = cli.read_run_config(parser, run_dir, "--resume", keys=("bits",))
     if (run_dir / "results.json").is_file():
         parser.error(f"--resume: {run_dir} is a finished run (results.json exists); nothing "
                      f"to resume")

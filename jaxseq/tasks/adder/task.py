@@ -548,7 +548,7 @@ def run(
     from jaxseq.runs import folder, storage
     from jaxseq.runs.tensorboard import writer_for
 
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).expanduser()
     run_dir.mkdir(parents=True, exist_ok=True)
     primary = jax.process_index() == 0
     settings = dataclasses.asdict(config)

@@ -24,6 +24,8 @@ DESCRIPTION = ("Sequential MNIST, row by row: train recurrent classifiers and sc
 RESUME_FLAGS = {"data_dir", "no_progress", "keep_checkpoints", "distributed", "log_dir",
                 "log_every_steps"} | distributed.FLAGS
 EVAL_ONLY_FLAGS = {"data_dir"} | distributed.FLAGS
+#: Settings every run of this script records: a config.json without them is another script's.
+RUN_KEYS = ("cell",)
 #: Settings read back from config.json by --resume (the MnistConfig fields, cpu_devices).
 SETTINGS = (*(f.name for f in dataclasses.fields(MnistConfig)), "cpu_devices")
 #: Settings that config.json files of earlier versions lack (read back as the defaults).
@@ -91,13 +93,11 @@ def build_parser() -> cli.ArgumentParser:
                         help="dropout probability in [0, 1) on the outputs of every recurrent "
                              "layer but the last, in training only (as PyTorch's dropout=; "
                              "no effect with --num-layers 1)")
-    cli.add_run_flags(parser, unit="model",
-                      resume_with="--data-dir, --no-progress, --keep-checkpoints, --distributed, "
-                                  "--log-dir, --log-every-steps")
+    cli.add_run_flags(parser, unit="model", resume_with=RESUME_FLAGS)
     parser.add_argument("--eval-only", type=cli.path, default=None, metavar="RUN_DIR",
                         help="re-score the saved model(s) of RUN_DIR on the test set and "
-                             "check the saved test accuracy; combinable only with --data-dir "
-                             "and --distributed (default: none, train)")
+                             "check the saved test accuracy; combinable only with "
+                             f"{cli.describe_flags(EVAL_ONLY_FLAGS)} (default: none, train)")
     parser.add_argument("--cpu-devices", type=cli.positive_int, default=None,
                         help="on a CPU, split it into this many JAX devices so that data "
                              "parallelism uses every core (default: the largest divisor of "
@@ -129,7 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--data-dir {args.data_dir} is not a folder")
     if args.resume is not None:
         cli.refuse_other_flags(parser, given, "--resume", RESUME_FLAGS)
-        config = cli.read_run_config(parser, args.resume, "--resume")
+        config = cli.read_run_config(parser, args.resume, "--resume", RUN_KEYS)
         if not folder.checkpoint_names(args.resume) and not interrupt.has_progress(args.resume):
             parser.error(f"--resume: {args.resume} holds no checkpoint to resume from (the run "
                          f"stopped before its first epoch ended); start it again with "
@@ -147,7 +147,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.lock = cli.lock_run_dir(parser, args.resume, "--resume")
     elif args.eval_only is not None:
         cli.refuse_other_flags(parser, given, "--eval-only", EVAL_ONLY_FLAGS)
-        config = cli.read_run_config(parser, args.eval_only, "--eval-only")
+        config = cli.read_run_config(parser, args.eval_only, "--eval-only", RUN_KEYS)
         if args.data_dir is None and config.get("data_dir"):
             args.data_dir = cli.path(config["data_dir"])
         args.seed = config.get("seed", 0)

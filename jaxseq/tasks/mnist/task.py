@@ -460,7 +460,7 @@ def run(
 
     from jaxseq import plots
 
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).expanduser()
     run_dir.mkdir(parents=True, exist_ok=True)
     splits = load_data(config) if splits is None else splits
     settings = dataclasses.asdict(config) | dict(run_info or {})
@@ -553,7 +553,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     """
     from jaxseq.runs.predictor import load_run
 
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).expanduser()
     names = folder.checkpoint_names(run_dir)
     if not names:
         raise FileNotFoundError(f"{run_dir} holds no checkpoint")
