@@ -519,8 +519,8 @@ def test_adder_records_warnings(tmp_path, monkeypatch):
     the growth rule can fire there; the wiring is tested with a rule that always fires."""
     import json
 
-    from jaxseq import train
     from jaxseq.tasks.adder.task import ADDER_CHANCE_LOSS, AdderConfig, run
+    from jaxseq.train import diagnostics
 
     seen = []
 
@@ -528,7 +528,8 @@ def test_adder_records_warnings(tmp_path, monkeypatch):
         seen.append(chance_loss)
         return f"training diverged: test ({len(history['train_loss'])} epochs)"
 
-    monkeypatch.setattr(train, "divergence_warning", always)
+    # training_warnings looks divergence_warning up in its own module, not in the package
+    monkeypatch.setattr(diagnostics, "divergence_warning", always)
     logged = []
     config = AdderConfig(samples=200, epochs=2, seeds=2, eval_bits=(5,), eval_samples=20)
     results = run(config, tmp_path / "run", progress=False, log=logged.append)

@@ -24,11 +24,11 @@ from jaxseq.nn.classifier import RecurrentClassifier  # noqa: E402
 from jaxseq.runs.tensorboard import TensorBoardWriter  # noqa: E402
 from jaxseq.train import (  # noqa: E402
     CLASSIFICATION,
-    _epoch_indices,
     create_train_state,
     fit,
     train_step,
 )
+from jaxseq.train.loop import _epoch_indices  # noqa: E402
 
 N, BATCH, EPOCHS = 200, 10, 2  # 20 steps per epoch
 STEPS = N // BATCH

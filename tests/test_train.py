@@ -14,13 +14,13 @@ from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.train import (
     CLASSIFICATION,
     Objective,
-    _epoch_indices,
     create_train_state,
     evaluate,
     fit,
     train_chunk,
     train_step,
 )
+from jaxseq.train.loop import _epoch_indices
 
 
 def numpy_log_softmax(logits):

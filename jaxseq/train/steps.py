@@ -1,0 +1,267 @@
+"""The steps: a new state, the pure :func:`train_step` and :func:`eval_step` on one batch,
+and :func:`train_chunk`, which scans :func:`train_step` over many batches gathered on the
+device inside one ``jax.jit``. A model with dropout gets ``train=True`` and a key per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training.train_state import TrainState
+from jax.sharding import Mesh
+
+from jaxseq.optim import make_optimizer
+from jaxseq.train.objective import _NONFINITE_STEP, NONFINITE, Objective
+from jaxseq.train.sharding import _split_batch
+
+
+def create_train_state(
+    model: nn.Module,
+    rng: jax.Array,
+    example_inputs: jax.Array | np.ndarray,
+    learning_rate: float = 1e-3,
+    optimizer: optax.GradientTransformation | None = None,
+) -> TrainState:
+    """Initialise ``model`` and pair it with an optimizer in a Flax ``TrainState``.
+
+    Args:
+      model: a Flax Linen module whose ``__call__`` takes the inputs only.
+      rng: PRNG key for the parameter initialisers.
+      example_inputs: one batch shaped like the training inputs, e.g.
+        ``[batch, time, features]``; only its shape and dtype matter.
+      learning_rate: Adam step size (the reference study's 1e-3). Ignored when
+        ``optimizer`` is given.
+      optimizer: any optax transformation; default ``optax.adam(learning_rate)``,
+        which puts epsilon outside the square root exactly like ``torch.optim.Adam``.
+
+    Returns:
+      A ``TrainState`` at step 0 with ``apply_fn=model.apply``, the initial
+      ``params`` (initialised on the first example of ``example_inputs``) and the
+      optimizer's initial state.
+
+    Raises:
+      ValueError: for a non-positive or non-finite learning rate (checked only when
+        ``optimizer`` is not given).
+    """
+    if optimizer is None:
+        optimizer = make_optimizer("adam", learning_rate)
+    params = model.init(rng, jnp.asarray(example_inputs[:1]))["params"]
+    return TrainState.create(apply_fn=model.apply, params=params, tx=optimizer)
+
+
+def _check_per_example(values: jax.Array, batch: int, what: str) -> None:
+    if values.shape != (batch,):
+        raise ValueError(
+            f"{what} must return one value per example, shape ({batch},), got {values.shape}; "
+            f"check that predictions and labels have matching shapes"
+        )
+
+
+def _weighted_sums(
+    objective: Objective,
+    predictions: jax.Array,
+    labels: jax.Array,
+    per_example_loss: jax.Array,
+    weights: jax.Array,
+) -> dict[str, jax.Array]:
+    batch = labels.shape[0]
+    sums = {"loss": jnp.sum(per_example_loss * weights)}
+    for name, values in objective.metrics_fn(predictions, labels).items():
+        _check_per_example(values, batch, f"metric {name!r}")
+        sums[name] = jnp.sum(values * weights)
+    sums["count"] = jnp.sum(weights)
+    return sums
+
+
+def _lengths_kwargs(seq_lengths: jax.Array | None) -> dict[str, jax.Array]:
+    """``{"seq_lengths": ...}`` for the model call, or nothing (jaxseq issue 12.1)."""
+    return {} if seq_lengths is None else {"seq_lengths": seq_lengths}
+
+
+# --- dropout (jaxseq issue 12.6) --------------------------------------------------------------
+
+
+def uses_dropout(apply_fn: Callable[..., Any]) -> bool:
+    """Whether ``apply_fn`` is the ``apply`` of a module with a ``dropout`` rate above 0.
+
+    Such a model is trained with ``train=True`` and a ``"dropout"`` PRNG key per step
+    (:func:`train_step`); every other model is called with its inputs only.
+
+    Args:
+      apply_fn: a ``TrainState.apply_fn``, normally ``model.apply``.
+
+    Returns:
+      ``True`` for the bound ``apply`` of a Flax module whose ``dropout`` attribute is a
+      number above 0 (e.g. ``RecurrentClassifier(dropout=0.2)``).
+    """
+    module = getattr(apply_fn, "__self__", None)
+    rate = getattr(module, "dropout", 0.0) if isinstance(module, nn.Module) else 0.0
+    return isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0
+
+
+def _dropout_kwargs(state: TrainState, dropout_rng: jax.Array | None) -> dict[str, Any]:
+    """``train=True`` and this step's dropout key for a dropout model, else nothing."""
+    if not uses_dropout(state.apply_fn):
+        return {}
+    if dropout_rng is None:
+        raise ValueError("the model has dropout > 0: train_step needs dropout_rng (a PRNG key; "
+                         "fit derives one from its rng)")
+    return {"train": True, "rngs": {"dropout": jax.random.fold_in(dropout_rng, state.step)}}
+
+
+# --- end dropout ------------------------------------------------------------------------------
+
+
+def train_step(
+    state: TrainState, inputs: jax.Array, labels: jax.Array, objective: Objective,
+    *, seq_lengths: jax.Array | None = None, dropout_rng: jax.Array | None = None,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One Adam step on the batch mean of ``objective.loss_fn``. Pure; jit it or scan it.
+
+    Args:
+      state: parameters and optimizer state.
+      inputs: ``[batch, ...]`` model inputs.
+      labels: ``[batch, ...]`` targets.
+      objective: the loss and metrics.
+      seq_lengths: optional ``[batch]`` int lengths of right-padded sequences, passed to
+        the model as ``seq_lengths=``; ``None``: the model is called with the inputs only.
+      dropout_rng: PRNG key for a model with dropout (:func:`uses_dropout`): it is then
+        called with ``train=True`` and ``rngs={"dropout": fold_in(dropout_rng,
+        state.step)}``. Ignored for other models.
+
+    Returns:
+      The new state and the batch's sums ``{"loss", *metrics, "count"}`` (float32
+      scalars), computed with the parameters before the update (and, for a dropout
+      model, with this step's dropout masks).
+
+    Raises:
+      ValueError: for a dropout model without ``dropout_rng``, or a loss or metric that
+        does not return one value per example.
+    """
+    batch = labels.shape[0]
+    model_kwargs = _lengths_kwargs(seq_lengths) | _dropout_kwargs(state, dropout_rng)
+
+    def loss_fn(params):
+        predictions = state.apply_fn({"params": params}, inputs, **model_kwargs)
+        per_example = objective.loss_fn(predictions, labels)
+        _check_per_example(per_example, batch, "loss_fn")
+        return jnp.mean(per_example), (predictions, per_example)
+
+    grads, (predictions, per_example) = jax.grad(loss_fn, has_aux=True)(state.params)
+    sums = _weighted_sums(
+        objective, predictions, labels, per_example, jnp.ones((batch,), jnp.float32)
+    )
+    return state.apply_gradients(grads=grads), sums
+
+
+def eval_step(
+    state: TrainState,
+    inputs: jax.Array,
+    labels: jax.Array,
+    weights: jax.Array,
+    objective: Objective,
+    *,
+    seq_lengths: jax.Array | None = None,
+) -> dict[str, jax.Array]:
+    """Sums of the loss and metrics over one batch; ``weights [batch]`` is 0 on padding.
+
+    Pure; no parameter update.
+
+    Args:
+      state: the parameters to evaluate (only ``params`` and ``apply_fn`` are used).
+      inputs: ``[batch, ...]`` model inputs.
+      labels: ``[batch, ...]`` targets.
+      weights: ``[batch]`` float weight of each example: 1 for a real one, 0 for
+        padding.
+      objective: the loss and metrics.
+      seq_lengths: optional ``[batch]`` int sequence lengths for the model, as for
+        :func:`train_step`.
+
+    Returns:
+      ``{"loss", *metrics, "nonfinite", "count"}``: float32 scalars, each the weighted
+      sum over the batch of the per-example values (``"nonfinite"``: 1 for an example
+      whose predictions hold a NaN or an infinity), and ``"count"`` the sum of the weights;
+      divide by ``"count"`` for means.
+
+    Raises:
+      ValueError: if the loss or a metric does not return one value per example.
+    """
+    predictions = state.apply_fn({"params": state.params}, inputs,
+                                 **_lengths_kwargs(seq_lengths))
+    per_example = objective.loss_fn(predictions, labels)
+    _check_per_example(per_example, labels.shape[0], "loss_fn")
+    sums = _weighted_sums(objective, predictions, labels, per_example, weights)
+    sums[NONFINITE] = jnp.sum(weights * _nonfinite(predictions, labels.shape[0]))
+    return sums
+
+
+def _nonfinite(predictions: Any, batch: int) -> jax.Array:
+    """``[batch]`` float32: 1.0 where any prediction of the example is NaN or infinite."""
+    bad = jnp.zeros((batch,), jnp.bool_)
+    for leaf in jax.tree.leaves(predictions):
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+            bad = bad | ~jnp.all(jnp.isfinite(leaf.reshape(batch, -1)), axis=1)
+    return bad.astype(jnp.float32)
+
+
+def _add(a: dict[str, jax.Array], b: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    return jax.tree.map(jnp.add, a, b)
+
+
+@partial(jax.jit, static_argnames=("objective", "mesh"), donate_argnames=("state", "sums"))
+def train_chunk(
+    state: TrainState,
+    sums: dict[str, jax.Array],
+    inputs: jax.Array,
+    labels: jax.Array,
+    batch_indices: jax.Array,
+    objective: Objective,
+    mesh: Mesh | None = None,
+    lengths: jax.Array | None = None,
+    dropout_rng: jax.Array | None = None,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """``train_step`` over ``batch_indices [steps, batch]`` rows of the on-device data.
+
+    Args:
+      state: donated; the updated state is returned.
+      sums: donated running sums, as made by :func:`zero_sums`. If it holds the reserved
+        entry ``"nonfinite_step"`` (int32, -1 = none yet), that entry is set to the
+        ``state.step`` of the first step whose loss is not finite.
+      inputs, labels: the whole training set ``[N, ...]``, on the device(s).
+      batch_indices: ``[steps, batch]`` int32 rows of ``inputs`` for each step.
+      objective: loss and metrics (static).
+      mesh: if given (static), every gathered batch is split along its
+        :data:`DATA_AXIS`; ``batch`` must then be a multiple of ``mesh.size``.
+      lengths: optional ``[N]`` int sequence lengths of the whole training set, gathered
+        per batch like ``labels`` and passed to the model as ``seq_lengths=``.
+      dropout_rng: PRNG key for a model with dropout, see :func:`train_step`.
+
+    Returns:
+      The state after ``steps`` updates and the sums plus this chunk's.
+    """
+    sums = dict(sums)
+    bad_step = sums.pop(_NONFINITE_STEP, None)
+
+    def body(carry, indices):
+        state, sums, bad_step = carry
+        batch_lengths = None if lengths is None else _split_batch(lengths[indices], mesh)
+        new_state, batch_sums = train_step(
+            state, _split_batch(inputs[indices], mesh), _split_batch(labels[indices], mesh),
+            objective, seq_lengths=batch_lengths, dropout_rng=dropout_rng,
+        )
+        if bad_step is not None:
+            first_bad = (bad_step < 0) & ~jnp.isfinite(batch_sums["loss"])
+            bad_step = jnp.where(first_bad, jnp.asarray(state.step, bad_step.dtype), bad_step)
+        return (new_state, _add(sums, batch_sums), bad_step), None
+
+    (state, sums, bad_step), _ = jax.lax.scan(body, (state, sums, bad_step), batch_indices)
+    if bad_step is not None:
+        sums[_NONFINITE_STEP] = bad_step
+    return state, sums
