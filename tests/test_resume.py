@@ -126,7 +126,8 @@ def test_mnist_cell_all_layout_and_atomic_json(mnist_dir, tmp_path, monkeypatch)
     assert load_script(MNIST, "mnist_script").main(
         ["--cell", "all", "--hidden-size", "8", "--epochs", "1", "--train-subset", "320",
          "--batch-size", "32", "--data-dir", str(mnist_dir), "--out-dir", str(out),
-         "--no-progress", "--keep-checkpoints", "1"]) == 0
+         "--no-progress", "--keep-checkpoints", "1",
+         "--cpu-devices", "1"]) == 0  # in-process: JAX keeps this count for later tests
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["gru", "lstm", "rnn"]
     assert sorted(p.name for p in out.glob("*.json")) == [
         "config.json", "gru_results.json", "lstm_results.json", "rnn_results.json",

@@ -119,7 +119,7 @@ def test_script_exits_4_with_one_line_when_results_cannot_be_written(mnist_dir, 
         load_script(MNIST, "mnist_storage").main(
             ["--cell", "rnn", "--hidden-size", "4", "--epochs", "1", "--train-subset", "320",
              "--batch-size", "32", "--data-dir", str(mnist_dir), "--out-dir", str(out),
-             "--no-progress"])
+             "--no-progress", "--cpu-devices", "1"])  # in-process: later tests keep 1 device
     assert exited.value.code == storage.EXIT_STORAGE == 4
     lines = capsys.readouterr().err.strip().splitlines()
     prog = "mnist.py"  # the script's parser names itself, also in-process
