@@ -69,7 +69,7 @@ CASES = [
      ["--train-subset must be at most the training part's size 48000, got 50000"]),
     ("mnist", lambda d, e: ["--data-dir", str(d), "--train-subset", "128", "--hidden-size", "8",
                             "--cpu-devices", "3", "--batch-size", "64"], None,
-     ["--batch-size 64 must be a multiple of the number of devices (3)"]),
+     ["--cpu-devices 3 must divide --batch-size 64"]),
     ("mnist", lambda d, e: ["--seed", "-1"], None, ["--seed: must be an integer in"]),
     ("adder", lambda d, e: ["--samples", "100", "--batch-size", "95"], None,
      ["--batch-size 95 is larger than the training set (90 examples)"]),

@@ -367,3 +367,28 @@ def test_a_run_folder_of_the_other_script_is_refused_by_name(interrupted_adder, 
     folder.write_json_atomic(tmp_path / "list-run" / "config.json", [1, 2])
     assert_one_line_exit_2(run_experiment(MNIST, "--eval-only", str(tmp_path / "list-run")),
                            "config.json holds list, not a run's settings")
+
+
+def test_a_run_in_its_first_epoch_is_in_use_not_empty(tmp_path):
+    """--resume on a folder whose run has not finished an epoch yet, while it runs, says
+    the folder is in use (the lock comes before the checkpoint check)."""
+    for script, config in ((MNIST, {"cell": "gru"}), (ADDER, {"bits": 5})):
+        run = tmp_path / script.stem
+        run.mkdir()
+        folder.write_json_atomic(run / "config.json", config)
+        holder = start_holder(run)
+        try:
+            assert_one_line_exit_2(run_experiment(script, "--resume", str(run)),
+                                   f"--resume: {run} is in use by another run")
+        finally:
+            kill(holder)
+        assert_one_line_exit_2(run_experiment(script, "--resume", str(run)),
+                               f"--resume: {run} holds no checkpoint to resume from")
+
+
+def test_a_file_given_as_a_run_folder_is_named_a_file(tmp_path):
+    afile = tmp_path / "config.json"
+    afile.write_text("{}")
+    for script, flag in ((MNIST, "--resume"), (MNIST, "--eval-only"), (ADDER, "--resume")):
+        assert_one_line_exit_2(run_experiment(script, flag, str(afile)),
+                               f"{flag}: {afile} is a file, not a run folder")

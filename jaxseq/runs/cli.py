@@ -30,6 +30,7 @@ from jaxseq.runs.folder import (
     locate_in_run,
     read_json,
     restore_error_message,
+    run_folder_contents,
 )
 from jaxseq.runs.folder import lock_run_dir as folder_lock_run_dir
 
@@ -275,22 +276,23 @@ def lock_run_dir(parser: argparse.ArgumentParser, run_dir: str | os.PathLike, fl
 
 
 def ensure_new_run_dir(parser: argparse.ArgumentParser, out_dir: str | os.PathLike,
-                       overwrite: bool, outputs: tuple[str, ...], lock: bool = True
-                       ) -> RunDirLock | None:
+                       overwrite: bool, lock: bool = True) -> RunDirLock | None:
     """Refuse (``parser.error``) a run folder that already holds files, unless
     ``overwrite``: then take its lock (:func:`lock_run_dir`, refused while another run
-    holds it) and remove its ``checkpoints/`` folder and the files matching the glob
-    patterns ``outputs`` (what a run writes), leaving anything else alone.
+    holds it) and remove the outputs and checkpoints of the run in it
+    (:func:`jaxseq.runs.folder.run_folder_contents`; those of either script, so that no
+    result of an earlier run of the other one stays behind), leaving anything else alone.
 
-    A missing or empty folder (a lock file left by an earlier process does not count)
-    is accepted as is.
+    ``--overwrite`` deletes nothing a run did not write: a folder without any file of a
+    run is not a run folder and is refused, and so is one where something of the user's
+    is in the way of the run's files (a ``config.json`` that is not a run's, a model's
+    checkpoint folder holding other files), named in the message. A missing or empty
+    folder (a lock file left by an earlier process does not count) is accepted as is.
 
     Args:
       parser: the script's parser; its ``error`` exits (code 2).
       out_dir: the ``--out-dir`` folder.
       overwrite: whether ``--overwrite`` was given.
-      outputs: glob patterns of the files a run writes, e.g. ``("config.json",
-        "*_results.json")``.
       lock: take the lock before removing anything (``False`` with ``--distributed``,
         where process 0 takes it later).
 
@@ -308,18 +310,22 @@ def ensure_new_run_dir(parser: argparse.ArgumentParser, out_dir: str | os.PathLi
         parser.error(f"--out-dir {out_dir} already holds files; choose a new folder, "
                      f"pass --overwrite to replace that run, or --resume {out_dir} to "
                      f"continue it")
-    if not ((out_dir / LOCK_FILE).is_file()
-            or any(any(out_dir.glob(pattern)) for pattern in outputs)):
-        # none of the files a run writes (its lock, config.json, results): not a run folder
+    contents = run_folder_contents(out_dir)
+    if contents.conflicts:
+        shown = ", ".join(str(p.relative_to(out_dir)) for p in contents.conflicts)
+        parser.error(f"--overwrite: {out_dir} holds {shown}, which no run wrote, where the "
+                     f"run writes its own; --overwrite deletes only a run's files: move "
+                     f"{'them' if len(contents.conflicts) > 1 else 'it'} away or choose a "
+                     f"new folder")
+    if not (contents.outputs or contents.checkpoints or (out_dir / LOCK_FILE).is_file()):
         parser.error(f"--out-dir {out_dir} holds files but none that a run writes (config.json, "
-                     f"results), so it is not a run folder; --overwrite only replaces a run; "
-                     f"choose a new folder")
+                     f"results, checkpoints), so it is not a run folder; --overwrite only "
+                     f"replaces a run; choose a new folder")
     held = lock_run_dir(parser, out_dir, "--overwrite") if lock else None
-    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-    for pattern in outputs:
-        for path in out_dir.glob(pattern):
-            if path.is_file():
-                path.unlink()
+    for path in contents.checkpoints:
+        shutil.rmtree(path, ignore_errors=True)
+    for path in contents.outputs:
+        path.unlink(missing_ok=True)
     return held
 
 
@@ -411,6 +417,13 @@ def check_log_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         return
     if args.log_dir.exists() and not args.log_dir.is_dir():
         parser.error(f"--log-dir {args.log_dir} is not a folder")
+    existing = next(p for p in (args.log_dir.absolute(), *args.log_dir.absolute().parents)
+                    if p.exists())  # the folder the event files' folders will be made in
+    if not existing.is_dir():
+        parser.error(f"--log-dir {args.log_dir} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        parser.error(f"--log-dir {args.log_dir} cannot be created: {existing} is not "
+                     f"writable")
     from jaxseq.runs.tensorboard import require_tensorboardx
 
     try:
@@ -506,6 +519,8 @@ def read_run_config(parser: argparse.ArgumentParser, run_dir: Path, flag: str,
     Returns:
       The decoded settings.
     """
+    if run_dir.exists() and not run_dir.is_dir():
+        parser.error(f"{flag}: {run_dir} is a file, not a run folder")
     if not run_dir.is_dir():
         parser.error(f"{flag}: run folder {run_dir} does not exist")
     if not (run_dir / "config.json").is_file():

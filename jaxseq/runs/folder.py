@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -345,3 +346,92 @@ def restore_error_message(directory: str | os.PathLike, error: BaseException) ->
     first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
     return (f"--resume: the checkpoint in {directory} cannot be restored (damaged or written "
             f"by another version?): {type(error).__name__}: {first}")
+
+
+# --- what a run wrote, for --overwrite (jaxseq.runs.cli.ensure_new_run_dir) --------------
+
+#: The files either script writes at the top of a run folder; ``{model}`` is a model name
+#: of the MNIST task (``gru``, ``bilstm``, ``gru-seed-1``...). Anything else in a folder is
+#: the user's, and ``--overwrite`` refuses to touch the folder.
+RUN_FILES = ("config.json", "summary.json", "comparison.png", "permutation.json",
+             "results.json", "accuracy_vs_bits.png",
+             "{model}_results.json", "{model}_accuracy.png", "{model}_loss.png")
+_EPOCH_ENTRY = re.compile(r"(?:\d+|interrupted)(?:\.orbax-checkpoint-tmp.*)?")
+
+
+def _model_pattern() -> str:
+    from jaxseq.nn.registry import CELLS  # no JAX
+
+    cells = "|".join(re.escape(cell) for cell in CELLS)
+    return rf"(?:bi)?(?:{cells})(?:-seed-\d+)?"
+
+
+def _run_file_pattern() -> re.Pattern[str]:
+    names = "|".join(re.escape(name).replace(re.escape("{model}"), _model_pattern())
+                     for name in RUN_FILES)
+    # write_json_atomic's and save_figure's temporary files of those, left by a killed run
+    return re.compile(rf"(?:{names})|\.(?:{names})(?:\..*\.tmp|\.tmp\.png)")
+
+
+class RunFolderContents(NamedTuple):
+    """A folder's entries sorted by who wrote them (:func:`run_folder_contents`)."""
+
+    #: Files a run writes (:data:`RUN_FILES`), its lock excluded.
+    outputs: list[Path]
+    #: Checkpoint folders of models (``checkpoints/<name>``) holding only epoch folders.
+    checkpoints: list[Path]
+    #: What is in the way of a run's own files: a ``config.json`` that is not a run's, a
+    #: model's checkpoint folder that holds other files, a file named ``checkpoints``.
+    conflicts: list[Path]
+    #: Everything else: files and folders a run never writes nor reads (the user's).
+    others: list[Path]
+
+
+def run_folder_contents(run_dir: str | os.PathLike) -> RunFolderContents:
+    """Sort the entries of ``run_dir`` into a run's outputs and checkpoints, what is in
+    their way, and the rest.
+
+    A ``config.json`` counts as a run's only if it holds the settings of one (a JSON
+    object with ``"cell"`` (MNIST) or ``"bits"`` (the adder)); a checkpoint folder only if
+    its name is a model's (``gru``, ``seed-0``...) and it holds nothing but epoch folders.
+
+    Args:
+      run_dir: an existing folder.
+
+    Returns:
+      A :class:`RunFolderContents`.
+    """
+    run_dir = Path(run_dir).expanduser()
+    files = _run_file_pattern()
+    names = re.compile(rf"{_model_pattern()}|seed-\d+")
+    contents = RunFolderContents([], [], [], [])
+    for entry in sorted(run_dir.iterdir()):
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.name == CHECKPOINTS_DIR:
+            if not entry.is_dir() or entry.is_symlink():
+                contents.conflicts.append(entry)
+                continue
+            for model in sorted(entry.iterdir()):
+                if not names.fullmatch(model.name):
+                    contents.others.append(model)
+                elif (model.is_dir() and not model.is_symlink()
+                      and all(_EPOCH_ENTRY.fullmatch(e.name) for e in model.iterdir())):
+                    contents.checkpoints.append(model)
+                else:
+                    contents.conflicts.append(model)
+        elif entry.name == "config.json" and not (entry.is_file() and _is_run_config(entry)):
+            contents.conflicts.append(entry)
+        elif entry.is_file() and files.fullmatch(entry.name):
+            contents.outputs.append(entry)
+        else:
+            contents.others.append(entry)
+    return contents
+
+
+def _is_run_config(path: Path) -> bool:
+    try:
+        config = read_json(path)
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and ("cell" in config or "bits" in config)

@@ -105,14 +105,14 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     args.lock = None  # the run folder's lock (jaxseq.runs.folder.lock_run_dir), once taken
     if args.resume is None:
         if args.out_dir is not None:
-            from jaxseq.tasks.adder.task import OUTPUTS
-
-            args.lock = cli.ensure_new_run_dir(parser, args.out_dir, args.overwrite, OUTPUTS,
+            args.lock = cli.ensure_new_run_dir(parser, args.out_dir, args.overwrite,
                                                lock=not distributed.several_processes(args))
         return args
     run_dir = args.resume
     cli.refuse_other_flags(parser, given, "--resume", RESUME_FLAGS)
     config = cli.read_run_config(parser, run_dir, "--resume", keys=("bits",))
+    if not distributed.several_processes(args):  # process 0 takes it once JAX started
+        args.lock = cli.lock_run_dir(parser, run_dir, "--resume")  # first: a run in use
     if (run_dir / "results.json").is_file():
         parser.error(f"--resume: {run_dir} is a finished run (results.json exists); nothing "
                      f"to resume")
@@ -125,6 +125,4 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
         if key not in given:
             setattr(args, key, value)
     args.out_dir = run_dir
-    if not distributed.several_processes(args):  # process 0 takes it once JAX started
-        args.lock = cli.lock_run_dir(parser, run_dir, "--resume")
     return args

@@ -13,7 +13,7 @@ import dataclasses
 from jaxseq.nn.registry import CELLS
 from jaxseq.runs import cli, distributed, folder, interrupt
 from jaxseq.tasks.mnist.data import DATASETS, ORDERS, SOURCES
-from jaxseq.tasks.mnist.task import OUTPUTS, SCHEDULES, MnistConfig
+from jaxseq.tasks.mnist.task import SCHEDULES, MnistConfig
 
 __all__ = ["EVAL_ONLY_FLAGS", "RESUME_FLAGS", "SETTINGS", "build_parser", "parse_args"]
 
@@ -127,9 +127,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--resume and --eval-only cannot be combined")
     if args.data_dir is not None and not args.data_dir.is_dir():
         parser.error(f"--data-dir {args.data_dir} is not a folder")
+    cli.check_log_flags(parser, args)  # TensorBoard: --log-dir DIR/<model>
     if args.resume is not None:
         cli.refuse_other_flags(parser, given, "--resume", RESUME_FLAGS)
         config = cli.read_run_config(parser, args.resume, "--resume", RUN_KEYS)
+        if not distributed.several_processes(args):  # process 0 takes it once JAX started
+            args.lock = cli.lock_run_dir(parser, args.resume, "--resume")  # first: in use
         if not folder.checkpoint_names(args.resume) and not interrupt.has_progress(args.resume):
             parser.error(f"--resume: {args.resume} holds no checkpoint to resume from (the run "
                          f"stopped before its first epoch ended); start it again with "
@@ -143,8 +146,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             if key not in given:
                 setattr(args, key, cli.path(value) if key == "data_dir" and value else value)
         args.out_dir = args.resume
-        if not distributed.several_processes(args):  # process 0 takes it once JAX started
-            args.lock = cli.lock_run_dir(parser, args.resume, "--resume")
     elif args.eval_only is not None:
         cli.refuse_other_flags(parser, given, "--eval-only", EVAL_ONLY_FLAGS)
         config = cli.read_run_config(parser, args.eval_only, "--eval-only", RUN_KEYS)
@@ -152,8 +153,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.data_dir = cli.path(config["data_dir"])
         args.seed = config.get("seed", 0)
         args.cpu_devices = config.get("cpu_devices", 1)  # the run's own device count
-    elif args.out_dir is not None:
-        args.lock = cli.ensure_new_run_dir(parser, args.out_dir, args.overwrite, OUTPUTS,
+    if (args.eval_only is None and args.cpu_devices is not None
+            and args.batch_size % args.cpu_devices):  # before JAX makes that many devices
+        parser.error(f"--cpu-devices {args.cpu_devices} must divide --batch-size "
+                     f"{args.batch_size}, since each batch is split evenly across the devices")
+    if args.resume is None and args.eval_only is None and args.out_dir is not None:
+        args.lock = cli.ensure_new_run_dir(parser, args.out_dir, args.overwrite,
                                            lock=not distributed.several_processes(args))
-    cli.check_log_flags(parser, args)  # TensorBoard: --log-dir DIR/<model>
     return args

@@ -269,9 +269,9 @@ def check_saved_permutation(run_dir: str | os.PathLike, order: str, seed: int) -
     try:
         saved = folder.read_json(path)
     except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: a saved permutation that does not match is needed to "
-                         f"resume or re-score a permuted-order run, but it cannot be read "
-                         f"({type(error).__name__})") from None
+        raise ValueError(f"{path}: cannot read the saved pixel order "
+                         f"({type(error).__name__}), which resuming or re-scoring a "
+                         f"permuted-order run needs") from None
     values = saved.get("permutation") if isinstance(saved, dict) else None
     if not isinstance(values, list) or values != expected.tolist():
         raise ValueError(f"{path}: a saved permutation that does not match the pixel order "
