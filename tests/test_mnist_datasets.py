@@ -215,6 +215,36 @@ def test_other_dataset_downloads_from_its_own_mirror(monkeypatch, tmp_path, smal
     np.testing.assert_array_equal(loaded["train_labels"], arrays["train-labels-idx1-ubyte"])
 
 
+def test_kmnist_download_is_checked_against_the_gz_md5(monkeypatch, tmp_path, small_kmnist):
+    """A mirror serving .gz files other than the published ones (their MD5s computed here
+    differ from rois-codh's) fails verification and leaves nothing in the cache."""
+    served = tmp_path / "served"
+    _write_small_files(served, seed=6)
+    labels_gz = (served / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    published = "7320c461ea6c1c855c0b718fb2a4b134"  # rois-codh/kmnist, t10k labels .gz
+    files = tuple(spec._replace(gz_md5=published if spec.name.startswith("t10k-labels") else
+                                None) for spec in small_kmnist.files)
+    handler = functools.partial(_Quiet, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        monkeypatch.setitem(mnist_data.DATASETS, "kmnist",
+                            small_kmnist._replace(mirrors=(url,), files=files))
+        monkeypatch.delenv("JAXSEQ_DATA_DIR", raising=False)
+        with pytest.raises(ValueError) as info:
+            mnist_data.load_mnist(dataset="kmnist")
+    finally:
+        server.shutdown()
+    message = str(info.value)
+    assert "t10k-labels-idx1-ubyte.gz was downloaded but failed verification" in message
+    assert (f"MD5 of the .gz file is {hashlib.md5(labels_gz).hexdigest()}, expected the "
+            f"published {published}") in message
+    cache = tmp_path / "xdg-cache" / "jaxseq" / "kmnist"
+    assert not (cache / "t10k-labels-idx1-ubyte.gz").exists()
+
+
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
