@@ -160,7 +160,8 @@ def _write_small_files(folder: pathlib.Path, seed: int = 0) -> dict[str, np.ndar
 @pytest.fixture
 def small_kmnist(monkeypatch: pytest.MonkeyPatch) -> mnist_data.DatasetInfo:
     info = mnist_data.DATASETS["kmnist"]
-    files = tuple(spec._replace(shape=SMALL[spec.name]) for spec in info.files)
+    # synthetic .gz files: not the published ones, so their .gz MD5 is not checked here
+    files = tuple(spec._replace(shape=SMALL[spec.name], gz_md5=None) for spec in info.files)
     small = info._replace(files=files)
     monkeypatch.setitem(mnist_data.DATASETS, "kmnist", small)
     return small
@@ -214,6 +215,36 @@ def test_other_dataset_downloads_from_its_own_mirror(monkeypatch, tmp_path, smal
     np.testing.assert_array_equal(loaded["train_labels"], arrays["train-labels-idx1-ubyte"])
 
 
+def test_kmnist_download_is_checked_against_the_gz_md5(monkeypatch, tmp_path, small_kmnist):
+    """A mirror serving .gz files other than the published ones (their MD5s computed here
+    differ from rois-codh's) fails verification and leaves nothing in the cache."""
+    served = tmp_path / "served"
+    _write_small_files(served, seed=6)
+    labels_gz = (served / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    published = "7320c461ea6c1c855c0b718fb2a4b134"  # rois-codh/kmnist, t10k labels .gz
+    files = tuple(spec._replace(gz_md5=published if spec.name.startswith("t10k-labels") else
+                                None) for spec in small_kmnist.files)
+    handler = functools.partial(_Quiet, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        monkeypatch.setitem(mnist_data.DATASETS, "kmnist",
+                            small_kmnist._replace(mirrors=(url,), files=files))
+        monkeypatch.delenv("JAXSEQ_DATA_DIR", raising=False)
+        with pytest.raises(ValueError) as info:
+            mnist_data.load_mnist(dataset="kmnist")
+    finally:
+        server.shutdown()
+    message = str(info.value)
+    assert "t10k-labels-idx1-ubyte.gz was downloaded but failed verification" in message
+    assert (f"MD5 of the .gz file is {hashlib.md5(labels_gz).hexdigest()}, expected the "
+            f"published {published}") in message
+    cache = tmp_path / "xdg-cache" / "jaxseq" / "kmnist"
+    assert not (cache / "t10k-labels-idx1-ubyte.gz").exists()
+
+
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -238,9 +269,11 @@ def test_real_fashion_mnist_files_match_the_table(fashion_dir):
     np.testing.assert_array_equal(raw["test_images"][9999], last)
     labels = _raw_bytes(fashion_dir, "train-labels-idx1-ubyte")
     assert raw["train_labels"][:20].tolist() == list(labels[8:28])
-    # The MNIST table refuses these files (MD5 of the uncompressed bytes).
-    with pytest.raises(ValueError, match="MD5 of the uncompressed bytes"):
-        mnist_data.load_mnist(fashion_dir, dataset="mnist")
+    # The MNIST and KMNIST tables refuse these files, naming them (their uncompressed MD5s).
+    for dataset, title in (("mnist", "MNIST"), ("kmnist", "Kuzushiji-MNIST")):
+        with pytest.raises(ValueError, match=r"is the Fashion-MNIST file train-images-idx3-"
+                                             rf"ubyte, not {title}'s; point --data-dir"):
+            mnist_data.load_mnist(fashion_dir, dataset=dataset)
 
 
 def test_short_real_fashion_mnist_run_and_rescore(fashion_dir, tmp_path):

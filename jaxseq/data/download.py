@@ -10,8 +10,10 @@ Where a dataset's files are looked for (:func:`resolve_data_dir`):
 
 A file may be stored gzipped (``train-images-idx3-ubyte.gz``) or not, and under the
 spelling some mirrors use (``train-images.idx3-ubyte``). Only the cache folder is ever
-downloaded into: a folder the user named is only read. Every file is checked against
-the published MD5 of its *uncompressed* bytes, its IDX magic number and its dimensions
+downloaded into: a folder the user named is only read. Every file is checked against its
+IDX magic number and dimensions and the published MD5 of its *uncompressed* bytes, or, for
+a dataset that publishes only the MD5s of its ``.gz`` files, that of a gzipped file's
+compressed bytes; a file known to be another one (another dataset's) is refused by name
 (:func:`jaxseq.data.idx.read_idx_file`).
 """
 
@@ -26,7 +28,7 @@ import socket
 import tempfile
 import threading
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from jaxseq.data.idx import IdxFile, read_idx_file
 
@@ -197,13 +199,15 @@ def download_files(
     mirrors: Sequence[str],
     timeout: float = 5.0,
     dataset: str = "MNIST",
+    foreign_md5s: Mapping[str, Mapping[str, str]] | None = None,
 ) -> pathlib.Path:
     """Download the files missing from ``cache_dir`` with pooch, and verify them.
 
     Each missing file ``<name>.gz`` is fetched from ``<mirror><name>.gz``, trying the
     mirrors in order; a mirror that cannot be reached is not tried again for the other
     files. A download lands in a temporary folder inside ``cache_dir``, is checked (IDX
-    magic number, dimensions, and the published MD5 of the *uncompressed* bytes), and
+    magic number, dimensions, the published MD5 of the *uncompressed* bytes, and that of
+    the ``.gz`` bytes where ``IdxFile.gz_md5`` is set), and
     only then moved to ``cache_dir/<name>.gz`` with :func:`os.replace`; a failed or
     corrupted download leaves no file behind. Files already present (gzipped or not)
     are verified, not fetched.
@@ -215,6 +219,9 @@ def download_files(
         missing trailing ``/`` is added).
       timeout: seconds allowed for name resolution, connecting, and each wait for data.
       dataset: the dataset's name, for messages.
+      foreign_md5s: for each file name, the MD5s of other known files (uncompressed), each
+        mapped to the message naming it (:func:`jaxseq.data.idx.read_idx`); such a file is
+        refused.
 
     Returns:
       ``cache_dir`` as a :class:`pathlib.Path`, holding the verified files.
@@ -242,9 +249,10 @@ def download_files(
     dead: dict[str, str] = {}  # mirror -> why it could not be reached
 
     for spec in files:
+        foreign = (foreign_md5s or {}).get(spec.name)
         existing = find_file(folder, spec.name)
         if existing is not None:
-            read_idx_file(existing, spec)
+            read_idx_file(existing, spec, foreign)
             continue
         fname = f"{spec.name}.gz"
         errors: list[str] = []
@@ -270,7 +278,7 @@ def download_files(
                     errors.append(f"{url}: {short_error(err)}")
                     continue
                 try:
-                    read_idx_file(fetched, spec)
+                    read_idx_file(fetched, spec, foreign)
                 except ValueError as err:
                     _LOG.warning("Discarding corrupted download from %s: %s", url, err)
                     corrupt.append(f"{url}: {err}")

@@ -14,7 +14,7 @@ import math
 import os
 import pathlib
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -35,6 +35,10 @@ class IdxFile(NamedTuple):
       md5: the published MD5 of the *uncompressed* bytes (gzip encodings differ between
         mirrors, so the hash of a ``.gz`` file means nothing), or ``None`` where no such
         MD5 is known (then only the magic number and dimensions are checked).
+      gz_md5: the published MD5 of the *gzipped* file as its publisher distributes it, or
+        ``None``. Checked only when the file read is gzipped; meant for datasets that
+        publish no uncompressed MD5 (Kuzushiji-MNIST), where the ``.gz`` is the only
+        thing a hash can be checked against (a re-compressed copy then fails the check).
     """
 
     key: str
@@ -42,6 +46,7 @@ class IdxFile(NamedTuple):
     magic: int
     shape: tuple[int, ...]
     md5: str | None
+    gz_md5: str | None = None
 
 
 # IDX type codes (third byte of the magic number) -> big-endian NumPy dtype.
@@ -60,6 +65,8 @@ def read_idx(
     *,
     expected_magic: int | None = None,
     expected_shape: Sequence[int] | None = None,
+    expected_gz_md5: str | None = None,
+    foreign_md5s: Mapping[str, str] | None = None,
 ) -> np.ndarray:
     """Read one IDX file (the format of the MNIST distribution) into a NumPy array.
 
@@ -74,6 +81,12 @@ def read_idx(
       expected_magic: if given, the 32-bit magic number the header must hold, e.g.
         ``0x00000803`` for MNIST images (uint8, 3 dims) or ``0x00000801`` for labels.
       expected_shape: if given, the dimensions the header must declare, e.g. ``(60000, 28, 28)``.
+      expected_gz_md5: if given and ``path`` ends in ``.gz``, the hex MD5 the *compressed*
+        bytes must have (ignored for a raw file).
+      foreign_md5s: MD5s of *uncompressed* files known to be some other file, each mapped
+        to the rest of the error message (``"is the MNIST file t10k-images-idx3-ubyte,
+        not Kuzushiji-MNIST's; ..."``); a file whose MD5 is one of them is refused with
+        ``"<path> <that text>"``. Checked first, before every other check.
 
     Returns:
       An array with the header's shape (e.g. ``[N, 28, 28]`` uint8 for images, ``[N]`` uint8
@@ -83,21 +96,34 @@ def read_idx(
       FileNotFoundError: if ``path`` does not exist (the message names it).
       ValueError: if the content is not a valid IDX file or does not match the expectations:
         unreadable gzip stream, bad magic number, header or payload truncated, trailing bytes,
-        wrong dimensions, MD5 mismatch, or dimensions NumPy cannot hold (more than 64, or
-        sizes whose product passes its index range even for an empty array). The message
+        wrong dimensions, MD5 mismatch (of the uncompressed bytes, or of the ``.gz`` bytes),
+        a file known to be another one (``foreign_md5s``), or dimensions NumPy cannot hold
+        (more than 64, or sizes whose product passes its index range even for an empty
+        array). The message
         names the file, what was found and what was expected.
     """
     path = pathlib.Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"IDX file not found: {path} (no such file)")
     raw = path.read_bytes()
+    gz_md5 = None
     if path.suffix == ".gz":
+        gz_md5 = hashlib.md5(raw).hexdigest() if expected_gz_md5 is not None else None
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as err:
             raise ValueError(
                 f"{path}: not a readable gzip file ({err}); expected a gzipped IDX file"
             ) from err
+    found_md5 = hashlib.md5(raw).hexdigest() if foreign_md5s or expected_md5 else None
+    if foreign_md5s and found_md5 in foreign_md5s:
+        raise ValueError(f"{path} {foreign_md5s[found_md5]}")
+    if gz_md5 is not None and gz_md5 != expected_gz_md5.lower():
+        raise ValueError(
+            f"{path}: MD5 of the .gz file is {gz_md5}, expected the published "
+            f"{expected_gz_md5.lower()}; the file is corrupted, re-compressed or not the "
+            f"published one (a gunzipped copy is read without this check)"
+        )
 
     if len(raw) < 4:
         raise ValueError(
@@ -140,7 +166,6 @@ def read_idx(
             f"{payload} bytes, expected {expected_payload} for dimensions {shape}"
         )
     if expected_md5 is not None:
-        found_md5 = hashlib.md5(raw).hexdigest()
         if found_md5 != expected_md5.lower():
             raise ValueError(
                 f"{path}: MD5 of the uncompressed bytes is {found_md5}, expected "
@@ -153,12 +178,16 @@ def read_idx(
     return array.astype(dtype.newbyteorder("="), copy=True)
 
 
-def read_idx_file(path: _PathLike, spec: IdxFile) -> np.ndarray:
+def read_idx_file(path: _PathLike, spec: IdxFile,
+                  foreign_md5s: Mapping[str, str] | None = None) -> np.ndarray:
     """:func:`read_idx` of ``path``, checked against the published ``spec``.
 
     Args:
       path: the file, raw or gzipped.
-      spec: its expected magic number, dimensions and MD5 (not checked when ``None``).
+      spec: its expected magic number, dimensions and MD5s (the uncompressed one; the
+        ``.gz`` one for a gzipped file; neither checked when ``None``).
+      foreign_md5s: as for :func:`read_idx`: MD5s of other known files (another dataset's),
+        each mapped to the message that names it.
 
     Returns:
       The array, as :func:`read_idx`.
@@ -166,4 +195,5 @@ def read_idx_file(path: _PathLike, spec: IdxFile) -> np.ndarray:
     Raises:
       FileNotFoundError, ValueError: as :func:`read_idx`.
     """
-    return read_idx(path, spec.md5, expected_magic=spec.magic, expected_shape=spec.shape)
+    return read_idx(path, spec.md5, expected_magic=spec.magic, expected_shape=spec.shape,
+                    expected_gz_md5=spec.gz_md5, foreign_md5s=foreign_md5s)

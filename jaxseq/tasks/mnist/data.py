@@ -35,11 +35,14 @@ written to by :func:`load_mnist`; missing files there are a :class:`FileNotFound
 To fill a folder of your choice, call :func:`download_mnist` (or :func:`download_dataset`)
 on it explicitly.
 
-Every file is checked against its IDX magic number and dimensions and, where known, the MD5
-of its *uncompressed* bytes (gzip encodings differ between mirrors, so the hash of a ``.gz``
-file means nothing). For Kuzushiji-MNIST only the MD5s of the ``.gz`` files are published;
-the uncompressed MD5s could not be checked against a real copy here, so KMNIST files are
-verified by magic number and dimensions only (:data:`KMNIST_FILES`).
+Every file is checked against its IDX magic number and dimensions and, for MNIST and
+Fashion-MNIST, the published MD5 of its *uncompressed* bytes (gzip encodings differ between
+mirrors, so the hash of their ``.gz`` files means nothing). For Kuzushiji-MNIST only the MD5s
+of the ``.gz`` files are published: a gzipped KMNIST file must have that MD5
+(:data:`KMNIST_FILES`), and a gunzipped one is checked by magic number and dimensions only.
+For every dataset, a file whose uncompressed MD5 is that of another known file (e.g. MNIST's
+``t10k-images-idx3-ubyte`` given as Kuzushiji-MNIST's) is refused with a
+:class:`ValueError` naming the file it is.
 
 Pre-processing follows the reference study: ``x = (pixels / 255 - 0.5) / 0.5`` (mean 0.5,
 std 0.5), float32, shape ``[N, 28, 28]`` read as 28 time steps (rows, top to bottom) of 28
@@ -82,6 +85,7 @@ __all__ = [
     "check_permutation",
     "data_files",
     "dataset_info",
+    "foreign_md5s",
     "download_dataset",
     "download_mnist",
     "pixel_permutation",
@@ -148,17 +152,20 @@ FASHION_MNIST_FILES: tuple[IdxFile, ...] = (
 )
 
 #: Kuzushiji-MNIST's four IDX files (Clanuwat et al. 2018). Only the MD5s of the ``.gz``
-#: files are published (rois-codh/kmnist, as torchvision lists them: train images
-#: ``bdb82020997e1d708af4cf47b453dcf7``, train labels ``e144d726b3acfaa3e44228e80efcd344``,
-#: test images ``5c965bf0a639b31b8f53240b1b52f4d7``, test labels
-#: ``7320c461ea6c1c855c0b718fb2a4b134``); the MD5s of the uncompressed bytes could not be
-#: computed from a real copy when this table was written, so ``md5`` is ``None`` and the
-#: files are verified by magic number and dimensions only.
+#: files are published (rois-codh/kmnist, as torchvision lists them); they are ``gz_md5``
+#: here, checked when the file read is gzipped (and on download). The MD5s of the
+#: uncompressed bytes could not be computed from a real copy when this table was written, so
+#: ``md5`` is ``None``: a gunzipped copy is verified by magic number and dimensions, and by
+#: not being another dataset's file (:func:`load_mnist`).
 KMNIST_FILES: tuple[IdxFile, ...] = (
-    IdxFile("train_images", "train-images-idx3-ubyte", 0x00000803, (60000, 28, 28), None),
-    IdxFile("train_labels", "train-labels-idx1-ubyte", 0x00000801, (60000,), None),
-    IdxFile("test_images", "t10k-images-idx3-ubyte", 0x00000803, (10000, 28, 28), None),
-    IdxFile("test_labels", "t10k-labels-idx1-ubyte", 0x00000801, (10000,), None),
+    IdxFile("train_images", "train-images-idx3-ubyte", 0x00000803, (60000, 28, 28), None,
+            "bdb82020997e1d708af4cf47b453dcf7"),
+    IdxFile("train_labels", "train-labels-idx1-ubyte", 0x00000801, (60000,), None,
+            "e144d726b3acfaa3e44228e80efcd344"),
+    IdxFile("test_images", "t10k-images-idx3-ubyte", 0x00000803, (10000, 28, 28), None,
+            "5c965bf0a639b31b8f53240b1b52f4d7"),
+    IdxFile("test_labels", "t10k-labels-idx1-ubyte", 0x00000801, (10000,), None,
+            "7320c461ea6c1c855c0b718fb2a4b134"),
 )
 
 
@@ -214,6 +221,45 @@ def dataset_info(dataset: str) -> DatasetInfo:
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; valid datasets are {list(DATASETS)}")
     return DATASETS[dataset]
+
+
+def foreign_md5s(dataset: str, name: str) -> dict[str, str]:
+    """The uncompressed MD5s of every known file that is *not* ``dataset``'s file ``name``.
+
+    Each is mapped to the rest of the one-line error :func:`jaxseq.data.idx.read_idx`
+    raises for such a file, naming what it is: ``"is the MNIST file
+    t10k-images-idx3-ubyte, not Kuzushiji-MNIST's; point --data-dir ..."``.
+
+    Args:
+      dataset: a key of :data:`DATASETS`, the dataset being read.
+      name: the published name of the file being read (``"t10k-images-idx3-ubyte"``).
+
+    Returns:
+      ``{md5: message}`` over the files of :data:`DATASETS` with a known uncompressed MD5,
+      less the one expected.
+
+    Raises:
+      ValueError: for an unknown dataset.
+    """
+    info = dataset_info(dataset)
+    table = {}
+    for other in DATASETS.values():
+        for spec in other.files:
+            if spec.md5 is None or (other.name == info.name and spec.name == name):
+                continue
+            if other.name == info.name:
+                why = (f"is the {other.title} file {spec.name}, not {name}; put {name} "
+                       f"under its own name")
+            else:
+                why = (f"is the {other.title} file {spec.name}, not {info.title}'s; point "
+                       f"--data-dir (data_dir= in Python) at a folder holding the "
+                       f"{info.title} files")
+            table.setdefault(spec.md5.lower(), why)
+    return table
+
+
+def _foreign(info: DatasetInfo) -> dict[str, dict[str, str]]:
+    return {spec.name: foreign_md5s(info.name, spec.name) for spec in info.files}
 
 
 def _mirrors(info: DatasetInfo) -> tuple[str, ...]:
@@ -287,7 +333,14 @@ def download_dataset(
     """
     info = dataset_info(dataset)
     mirrors = _mirrors(info) if mirrors is None else mirrors
-    return download.download_files(cache_dir, info.files, mirrors, timeout, info.title)
+    return _download(cache_dir, info, mirrors, timeout)
+
+
+def _download(cache_dir: _PathLike, info: DatasetInfo, mirrors: Sequence[str],
+              timeout: float) -> pathlib.Path:
+    """:func:`download.download_files` of ``info``'s files, refusing other known files."""
+    return download.download_files(cache_dir, info.files, mirrors, timeout, info.title,
+                                   _foreign(info))
 
 
 def download_mnist(
@@ -316,7 +369,7 @@ def download_mnist(
       ValueError: if a file already there is invalid, or no mirror served a valid copy and
         one served a corrupted one.
     """
-    return download.download_files(cache_dir, MNIST_FILES, mirrors, timeout, "MNIST")
+    return _download(cache_dir, DATASETS["mnist"]._replace(files=MNIST_FILES), mirrors, timeout)
 
 
 def data_files(data_dir: _PathLike | None = None,
@@ -395,7 +448,7 @@ def _load_idx(data_dir: _PathLike | None, allow_download: bool,
         path = download.find_file(folder, spec.name)
         if path is None:  # removed between the check and now
             raise FileNotFoundError(f"{info.title} file {spec.name}[.gz] missing from {folder}")
-        arrays[spec.key] = read_idx_file(path, spec)
+        arrays[spec.key] = read_idx_file(path, spec, foreign_md5s(info.name, spec.name))
     return arrays
 
 

@@ -31,8 +31,9 @@ from jaxseq.nn.registry import CELLS, cell_info
 from jaxseq.runs import folder, storage
 from jaxseq.tasks.mnist import data as mnist_data
 
-__all__ = ["OUTPUTS", "PERMUTATION_FILE", "SCHEDULES", "MnistConfig", "check_saved_permutation",
-           "evaluate_run", "load_data", "mean_and_std", "model_name", "run", "run_name"]
+__all__ = ["EVAL_LOSS_RTOL", "OUTPUTS", "PERMUTATION_FILE", "SCHEDULES", "MnistConfig",
+           "check_saved_permutation", "compare_scores", "evaluate_run", "load_data",
+           "mean_and_std", "model_name", "run", "run_name"]
 
 #: What survives a result file that cannot be written (jaxseq.runs.storage).
 _KEPT = "every epoch is checkpointed: free space, then --resume RUN_DIR writes the results"
@@ -187,6 +188,67 @@ def mean_and_std(values: list[float]) -> tuple[float, float | None]:
     if len(values) == 1:
         return mean, None
     return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+#: Relative tolerance on the test loss within which a re-scored run agrees with its saved
+#: results "to float rounding" (:func:`compare_scores`): results on another device count
+#: or backend are sums in another order.
+EVAL_LOSS_RTOL = 1e-5
+
+
+def compare_scores(saved_accuracy: float, saved_loss: float, accuracy: float, loss: float,
+                   num_examples: int, loss_rtol: float = EVAL_LOSS_RTOL) -> str:
+    """How a re-scored test accuracy and loss compare with the saved ones (``--eval-only``).
+
+    The same parameters scored on another number of devices, or another backend, sum the
+    per-example losses in another order, so the loss may differ in its last digits and an
+    example whose two top logits are (nearly) tied may change class. Hence:
+
+    * ``"equal"``: both numbers are bit for bit the saved ones;
+    * ``"rounding"``: the loss is within ``loss_rtol`` of the saved one, relative to the
+      larger of the two (:func:`math.isclose`), *and* the accuracy differs by at most one
+      test example, ``1 / num_examples``;
+    * ``"differs"``: anything else (including a NaN on either side).
+
+    Args:
+      saved_accuracy: the saved test accuracy, a fraction in [0, 1].
+      saved_loss: the saved test loss.
+      accuracy: the re-scored test accuracy.
+      loss: the re-scored test loss.
+      num_examples: the number of test examples the accuracy is a mean over (> 0).
+      loss_rtol: the relative tolerance on the loss (default :data:`EVAL_LOSS_RTOL`).
+
+    Returns:
+      ``"equal"``, ``"rounding"`` or ``"differs"``.
+
+    Raises:
+      ValueError: for a ``num_examples`` below 1 or a negative ``loss_rtol``.
+    """
+    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
+        raise ValueError(f"num_examples must be a positive integer, got {num_examples!r}")
+    if not loss_rtol >= 0:
+        raise ValueError(f"loss_rtol must be >= 0, got {loss_rtol!r}")
+    if (saved_accuracy, saved_loss) == (accuracy, loss):
+        return "equal"
+    # accuracies are k / n: compare the counts of examples, rounded (float means)
+    examples_apart = abs(accuracy - saved_accuracy) * num_examples
+    if (math.isclose(loss, saved_loss, rel_tol=loss_rtol, abs_tol=0.0)
+            and examples_apart <= 1 + 1e-6):
+        return "rounding"
+    return "differs"
+
+
+def _saved_number(saved: Mapping[str, Any], key: str, path: Path) -> float:
+    """``saved[key]`` of a ``<model>_results.json``, which must be a finite real number."""
+    if key not in saved:
+        raise ValueError(f"{path} holds no {key}; the results file is damaged (delete it to "
+                         f"re-score the run without comparing)")
+    value = saved[key]
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value)):
+        raise ValueError(f"{path} holds {key} = {value!r}, not a number; the results file is "
+                         f"damaged (delete it to re-score the run without comparing)")
+    return float(value)
 
 
 def load_data(config: MnistConfig, seed: int | None = None) -> mnist_data.MNISTSplits:
@@ -538,9 +600,11 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
       seed: the run's seed (the test set does not depend on it; kept for the split check).
 
     Returns:
-      One dict per model: ``{"model", "epoch", "test_accuracy", "test_loss", "saved"}``
-      where ``saved`` is the ``<model>_results.json`` content, or ``None`` for an
-      unfinished run.
+      One dict per model: ``{"model", "epoch", "test_accuracy", "test_loss",
+      "num_examples", "saved", "comparison"}`` where ``num_examples`` is the number of
+      test examples, ``saved`` the ``<model>_results.json`` content, or ``None`` for an
+      unfinished run, and ``comparison`` :func:`compare_scores` of the saved and re-scored
+      numbers (``"equal"``, ``"rounding"``, ``"differs"``; ``None`` without ``saved``).
 
     The test images are those of the run's ``dataset`` and ``source``, read in its
     ``order`` (from its ``config.json``; ``"mnist"``, ``"idx"`` and ``"rows"`` when absent,
@@ -548,8 +612,10 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
 
     Raises:
       FileNotFoundError: for a missing run folder, checkpoints or data.
-      ValueError: for corrupt data, a checkpoint that cannot be loaded, or a permuted-order
-        run whose saved permutation does not match.
+      ValueError: for corrupt data, a checkpoint that cannot be loaded, a checkpoint whose
+        parameters do not fit the model ``config.json`` describes (an edited ``order``),
+        a ``<model>_results.json`` whose ``test_accuracy`` or ``test_loss`` is not a
+        finite number, or a permuted-order run whose saved permutation does not match.
     """
     from jaxseq.runs.predictor import load_run
 
@@ -571,15 +637,35 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     check_saved_permutation(run_dir, order, seed)
     test_set = mnist_data.load_splits(data_dir, seed=seed, dataset=dataset, source=source).test
     test_set = _part_in_order(test_set, order, seed)
+    from flax.errors import FlaxError
+
     scores = []
     for name in names:
-        predictor = load_run(run_dir, name)
-        test = predictor.evaluate(test_set)
         results_path = run_dir / f"{name}_results.json"
         saved = folder.read_json(results_path) if results_path.is_file() else None
+        if saved is not None:  # checked before the (slow) scoring
+            if not isinstance(saved, dict):
+                raise ValueError(f"{results_path} holds {type(saved).__name__}, not an object "
+                                 f"of results; the results file is damaged")
+            for key in ("test_accuracy", "test_loss"):
+                _saved_number(saved, key, results_path)
+        predictor = load_run(run_dir, name)
+        try:
+            test = predictor.evaluate(test_set)
+        except FlaxError as error:  # e.g. ScopeParamShapeError: an edited config.json
+            detail = " ".join(str(error).split(" (https://")[0].split()).rstrip(".")
+            raise ValueError(
+                f"{config_path}: the parameters of checkpoint {name} do not fit the model "
+                f"config.json describes (order {order!r}: test inputs of shape "
+                f"{list(test_set.inputs.shape[1:])} per example): {detail}; was config.json "
+                f"edited?") from None
+        comparison = (None if saved is None else compare_scores(
+            saved["test_accuracy"], saved["test_loss"], test["accuracy"], test["loss"],
+            test_set.num_examples))
         scores.append({"model": name, "epoch": predictor.epoch,
                        "test_accuracy": test["accuracy"], "test_loss": test["loss"],
-                       "saved": saved})
+                       "num_examples": test_set.num_examples, "saved": saved,
+                       "comparison": comparison})
     return scores
 
 
