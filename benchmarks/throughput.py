@@ -1,6 +1,6 @@
 """Training and evaluation throughput of jaxseq's models, next to PyTorch when it is installed.
 
-    python benchmarks/throughput.py                   # all models, JSON into benchmarks/results/
+    python benchmarks/throughput.py                   # all models, JSON into runs/benchmarks/
     python benchmarks/throughput.py --models lstm gru --repeats 3 --steps 100
     python benchmarks/throughput.py --scaling --models gru --steps 20 --repeats 1 --markdown
     python benchmarks/throughput.py --show benchmarks/results/throughput-cpu.json  # Markdown
@@ -47,7 +47,14 @@ What is measured, on whatever device JAX picks (CPU here, GPU/TPU unchanged):
   112 x 7 quarter rows, 784 x 1 pixel by pixel), so longer sequences mean the same data in
   more, thinner steps. ``--steps`` and ``--repeats`` apply to every configuration (lower
   them on a CPU: batch 4096 at 784 steps is slow there), ``--models`` and
-  ``--torch-modes`` choose subsets; JSON in ``throughput-scaling-<backend>.json``.
+  ``--torch-modes`` choose subsets; JSON in ``throughput-scaling-<backend>-<time>.json``.
+
+Results go to ``--out``, by default a new file
+``runs/benchmarks/throughput[-scaling]-<backend>-<YYYYmmdd-HHMMSS>.json`` (``runs/`` is
+ignored by git, so the reference results committed in ``benchmarks/results/`` stay as
+they are; pass ``--out benchmarks/results/...`` to update one on purpose). ``--out`` is
+checked before anything is measured (its folder must be creatable and writable) and the
+file is written atomically.
 
 On a GPU, JAX preallocates 75% of the GPU's memory in this process; the PyTorch child
 uses the rest (set ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` if it runs out).
@@ -79,7 +86,7 @@ from jaxseq import runtime
 from jaxseq.data import Dataset
 from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.nn.registry import CELLS, IMPLEMENTATIONS
-from jaxseq.runs import folder
+from jaxseq.runs import cli, folder
 from jaxseq.train import (
     CLASSIFICATION,
     EvalData,
@@ -398,8 +405,10 @@ def _parse_args(argv: list[str]):
                         help="split a CPU into this many devices (default: the largest divisor "
                              "of the batch size(s) up to the core count; 1 = one device)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="JSON file (default benchmarks/results/throughput-<backend>.json, "
-                             "throughput-scaling-<backend>.json with --scaling)")
+                        help="JSON file (default: a new runs/benchmarks/throughput-<backend>-"
+                             "<time>.json, throughput-scaling-... with --scaling; runs/ is "
+                             "ignored by git, the committed benchmarks/results/ stay as they "
+                             "are)")
     args = parser.parse_args(argv)
     for name in ("batch_size", "steps", "repeats"):
         if getattr(args, name) <= 0:
@@ -413,20 +422,77 @@ def _parse_args(argv: list[str]):
     return args
 
 
+PROG = "throughput.py"
+
+
+def _show(path: Path) -> str:
+    """The Markdown of a saved result; a one-line error (exit 2) for a file that is not one."""
+    try:
+        result = json.loads(path.read_text())
+    except FileNotFoundError:
+        cli.fail(PROG, f"--show {path}: no such file", 2)
+    except IsADirectoryError:
+        cli.fail(PROG, f"--show {path}: is a folder, not a JSON file", 2)
+    except OSError as error:
+        cli.fail(PROG, f"--show {path}: cannot read it ({error.strerror or error})", 2)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        cli.fail(PROG, f"--show {path}: not JSON ({error})", 2)
+    try:
+        return markdown(result)
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as error:
+        cli.fail(PROG, f"--show {path}: not a result of benchmarks/throughput.py "
+                       f"({type(error).__name__}: {error})", 2)
+
+
+def default_out(stem: str, backend: str) -> Path:
+    """A new, git-ignored result file: ``runs/benchmarks/<stem>-<backend>-<time>.json``."""
+    base = REPO / "runs" / "benchmarks" / f"{stem}-{backend}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, n = base.with_suffix(".json"), 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}.json")
+    return out
+
+
+def check_out(path: Path) -> None:
+    """Exit 2 with one line unless ``path`` can be written (its folder created if missing).
+
+    Checked before the benchmark runs, so that its minutes of measurements are not lost
+    to an unwritable ``--out``: creates the missing parent folders and a temporary file
+    there, then removes the file.
+    """
+    if path.is_dir():
+        cli.fail(PROG, f"--out {path} is a folder; give a file name, e.g. {path / 'x.json'}",
+                 2)
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        cli.fail(PROG, f"--out {path}: {blocker} is a file, not a folder", 2)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        cli.fail(PROG, f"--out {path}: cannot write there ({error.strerror or error})", 2)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     if args.show is not None:
-        print(markdown(json.loads(args.show.read_text())))
+        print(_show(args.show))
         return 0
+    if args.out is not None:  # before anything is measured (or JAX's backends start)
+        args.out = args.out.expanduser()
+        check_out(args.out)
     # Before anything starts JAX's backends. Child processes get the environment as it
     # was, so that they choose their own device count as they would when run by hand.
     _CHILD_ENV.update(os.environ)
     batch_sizes = args.scaling_batch_sizes if args.scaling else [args.batch_size]
     runtime.set_cpu_devices(args.cpu_devices
                             or runtime.default_cpu_devices(math.gcd(*batch_sizes)))
-    results_dir = REPO / "benchmarks" / "results"
-    stem = "throughput-scaling" if args.scaling else "throughput"
-    args.out = args.out or results_dir / f"{stem}-{jax.default_backend()}.json"
+    if args.out is None:
+        stem = "throughput-scaling" if args.scaling else "throughput"
+        args.out = default_out(stem, jax.default_backend())
+        check_out(args.out)
 
     machine = {"backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
                "device_name": (cpu_name() if jax.default_backend() == "cpu"

@@ -34,6 +34,7 @@ import sys
 # Only light imports before the flags are checked, so that a bad flag fails fast;
 # JAX is imported by jaxseq.tasks.adder.task.
 from jaxseq.runs import cli, distributed, faults, folder, signals
+from jaxseq.tasks.adder.data import format_bit_range
 from jaxseq.tasks.adder.flags import LOSSES, OPTIMIZERS, build_parser, parse_args  # noqa: F401
 
 EXIT_DIVERGED = faults.EXIT_DIVERGED
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print("config:")
         for key, value in dataclasses.asdict(config).items():
             if key == "eval_bits":
-                value = f"{value[0]}..{value[-1]} ({len(value)} lengths)"
+                value = f"{format_bit_range(value)} ({len(value)} lengths)"
             print(f"  {key}: {value}")
         run_dir = (cli.make_run_dir(parser, args.out_dir) if args.out_dir is not None
                    else folder.new_run_dir("runs", "adder"))
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     summary, seeds = results["summary"], results["summary"]["seeds"]
     converged = summary["converged_seeds"]
     print(f"\n{len(converged)}/{len(seeds)} seeds reached 100% exact-sum accuracy at every "
-          f"evaluated length ({config.eval_bits[0]}..{config.eval_bits[-1]} bits)"
+          f"evaluated length ({format_bit_range(config.eval_bits)} bits)"
           + (f": seeds {converged}" if converged and len(seeds) > 1 else ""))
     print(f"{summary['full_adder']}/{len(seeds)} learned exactly a full adder truth table")
     print(f"total {results['seconds']:.1f} s; wrote {run_dir / 'results.json'} and "

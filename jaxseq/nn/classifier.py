@@ -10,7 +10,14 @@ import jax.numpy as jnp
 
 from jaxseq.checks import check_dropout_rate, check_positive_int
 from jaxseq.nn.cells import make_cell
-from jaxseq.nn.fused import FusedCellParams, FusedRNN, check_real_inputs, fused_bidirectional
+from jaxseq.nn.fused import (
+    FusedCellParams,
+    FusedRNN,
+    check_in_features,
+    check_real_inputs,
+    check_sequence_inputs,
+    fused_bidirectional,
+)
 from jaxseq.nn.lengths import check_seq_lengths, last_valid, time_mask
 from jaxseq.nn.registry import check_implementation
 
@@ -46,22 +53,23 @@ class RecurrentClassifier(nn.Module):
       num_classes: size of the logits (10 for MNIST).
       implementation: ``"fused"`` (default) runs each layer as one
         :class:`jaxseq.nn.fused.FusedRNN`, Flax's cell equations with a batched,
-        cuDNN-style backward pass; ``"pallas"`` is the same layer with its recurrence
-        as one persistent Pallas kernel per direction (:mod:`jaxseq.nn.pallas`; a
-        power-of-two ``features >= 16``; interpreted, hence slow, off GPU);
-        ``"flax"`` runs ``nn.RNN`` over the Flax cell and lets JAX differentiate the
-        scan. All give the same outputs and reverse-mode gradients (to float32
-        rounding) from the same parameter tree. Transformations: every
-        implementation supports ``jit``, ``vmap``, reverse mode (``grad``, ``vjp``,
-        ``jacrev``) and ``hessian`` (``jacfwd`` of ``jacrev``: the forward mode then
-        differentiates the hand-written backward pass, tested equal to ``"flax"``);
-        only ``"flax"`` supports forward mode of the model itself (``jvp``,
-        ``jacfwd``, ``linearize``), because the other two are ``jax.custom_vjp``
-        functions: ``jax.jvp``/``jax.jacfwd`` of a function that applies them raises
-        a ``TypeError`` saying to use ``implementation="flax"`` (JAX's own shorter
-        message when the function was ``jax.jit``-compiled first). The default stays
-        ``"fused"`` on every backend: ``"pallas"`` has not been measured faster on a
-        GPU yet.
+        cuDNN-style backward pass; ``"pallas"`` is the same layer with its recurrence as
+        one persistent Pallas kernel per direction (:mod:`jaxseq.nn.pallas`; a
+        power-of-two ``features >= 16``; interpreted, hence slow, off GPU); ``"flax"``
+        runs ``nn.RNN`` over the Flax cell and lets JAX differentiate the scan. All give
+        the same outputs and reverse-mode gradients (to float32 rounding) from the same
+        parameter tree. Transformations: every implementation supports ``jit``, ``vmap``
+        and reverse mode (``grad``, ``vjp``, ``jacrev``); ``"fused"`` and ``"flax"``
+        also support ``hessian`` (``jacfwd`` of ``jacrev``: for ``"fused"`` the forward
+        mode then differentiates the hand-written backward pass, tested equal to
+        ``"flax"``), ``"pallas"`` does not (JAX cannot batch the forward mode of its
+        backward kernels); only ``"flax"`` supports forward mode of the model itself
+        (``jvp``, ``jacfwd``, ``linearize``), because the other two are
+        ``jax.custom_vjp`` functions: ``jax.jvp``/``jax.jacfwd`` of a function that
+        applies them raises a ``TypeError`` saying to use ``implementation="flax"``
+        (JAX's own shorter message when the function was ``jax.jit``-compiled first).
+        The default stays ``"fused"`` on every backend: ``"pallas"`` has not been
+        measured faster on a GPU yet.
       dropout: PyTorch's ``nn.RNN/LSTM/GRU(dropout=p)``: in training mode
         (``train=True``), dropout with probability ``p`` on the outputs of every
         recurrent layer except the last (``nn.Dropout``, PRNG stream ``"dropout"``,
@@ -76,8 +84,9 @@ class RecurrentClassifier(nn.Module):
         (cell, implementation) pair the registry does not list, a non-positive
         ``features``, ``num_layers`` or ``num_classes``, a ``dropout`` outside
         ``[0, 1)``, or (``"pallas"``) a ``features`` that is not a power of two >= 16;
-        at apply, for inputs that are not ``[batch, time, features]`` or not real
-        numbers (e.g. complex).
+        at apply, for inputs that are not ``[batch, time, features]`` with at least
+        one time step and the features the parameters were initialised for, or not
+        real numbers (e.g. complex).
       TypeError: at apply, under forward-mode differentiation of ``"fused"`` or
         ``"pallas"`` (see ``implementation``).
     """
@@ -133,14 +142,14 @@ class RecurrentClassifier(nn.Module):
           output at the last time step (the last valid one with ``seq_lengths``).
 
         Raises:
-          ValueError: if ``inputs`` is not three-dimensional or not of a real dtype, or
-            ``seq_lengths`` is not ``[batch]`` integers in ``[1, time]``.
+          ValueError: if ``inputs`` is not three-dimensional, has no time steps, has
+            another feature size than the parameters were initialised for, or is not of a
+            real dtype, or ``seq_lengths`` is not ``[batch]`` integers in ``[1, time]``.
           TypeError: under ``jax.jvp``/``jax.jacfwd`` with ``"fused"`` or ``"pallas"``.
         """
-        if inputs.ndim != 3:
-            raise ValueError(
-                f"inputs must be [batch, time, features], got shape {inputs.shape}"
-            )
+        check_sequence_inputs(inputs)
+        if not self.is_initializing():  # one line, not Flax's ScopeParamShapeError
+            check_in_features(inputs, self.variables.get("params", {}).get("cell_0"))
         check_real_inputs(inputs)
         outputs = inputs
         # --- seq_lengths (jaxseq issue 12.1) ---

@@ -30,10 +30,12 @@ parameters' dtype and refuse others with a one-line ``ValueError``.
 
 Transformations. ``jax.jit``, ``jax.vmap`` and reverse mode (``jax.grad``, ``jax.vjp``,
 ``jax.jacrev``) are supported, and so is ``jax.hessian`` (``jacfwd`` of ``jacrev``: forward
-mode then runs through the hand-written backward pass, which is ordinary JAX code).
+mode then runs through the hand-written backward pass, which is ordinary JAX code), except
+for ``implementation="pallas"``, whose backward pass is Pallas kernels that JAX cannot
+differentiate forwards under ``vmap`` (:data:`PALLAS_FORWARD_MODE_MESSAGE`).
 Forward mode of the layer itself (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) is not:
 JAX cannot differentiate a ``jax.custom_vjp`` function forwards, and the layers re-raise
-its ``TypeError`` with :data:`FORWARD_MODE_MESSAGE`, which names the remedy,
+its ``TypeError`` with :func:`forward_mode_message`, which names the remedy,
 ``implementation="flax"`` in :class:`~jaxseq.nn.classifier.RecurrentClassifier` (``nn.RNN``
 over Flax's cells, same parameters, same outputs).
 
@@ -47,7 +49,8 @@ networks on GPUs").
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -116,7 +119,11 @@ def _check_dtypes(fn: str, xs: Array, params: tuple) -> None:
     """Trace-time: ``xs`` and every parameter must share one floating dtype.
 
     The zero carry takes that dtype; a mismatch would otherwise fail deep inside
-    ``lax.scan`` ("carry input and carry output must have equal types")."""
+    ``lax.scan`` ("carry input and carry output must have equal types"). Also refuses
+    ``xs`` without time steps, whose backward pass would index an empty scan."""
+    if xs.ndim != 3 or xs.shape[0] < 1:
+        raise ValueError(f"{fn}: xs must be [time, batch, features] with at least one time "
+                         f"step, got shape {xs.shape}")
     dtypes = sorted({str(jnp.dtype(p.dtype)) for p in jax.tree.leaves(params)})
     if (len(dtypes) != 1 or str(jnp.dtype(xs.dtype)) != dtypes[0]
             or not jnp.issubdtype(xs.dtype, jnp.floating)):
@@ -191,7 +198,8 @@ def rnn_sequence(xs: Array, w: Array, b: Array, u: Array) -> Array:
       The hidden states ``h_0 .. h_{T-1}``, ``[T, B, H]`` float32.
 
     Raises:
-      ValueError: if ``xs`` and the parameters do not share one floating dtype.
+      ValueError: if ``xs`` is not ``[T, B, I]`` with ``T >= 1``, or ``xs`` and the
+        parameters do not share one floating dtype.
     """
     return _rnn_forward(xs, w, b, u)[0]
 
@@ -256,7 +264,8 @@ def lstm_sequence(xs: Array, w: Gates, u: Gates, b: Gates) -> Array:
       returned).
 
     Raises:
-      ValueError: if ``xs`` and the parameters do not share one floating dtype.
+      ValueError: if ``xs`` is not ``[T, B, I]`` with ``T >= 1``, or ``xs`` and the
+        parameters do not share one floating dtype.
     """
     return _lstm_forward(xs, w, u, b)[0]
 
@@ -344,7 +353,8 @@ def gru_sequence(xs: Array, w: GruGates, b: GruGates, u: GruGates, b_hn: Array) 
       The hidden states, ``[T, B, H]`` float32.
 
     Raises:
-      ValueError: if ``xs`` and the parameters do not share one floating dtype.
+      ValueError: if ``xs`` is not ``[T, B, I]`` with ``T >= 1``, or ``xs`` and the
+        parameters do not share one floating dtype.
     """
     return _gru_forward(xs, w, b, u, b_hn)[0]
 
@@ -475,26 +485,104 @@ def sequence_fn(cell: str, implementation: str = "fused") -> Callable[..., Array
     return _SEQUENCE_FNS[cell]
 
 
-def _check_inputs(inputs: Array) -> None:
+def check_sequence_inputs(inputs: Array) -> None:
+    """Refuse inputs that are not ``[batch, time, features]`` with at least one time step.
+
+    Args:
+      inputs: the inputs of a recurrent layer or model.
+
+    Raises:
+      ValueError: one line naming the shape got, if ``inputs`` is not three-dimensional
+        or has no time steps (``inputs.shape[1] == 0``: there is no last output to read).
+    """
     if inputs.ndim != 3:
-        raise ValueError(f"inputs must be [batch, time, features], got {inputs.shape}")
+        raise ValueError(f"inputs must be [batch, time, features], got shape {inputs.shape}")
+    if inputs.shape[1] < 1:
+        raise ValueError(f"inputs need at least one time step, got shape {inputs.shape} "
+                         f"([batch, time, features])")
+
+
+def params_in_features(params: Mapping[str, Any]) -> int | None:
+    """The input features one direction's parameters were initialised for.
+
+    Args:
+      params: one cell's parameters as Flax's cells and :class:`FusedRNN` lay them out
+        (``{"i": {"kernel": [in, H], ...}, "h": ...}``, ``"ii"``/``"ir"``... for the
+        LSTM and GRU).
+
+    Returns:
+      ``in`` of the first input kernel (a child whose name starts with ``"i"``), or
+      ``None`` if there is none.
+    """
+    for name, child in params.items():
+        if (name.startswith("i") and isinstance(child, Mapping)
+                and getattr(child.get("kernel"), "ndim", 0) == 2):
+            return int(child["kernel"].shape[0])
+    return None
+
+
+def check_in_features(inputs: Array, params: Mapping[str, Any] | None) -> None:
+    """Refuse inputs whose feature size is not the one the parameters were made for.
+
+    Args:
+      inputs: ``[batch, time, features]`` inputs.
+      params: the first layer's (one direction's) existing parameters, or ``None`` at
+        ``init`` (nothing to compare with).
+
+    Raises:
+      ValueError: one line, instead of Flax's ``ScopeParamShapeError``, if
+        ``inputs.shape[-1]`` differs from :func:`params_in_features`.
+    """
+    expected = None if not params else params_in_features(params)
+    if expected is not None and inputs.shape[-1] != expected:
+        raise ValueError(f"inputs have {inputs.shape[-1]} features per step but the "
+                         f"parameters were initialised for {expected}, got shape "
+                         f"{inputs.shape} ([batch, time, features])")
+
+
+def _check_inputs(inputs: Array) -> None:
+    check_sequence_inputs(inputs)
 
 
 #: The message of the ``TypeError`` raised when forward-mode differentiation reaches a
-#: fused or Pallas layer (JAX's own says only "can't apply forward-mode autodiff (jvp) to
-#: a custom_vjp function").
+#: fused layer (JAX's own says only "can't apply forward-mode autodiff (jvp) to a
+#: custom_vjp function"). ``jax.hessian`` (``jacfwd`` of ``jacrev``) works: its forward
+#: mode runs through the hand-written backward pass, which is ordinary JAX code.
 FORWARD_MODE_MESSAGE = (
     "forward-mode differentiation (jax.jvp, jax.jacfwd, jax.linearize) is not supported by "
-    "the fused and "
-    "Pallas recurrences, which are jax.custom_vjp functions (reverse mode only: jax.grad, "
+    "the fused recurrences, which are jax.custom_vjp functions (reverse mode only: jax.grad, "
     "jax.vjp, jax.jacrev, and jax.hessian, which is jacfwd of jacrev); use "
     "implementation='flax' (same parameters, same outputs) for forward mode"
 )
 
+#: The same message for a Pallas layer, which supports ``jax.hessian`` neither: the
+#: forward mode of ``jacfwd`` then reaches the Pallas kernels of the backward pass, whose
+#: forward-mode rule JAX cannot batch (it raises its own ``ValueError``).
+PALLAS_FORWARD_MODE_MESSAGE = (
+    "forward-mode differentiation (jax.jvp, jax.jacfwd, jax.linearize) is not supported by "
+    "the Pallas recurrences, which are jax.custom_vjp functions (reverse mode only: "
+    "jax.grad, jax.vjp, jax.jacrev; jax.hessian, which is jacfwd of jacrev, is not supported "
+    "either); use implementation='flax' (same parameters, same outputs) for forward mode "
+    "and jax.hessian"
+)
+
+
+def forward_mode_message(implementation: str) -> str:
+    """The forward-mode ``TypeError`` message of a layer's ``implementation``.
+
+    Args:
+      implementation: ``"fused"`` or ``"pallas"``.
+
+    Returns:
+      :data:`PALLAS_FORWARD_MODE_MESSAGE` for ``"pallas"``, else
+      :data:`FORWARD_MODE_MESSAGE`.
+    """
+    return PALLAS_FORWARD_MODE_MESSAGE if implementation == "pallas" else FORWARD_MODE_MESSAGE
+
 
 @contextlib.contextmanager
-def _forward_mode_hint() -> Iterator[None]:
-    """Re-raise JAX's forward-mode ``TypeError`` with :data:`FORWARD_MODE_MESSAGE`.
+def _forward_mode_hint(implementation: str = "fused") -> Iterator[None]:
+    """Re-raise JAX's forward-mode ``TypeError`` with :func:`forward_mode_message`.
 
     Trace time only: it wraps the Python call that binds the ``custom_vjp`` function and
     changes nothing in the computation or its reverse-mode derivative. It catches the
@@ -508,7 +596,7 @@ def _forward_mode_hint() -> Iterator[None]:
     except TypeError as error:
         if "forward-mode autodiff" not in str(error):
             raise
-        raise TypeError(FORWARD_MODE_MESSAGE) from error
+        raise TypeError(forward_mode_message(implementation)) from error
 
 
 class FusedRNN(nn.Module):
@@ -531,7 +619,7 @@ class FusedRNN(nn.Module):
     Raises:
       ValueError: for an unknown cell, inputs that are not ``[batch, time, in]`` real
         numbers, or bad ``seq_lengths`` (see :func:`jaxseq.nn.lengths.check_seq_lengths`).
-      TypeError: under forward-mode differentiation (:data:`FORWARD_MODE_MESSAGE`).
+      TypeError: under forward-mode differentiation (:func:`forward_mode_message`).
     """
 
     cell: str
@@ -558,9 +646,11 @@ class FusedRNN(nn.Module):
         Raises:
           ValueError: for an unknown cell, inputs that are not three-dimensional real
             numbers, or bad ``seq_lengths`` (:func:`jaxseq.nn.lengths.check_seq_lengths`).
-          TypeError: under ``jax.jvp``/``jax.jacfwd`` (:data:`FORWARD_MODE_MESSAGE`).
+          TypeError: under ``jax.jvp``/``jax.jacfwd`` (:func:`forward_mode_message`).
         """
         _check_inputs(inputs)
+        if not self.is_initializing():
+            check_in_features(inputs, self.variables.get("params"))
         params = _cell_params(self.cell, self.features, inputs.shape[-1])
         xs = jnp.swapaxes(cast_inputs(inputs, params), 0, 1)  # time-major for the scan
         # --- seq_lengths (jaxseq issue 12.1): None keeps the code path as it was ---
@@ -572,7 +662,7 @@ class FusedRNN(nn.Module):
         # --- end seq_lengths ---
         if self.reverse:
             xs = reverse_valid(xs, seq_lengths)  # xs[::-1] without lengths
-        with _forward_mode_hint():
+        with _forward_mode_hint(self.implementation):
             hs = sequence_fn(self.cell, self.implementation)(xs, *params)
         if self.reverse:
             hs = reverse_valid(hs, seq_lengths)
@@ -641,7 +731,7 @@ def fused_bidirectional(cell: str, inputs: Array, forward_params: tuple,
     Raises:
       ValueError: if ``inputs`` is not three-dimensional real numbers, or for bad
         ``seq_lengths`` (:func:`jaxseq.nn.lengths.check_seq_lengths`).
-      TypeError: under ``jax.jvp``/``jax.jacfwd`` (:data:`FORWARD_MODE_MESSAGE`).
+      TypeError: under ``jax.jvp``/``jax.jacfwd`` (:func:`forward_mode_message`).
     """
     _check_inputs(inputs)
     xs = jnp.swapaxes(cast_inputs(inputs, (forward_params, backward_params)), 0, 1)
@@ -653,7 +743,7 @@ def fused_bidirectional(cell: str, inputs: Array, forward_params: tuple,
         xs = jnp.where(mask, xs, 0)
     # --- end seq_lengths ---
     stacked = jax.tree.map(lambda f, b: jnp.stack([f, b]), forward_params, backward_params)
-    with _forward_mode_hint():
+    with _forward_mode_hint(implementation):
         hs = jax.vmap(sequence_fn(cell, implementation))(
             jnp.stack([xs, reverse_valid(xs, seq_lengths)]), *stacked)
     outputs = jnp.concatenate([hs[0], reverse_valid(hs[1], seq_lengths)], axis=-1)

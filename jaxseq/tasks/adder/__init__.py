@@ -16,8 +16,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    **dict.fromkeys(("MAX_BITS", "bits_to_int", "generate", "parse_bit_range",
-                     "train_test_split"), "jaxseq.tasks.adder.data"),
+    **dict.fromkeys(("MAX_BITS", "bits_to_int", "format_bit_range", "generate",
+                     "parse_bit_range", "train_test_split"), "jaxseq.tasks.adder.data"),
     **dict.fromkeys(("BinaryAdder", "cell_params", "is_full_adder", "truth_table"),
                     "jaxseq.tasks.adder.model"),
     **dict.fromkeys(("ADDER_OBJECTIVES", "OUTPUTS", "AdderConfig", "eval_dataset",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -31,6 +32,7 @@ __all__ = [
     "check_bits",
     "check_split",
     "distinct_problems",
+    "format_bit_range",
     "distinct_train_test_split",
     "generate",
     "make_rng",
@@ -373,3 +375,38 @@ def parse_bit_range(text: str) -> list[int]:
             raise ValueError(f"bit lengths must be in [2, {MAX_BITS}], got {part!r}")
         values.update(range(low, high + 1))
     return sorted(values)
+
+
+def format_bit_range(lengths: Iterable[int]) -> str:
+    """Write bit lengths compactly in the grammar of :func:`parse_bit_range`, its inverse.
+
+    Runs of three or more consecutive lengths become ``START..STOP``, the others are listed:
+    ``[3, 4, 5, 4096]`` gives ``"3..5, 4096"``, ``[3, 4, 8]`` gives ``"3, 4, 8"``. So
+    ``parse_bit_range(format_bit_range(x)) == sorted(set(x))`` for valid lengths, and
+    messages name exactly the lengths used (not ``min..max``).
+
+    Args:
+      lengths: bit lengths, in any order, duplicates allowed.
+
+    Returns:
+      The sorted, deduplicated lengths as ``", "``-separated items.
+
+    Raises:
+      ValueError: for no lengths at all.
+    """
+    values = sorted({int(length) for length in lengths})
+    if not values:
+        raise ValueError("no bit lengths to format")
+    items: list[str] = []
+    start = previous = values[0]
+    for value in [*values[1:], None]:
+        if value is not None and value == previous + 1:
+            previous = value
+            continue
+        if previous - start >= 2:
+            items.append(f"{start}..{previous}")
+        else:
+            items.extend(str(v) for v in range(start, previous + 1))
+        if value is not None:
+            start = previous = value
+    return ", ".join(items)

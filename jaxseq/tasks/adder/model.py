@@ -65,10 +65,13 @@ class BinaryAdder(nn.Module):
           ``[batch, time, 1]`` float32 probabilities that each sum bit is 1.
 
         Raises:
-          ValueError: if ``inputs`` is not ``[batch, time, 2]``.
+          ValueError: if ``inputs`` is not ``[batch, time, 2]`` with ``time >= 1``.
         """
         if inputs.ndim != 3 or inputs.shape[-1] != 2:
             raise ValueError(f"inputs must be [batch, time, 2] bit pairs, got {inputs.shape}")
+        if inputs.shape[1] < 1:
+            raise ValueError(f"inputs need at least one time step (bit), got shape "
+                             f"{inputs.shape} ([batch, time, 2])")
         return nn.RNN(FullAdderCell(self.hidden_features, name="cell"), unroll=self.unroll)(inputs)
 
 
