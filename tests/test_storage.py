@@ -177,3 +177,31 @@ def test_real_full_or_read_only_filesystem_under_a_running_script(mnist_dir, tmp
         assert config["epochs"] == 3
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_failed_write_leaves_one_line_not_the_threads_tracebacks(tmp_path, capsys):
+    """On a real full disk (a 200 KB tmpfs), orbax's threads printed 24 "Event loop is
+    closed" tracebacks to sys.stderr before the one-line error: held back and dropped for
+    a storage fault; printed as they came for any other outcome."""
+    def full_disk():
+        print("Traceback (most recent call last):\nRuntimeError: Event loop is closed",
+              file=sys.stderr)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(storage.StorageError):
+        storage.save_checkpoint(full_disk, tmp_path, "the checkpoint of gru, epoch 1")
+    assert capsys.readouterr().err == ""
+
+    def warns_and_saves():
+        print("a warning of orbax's", file=sys.stderr)
+
+    storage.save_checkpoint(warns_and_saves, tmp_path, "the checkpoint of gru, epoch 1")
+    assert capsys.readouterr().err == "a warning of orbax's\n"
+
+    def fails_otherwise():
+        print("why it failed", file=sys.stderr)
+        raise KeyError("not a storage fault")
+
+    with pytest.raises(KeyError):
+        storage.save_checkpoint(fails_otherwise, tmp_path, "the checkpoint")
+    assert capsys.readouterr().err == "why it failed\n"

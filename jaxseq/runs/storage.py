@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import logging
 import os
 import re
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -152,15 +154,22 @@ def save_checkpoint(save: Callable[[], None], directory: str | os.PathLike, what
       StorageError: the write failed for lack of space or permission (one line).
     """
     directory = Path(directory)
+    # A failed write makes orbax's and tensorstore's threads print dozens of tracebacks
+    # ("Event loop is closed") straight to sys.stderr: held back, and dropped only when the
+    # failure is a storage fault, which the one-line StorageError then reports.
+    held_back = io.StringIO()
     try:
-        with quiet_orbax():
+        with quiet_orbax(), contextlib.redirect_stderr(held_back):
             save()
     except StorageError:
+        sys.stderr.write(held_back.getvalue())
         raise
     except Exception as error:
         code = storage_errno(error)
         if code is None:
+            sys.stderr.write(held_back.getvalue())
             raise
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # its tasks' leftovers
         if primary and directory.is_dir():
             for path in directory.iterdir():
                 if ".orbax-checkpoint-tmp" in path.name and path.is_dir():
@@ -171,3 +180,4 @@ def save_checkpoint(save: Callable[[], None], directory: str | os.PathLike, what
                 else "no earlier checkpoint had been saved")
         raise StorageError(_message(what, directory, code, kept), code,
                            str(directory)) from error
+    sys.stderr.write(held_back.getvalue())
