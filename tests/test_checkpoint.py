@@ -119,8 +119,12 @@ def test_restore_into_another_model_is_a_clear_error(toy, tmp_path):
                                    jax.random.key(0), toy[0].inputs[:1])
         with pytest.raises(ValueError, match="does not match"):
             saver.restore(other)
-        with pytest.raises(ValueError, match="no checkpoint for epoch 5"):
-            saver.restore(new_state(toy), epoch=5)
+        for read in (lambda: saver.restore(new_state(toy), epoch=5),
+                     lambda: saver.read_meta(5), lambda: saver.read_meta(-1),
+                     lambda: saver.restore_params(new_state(toy).params, 5)):
+            with pytest.raises(ValueError, match="no complete checkpoint of epoch .* the "
+                                                 "epochs kept: 1$"):
+                read()
     with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
         Checkpointer(tmp_path / "empty").restore(new_state(toy))
     with pytest.raises(ValueError, match="keep must be a positive integer"):

@@ -88,3 +88,18 @@ def test_a_damaged_json_file_is_named(tmp_path, text):
     with pytest.raises(ValueError, match="gru_results.json is not valid JSON") as info:
         folder.read_json(path)
     assert "\n" not in str(info.value)
+
+
+def test_load_run_of_an_epoch_not_saved_lists_the_epochs(tmp_path):
+    shutil.copytree(FIXTURE, tmp_path / "run")
+    for epoch in (-1, 7):
+        with pytest.raises(ValueError, match=r"no complete checkpoint of epoch .*epochs kept: 1$"):
+            load_run(tmp_path / "run", "gru", epoch=epoch)
+
+
+def test_predictor_evaluate_of_a_tuple_is_a_type_error(tmp_path):
+    shutil.copytree(FIXTURE, tmp_path / "run")
+    predictor = load_run(tmp_path / "run", "gru")
+    inputs = np.zeros((2, 3, 5), np.float32)
+    with pytest.raises(TypeError, match="dataset must be a jaxseq.data.Dataset"):
+        predictor.evaluate((inputs, np.zeros(2, np.int32)))

@@ -358,3 +358,22 @@ def test_trained_pytorch_model_predicts_the_same_classes(cell, bidirectional):
             np.testing.assert_allclose(logits, want_logits, rtol=1e-5, atol=1e-5)
             np.testing.assert_array_equal(logits.argmax(axis=1), want)
             assert float((logits.argmax(axis=1) == y_test).mean()) == torch_accuracy
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float64"])
+def test_a_state_dict_of_another_float_dtype_converts_with_its_values(dtype):
+    """torch's bfloat16 tensors have no NumPy view (a TypeError from torch before): every
+    value arrives exactly, in the same dtype."""
+    import ml_dtypes
+
+    torch.manual_seed(3)
+    gru = torch.nn.GRU(INPUT, HIDDEN, batch_first=True).to(getattr(torch, dtype))
+    params = params_from_torch(gru.state_dict(), cell="gru", rnn_prefix="", head_prefix=None)
+    numpy_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
+    back = params_to_torch(params, cell="gru", rnn_prefix="", head_prefix=None)
+    for key, tensor in gru.state_dict().items():
+        got = np.asarray(back[key])
+        assert got.dtype == numpy_dtype, key
+        if key.startswith("weight"):  # biases come back re-split (b_ih + b_hh are summed)
+            want = tensor.double().numpy()  # every one of the three widens exactly
+            np.testing.assert_array_equal(got.astype(np.float64), want)

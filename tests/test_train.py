@@ -182,3 +182,22 @@ def test_metric_that_does_not_reduce_per_example_is_rejected(toy, model):
     state = create_train_state(model, jax.random.key(0), toy.inputs[:1])
     with pytest.raises(ValueError, match="one value per example"):
         evaluate(state, toy, broadcasting, batch_size=10)
+
+
+@pytest.mark.parametrize("rng, got", [(None, "NoneType"), (2**70, str(2**70)), (-1, "-1"),
+                                      (True, "bool"), (np.zeros(3, np.float32), "ndarray")])
+def test_fit_refuses_an_rng_that_is_neither_key_nor_seed(toy, model, rng, got):
+    state = create_train_state(model, jax.random.key(0), toy.inputs[:1])
+    with pytest.raises(ValueError, match=rf"rng must be a PRNG key.*got {got}$"):
+        fit(state, toy, epochs=1, batch_size=100, rng=rng, progress=False, log=None)
+
+
+def test_fit_takes_a_new_style_key_an_old_style_key_and_a_seed_alike(toy, model):
+    """A seed is jax.random.key(seed); an old-style uint32 key gives the same shuffles."""
+    results = []
+    for rng in (5, jax.random.key(5), jax.random.PRNGKey(5)):
+        state = create_train_state(model, jax.random.key(0), toy.inputs[:1])
+        _, history = fit(state, Dataset(toy.inputs[:200], toy.labels[:200]), epochs=1,
+                         batch_size=100, rng=rng, progress=False, log=None)
+        results.append(history["train_loss"])
+    assert results[0] == results[1] == results[2]

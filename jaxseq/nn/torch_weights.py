@@ -98,9 +98,16 @@ def _key(prefix: str, name: str) -> str:
 
 
 def _numpy(value: Any) -> np.ndarray:
-    """A NumPy copy of an array or a torch tensor (``.detach().cpu().numpy()``)."""
+    """A NumPy copy of an array or a torch tensor (``.detach().cpu().numpy()``); a
+    bfloat16 tensor, which NumPy cannot take from torch, keeps its dtype (ml_dtypes')."""
     if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            import ml_dtypes  # JAX's own dependency
+            import torch
+
+            return value.view(torch.int16).numpy().view(ml_dtypes.bfloat16).copy()
+        value = value.numpy()
     return np.array(value, copy=True)
 
 

@@ -289,6 +289,16 @@ class Checkpointer:
         epochs = self.epochs()
         return epochs[-1] if epochs else None
 
+    def _epoch_to_read(self, epoch: int | None) -> int:
+        """``epoch`` (default the newest) if it has a complete checkpoint, else an error."""
+        epochs = self.epochs()
+        if not epochs:
+            raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+        if epoch is not None and epoch not in epochs:
+            raise ValueError(f"no complete checkpoint of epoch {epoch!r} in {self.directory}; "
+                             f"the epochs kept: {', '.join(map(str, epochs))}")
+        return epochs[-1] if epoch is None else epoch
+
     def save(self, epoch: int, state: TrainState, rng: jax.Array, history: History) -> None:
         """Save the state after ``epoch`` (1-based) and return when it is on disk.
 
@@ -372,13 +382,7 @@ class Checkpointer:
           ValueError: for an epoch that is not kept, or a checkpoint whose arrays do not
             match ``state`` (another model or optimizer).
         """
-        epochs = self.epochs()
-        if not epochs:
-            raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
-        epoch = epochs[-1] if epoch is None else epoch
-        if epoch not in epochs:
-            raise ValueError(f"no checkpoint for epoch {epoch} in {self.directory}; "
-                             f"kept epochs: {epochs}")
+        epoch = self._epoch_to_read(epoch)
         replicated = NamedSharding(data_mesh(), P())
 
         def abstract(x):
@@ -448,11 +452,10 @@ class Checkpointer:
 
         Raises:
           FileNotFoundError: if the folder holds no complete checkpoint.
+          ValueError: if ``epoch`` is not one of its complete checkpoints (the message
+            lists them).
         """
-        epochs = self.epochs()
-        if not epochs:
-            raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
-        epoch = epochs[-1] if epoch is None else epoch
+        epoch = self._epoch_to_read(epoch)
         return self._manager.restore(epoch, args=ocp.args.Composite(
             meta=ocp.args.JsonRestore()))["meta"]
 
@@ -475,10 +478,7 @@ class Checkpointer:
           ValueError: if the saved parameters' tree paths, shapes or dtypes do not match
             ``params_like`` (another model).
         """
-        epochs = self.epochs()
-        if not epochs:
-            raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
-        epoch = epochs[-1] if epoch is None else epoch
+        epoch = self._epoch_to_read(epoch)
         replicated = NamedSharding(data_mesh(), P())
         target = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), params_like)

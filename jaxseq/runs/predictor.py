@@ -249,10 +249,15 @@ class Predictor:
           examples with NaN/infinite outputs (counted wrong), when there are any.
 
         Raises:
+          TypeError: if ``dataset`` is not a :class:`~jaxseq.data.dataset.Dataset` (e.g.
+            an ``(inputs, labels)`` tuple).
           ValueError: for an empty dataset, a non-positive ``batch_size``, or labels
             the objective refuses (classification: class ids outside ``[0,
             num_classes)``), see :func:`jaxseq.train.evaluate`.
         """
+        if not isinstance(dataset, Dataset):
+            raise TypeError(f"dataset must be a jaxseq.data.Dataset(inputs, labels), got "
+                            f"{type(dataset).__name__}")
         raw = np.asarray(dataset.inputs)
         if (self.input_spec is not None and np.issubdtype(raw.dtype, np.integer)
                 and np.issubdtype(np.dtype(self.input_spec["dtype"]), np.floating)):
@@ -306,7 +311,8 @@ def load_run(
       ValueError: if ``run_dir`` is a folder inside a run's checkpoints (its
         ``checkpoints/`` folder, a model's checkpoint folder or an epoch folder: the
         one-line message names the run folder and the call to make), if ``name`` is
-        missing (several models) or unknown, the checkpoint
+        missing (several models) or unknown, ``epoch`` has no complete checkpoint (the
+        message lists those saved), the checkpoint
         does not describe a model (saved without ``model=``), or its task is unknown.
     """
     run_dir = Path(run_dir).expanduser()

@@ -13,7 +13,7 @@ from flax.training.train_state import TrainState
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from jaxseq.checks import check_batch_size, check_positive_int
+from jaxseq.checks import MAX_SEED, check_batch_size, check_positive_int
 from jaxseq.data.dataset import Dataset
 from jaxseq.train.diagnostics import format_epoch
 from jaxseq.train.evaluation import EvalData, _normalise, evaluate_batches
@@ -38,6 +38,20 @@ History = dict[str, list[float]]
 #: ``fit`` draws its dropout keys from ``fold_in(rng, _DROPOUT_STREAM)``; the shuffles use
 #: ``fold_in(rng, epoch)`` with epochs counted from 1, so 0 is free.
 _DROPOUT_STREAM = 0
+
+
+def _as_key(rng: object) -> jax.Array:
+    """``fit``'s ``rng``: a PRNG key, or an integer seed in ``[0, MAX_SEED]`` made one."""
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        if not 0 <= rng <= MAX_SEED:
+            raise ValueError(f"rng must be a PRNG key or an integer seed in [0, {MAX_SEED}], "
+                             f"got {rng}")
+        return jax.random.key(int(rng))
+    if isinstance(rng, jax.Array) and (jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)
+                                       or (rng.dtype == np.uint32 and rng.shape == (2,))):
+        return rng
+    raise ValueError(f"rng must be a PRNG key (jax.random.key(seed)) or an integer seed in "
+                     f"[0, {MAX_SEED}], got {type(rng).__name__}")
 
 
 def _epoch_indices(rng: jax.Array, epoch: int, num_examples: int, steps: int,
@@ -188,7 +202,8 @@ def fit(
       ValueError: for non-positive sizes, a ``batch_size`` larger than the training set
         or not a multiple of the device count, an ``initial_epoch`` outside
         ``[0, epochs]``, a ``history`` that does not match it, a non-positive
-        ``log_every_steps``, or labels of ``train`` or ``validation`` that the objective
+        ``log_every_steps``, an ``rng`` that is neither a key nor a seed in
+        ``[0, MAX_SEED]``, or labels of ``train`` or ``validation`` that the objective
         refuses (:data:`CLASSIFICATION`: class ids outside ``[0, num_classes)``, where
         ``num_classes`` is the model's output size), all before the first step.
       NonFiniteLossError: when a training loss is NaN or infinite; it names the epoch
@@ -210,8 +225,7 @@ def fit(
     check_batch_size(batch_size, num_examples)
     mesh = data_mesh() if mesh is None else mesh
     _check_divisible("batch_size", batch_size, mesh)
-    if isinstance(rng, (int, np.integer)):
-        rng = jax.random.key(int(rng))
+    rng = _as_key(rng)
     check_labels(state, train, objective, "training set")
     if validation:
         check_labels(state, validation, objective, "validation set")

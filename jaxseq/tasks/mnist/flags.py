@@ -23,7 +23,7 @@ DESCRIPTION = ("Sequential MNIST, row by row: train recurrent classifiers and sc
 #: Flags that may be given with --resume / --eval-only (the rest come from config.json).
 RESUME_FLAGS = {"data_dir", "no_progress", "keep_checkpoints", "distributed", "log_dir",
                 "log_every_steps"} | distributed.FLAGS
-EVAL_ONLY_FLAGS = {"data_dir"} | distributed.FLAGS
+EVAL_ONLY_FLAGS = {"data_dir", "no_progress"} | distributed.FLAGS
 #: Settings every run of this script records: a config.json without them is another script's.
 RUN_KEYS = ("cell",)
 #: Settings read back from config.json by --resume (the MnistConfig fields, cpu_devices).
