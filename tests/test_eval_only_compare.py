@@ -133,7 +133,7 @@ def test_config_that_does_not_fit_the_checkpoint_is_one_line(tiny_run, mnist_dir
     # rows: 28 pixels per step into 8 units; pixels: 1 per step
     assert_one_line_exit_2(eval_only(copy, mnist_dir), f"{copy / 'config.json'}: ",
                            "do not fit the model config.json describes", "order 'pixels'",
-                           "shape (1, 8)", "shape (28, 8)")
+                           "test inputs of shape [784, 1]", "saved for [28, 28]")
 
 
 @pytest.mark.parametrize("key, value", [("test_accuracy", "x"), ("test_loss", None)])

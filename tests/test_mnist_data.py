@@ -392,14 +392,25 @@ def test_load_mnist_rejects_swapped_or_corrupt_files(
             (folder / f"{other}.gz").symlink_to(source.resolve())
         return folder
 
-    # Test labels replaced by the training labels: right magic, wrong count.
+    # Test labels replaced by the training labels: named by their MD5 before their count.
     swapped = folder_with("t10k-labels-idx1-ubyte", mnist_dir / "train-labels-idx1-ubyte.gz")
-    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte.*\(60000,\).*\(10000,\)"):
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte.gz is the MNIST file "
+                                         r"train-labels-idx1-ubyte, not t10k-labels-idx1-ubyte"):
         mnist.load_mnist(swapped)
-    # Test images replaced by labels: wrong magic number.
+    # Labels of the right magic and the wrong count, of no known file: the dimensions.
+    wrong_count = tmp_path / "wrong-count.gz"
+    raw = gzip.decompress((mnist_dir / "train-labels-idx1-ubyte.gz").read_bytes())
+    wrong_count.write_bytes(gzip.compress(raw[:4] + (20000).to_bytes(4, "big")
+                                          + raw[8:8 + 20000]))
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte.*\(20000,\).*\(10000,\)"):
+        mnist.load_mnist(folder_with("t10k-labels-idx1-ubyte", wrong_count))
+    # Test images replaced by labels: named; labels of no known file: wrong magic number.
     labels = folder_with("t10k-images-idx3-ubyte", mnist_dir / "t10k-labels-idx1-ubyte.gz")
-    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte.*0x00000801.*0x00000803"):
+    with pytest.raises(ValueError, match=r"is the MNIST file t10k-labels-idx1-ubyte, not "
+                                         r"t10k-images-idx3-ubyte"):
         mnist.load_mnist(labels)
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte.*0x00000801.*0x00000803"):
+        mnist.load_mnist(folder_with("t10k-images-idx3-ubyte", wrong_count))
     # One label changed: valid IDX, wrong MD5.
     payload = bytearray(gzip.decompress((mnist_dir / "t10k-labels-idx1-ubyte.gz").read_bytes()))
     payload[8] = (payload[8] + 1) % 10

@@ -650,6 +650,13 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
             for key in ("test_accuracy", "test_loss"):
                 _saved_number(saved, key, results_path)
         predictor = load_run(run_dir, name)
+        saved_shape = list((predictor.input_spec or {}).get("shape", test_set.inputs.shape[1:]))
+        if saved_shape != list(test_set.inputs.shape[1:]):  # before the model's own checks
+            raise ValueError(
+                f"{config_path}: the parameters of checkpoint {name} do not fit the model "
+                f"config.json describes (order {order!r}: test inputs of shape "
+                f"{list(test_set.inputs.shape[1:])} per example; the checkpoint was saved "
+                f"for {saved_shape}); was config.json edited?")
         try:
             test = predictor.evaluate(test_set)
         except FlaxError as error:  # e.g. ScopeParamShapeError: an edited config.json
