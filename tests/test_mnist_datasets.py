@@ -10,6 +10,7 @@ class), never from the code under test.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -19,6 +20,7 @@ import os
 import pathlib
 import struct
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -199,17 +201,10 @@ def test_missing_files_of_another_dataset_name_it(tmp_path, small_kmnist):
 def test_other_dataset_downloads_from_its_own_mirror(monkeypatch, tmp_path, small_kmnist):
     served = tmp_path / "served"
     arrays = _write_small_files(served, seed=5)
-    handler = functools.partial(_Quiet, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/"
+    with _serving(served) as url:
         monkeypatch.setitem(mnist_data.DATASETS, "kmnist", small_kmnist._replace(mirrors=(url,)))
         monkeypatch.delenv("JAXSEQ_DATA_DIR", raising=False)
         loaded = mnist_data.load_mnist(dataset="kmnist")
-    finally:
-        server.shutdown()
     cache = tmp_path / "xdg-cache" / "jaxseq" / "kmnist"
     assert sorted(p.name for p in cache.iterdir()) == sorted(f"{n}.gz" for n in NAMES)
     np.testing.assert_array_equal(loaded["train_labels"], arrays["train-labels-idx1-ubyte"])
@@ -224,19 +219,12 @@ def test_kmnist_download_is_checked_against_the_gz_md5(monkeypatch, tmp_path, sm
     published = "7320c461ea6c1c855c0b718fb2a4b134"  # rois-codh/kmnist, t10k labels .gz
     files = tuple(spec._replace(gz_md5=published if spec.name.startswith("t10k-labels") else
                                 None) for spec in small_kmnist.files)
-    handler = functools.partial(_Quiet, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/"
+    with _serving(served) as url:
         monkeypatch.setitem(mnist_data.DATASETS, "kmnist",
                             small_kmnist._replace(mirrors=(url,), files=files))
         monkeypatch.delenv("JAXSEQ_DATA_DIR", raising=False)
         with pytest.raises(ValueError) as info:
             mnist_data.load_mnist(dataset="kmnist")
-    finally:
-        server.shutdown()
     message = str(info.value)
     assert "t10k-labels-idx1-ubyte.gz was downloaded but failed verification" in message
     assert (f"MD5 of the .gz file is {hashlib.md5(labels_gz).hexdigest()}, expected the "
@@ -248,6 +236,18 @@ def test_kmnist_download_is_checked_against_the_gz_md5(monkeypatch, tmp_path, sm
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+@contextlib.contextmanager
+def _serving(folder: pathlib.Path) -> Iterator[str]:
+    """A local HTTP mirror of ``folder`` for the block; yields its base URL."""
+    handler = functools.partial(_Quiet, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
 
 
 # --------------------------------------------------------------------------------------------
