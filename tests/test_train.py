@@ -193,11 +193,12 @@ def test_fit_refuses_an_rng_that_is_neither_key_nor_seed(toy, model, rng, got):
 
 
 def test_fit_takes_a_new_style_key_an_old_style_key_and_a_seed_alike(toy, model):
-    """A seed is jax.random.key(seed); an old-style uint32 key gives the same shuffles."""
+    """A seed is jax.random.key(seed); an old-style uint32 key (also as NumPy) gives the
+    same shuffles."""
     results = []
-    for rng in (5, jax.random.key(5), jax.random.PRNGKey(5)):
+    for rng in (5, jax.random.key(5), jax.random.PRNGKey(5), np.asarray(jax.random.PRNGKey(5))):
         state = create_train_state(model, jax.random.key(0), toy.inputs[:1])
         _, history = fit(state, Dataset(toy.inputs[:200], toy.labels[:200]), epochs=1,
                          batch_size=100, rng=rng, progress=False, log=None)
         results.append(history["train_loss"])
-    assert results[0] == results[1] == results[2]
+    assert results[0] == results[1] == results[2] == results[3]

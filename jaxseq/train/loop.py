@@ -47,9 +47,11 @@ def _as_key(rng: object) -> jax.Array:
             raise ValueError(f"rng must be a PRNG key or an integer seed in [0, {MAX_SEED}], "
                              f"got {rng}")
         return jax.random.key(int(rng))
-    if isinstance(rng, jax.Array) and (jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)
-                                       or (rng.dtype == np.uint32 and rng.shape == (2,))):
+    if isinstance(rng, jax.Array) and jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
         return rng
+    if (isinstance(rng, (jax.Array, np.ndarray)) and rng.dtype == np.uint32
+            and rng.shape == (2,)):  # a raw key (jax.random.PRNGKey), also as NumPy
+        return jnp.asarray(rng)
     raise ValueError(f"rng must be a PRNG key (jax.random.key(seed)) or an integer seed in "
                      f"[0, {MAX_SEED}], got {type(rng).__name__}")
 
