@@ -33,9 +33,10 @@ import sys
 
 # Only light imports before the flags are checked, so that a bad flag fails fast;
 # JAX is imported by jaxseq.tasks.adder.task.
-from jaxseq.runs import cli, distributed, faults, folder, signals
+from jaxseq.app import cli, distributed, faults, signals
+from jaxseq.app.adder import LOSSES, OPTIMIZERS, build_parser, config_from, parse_args  # noqa: F401
+from jaxseq.runs import folder
 from jaxseq.tasks.adder.data import format_bit_range
-from jaxseq.tasks.adder.flags import LOSSES, OPTIMIZERS, build_parser, parse_args  # noqa: F401
 
 EXIT_DIVERGED = faults.EXIT_DIVERGED
 
@@ -88,19 +89,16 @@ def print_seed(result: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
-    from jaxseq.tasks.adder.task import AdderConfig
-
-    fields = [f.name for f in dataclasses.fields(AdderConfig) if f.name != "eval_batch_size"]
     try:
-        config = AdderConfig(**{name: getattr(args, name) for name in fields})
+        config = config_from(args)
         import jax
 
-        from jaxseq import runtime
+        from jaxseq.app import runtime
         from jaxseq.tasks.adder.task import run
 
         runtime.start(1, config.batch_size, **distributed.start_kwargs(args))
         cli.check_devices(parser, args.out_dir, config.batch_size)
-        from jaxseq.runs import memory  # sizes that cannot fit: one line, exit 2
+        from jaxseq.app import memory  # sizes that cannot fit: one line, exit 2
 
         memory.check_fits(memory.adder_estimate(config, memory.devices_sharing_host(),
                                                 jax.device_count()),

@@ -32,10 +32,10 @@ import sys
 
 # Only light imports (no JAX) until the flags and the data are checked, so that bad input
 # fails fast; JAX is started by jaxseq.runtime.start.
+from jaxseq.app import cli, distributed, faults, signals
+from jaxseq.app.mnist import SETTINGS, build_parser, config_from, parse_args  # noqa: F401
 from jaxseq.nn.registry import CELLS  # noqa: F401  (the choices of --cell, for the tests)
-from jaxseq.runs import cli, distributed, faults, folder, signals
-from jaxseq.tasks.mnist.flags import SETTINGS, build_parser, parse_args  # noqa: F401
-from jaxseq.tasks.mnist.task import MnistConfig
+from jaxseq.runs import folder
 
 EXIT_DIVERGED = faults.EXIT_DIVERGED
 
@@ -47,7 +47,7 @@ def eval_only(args: argparse.Namespace) -> int:
     1e-5 relative and accuracy within one test example; another device count or backend
     sums in another order): 0. Otherwise the model "DIFFERS": 1.
     """
-    from jaxseq import runtime
+    from jaxseq.app import runtime
     from jaxseq.tasks.mnist.task import EVAL_LOSS_RTOL, evaluate_run
 
     runtime.start(args.cpu_devices, 64, **distributed.start_kwargs(args))
@@ -85,24 +85,21 @@ def main(argv: list[str] | None = None) -> int:
             message = cli.for_command_line(str(error), parser)
             cli.fail(parser.prog, f"--eval-only: {message}", 2)
     try:
-        config = MnistConfig(**{f.name: getattr(args, f.name)
-                                for f in dataclasses.fields(MnistConfig)})
+        config = config_from(args)
         from jaxseq.tasks.mnist.task import load_data, run
 
         splits = load_data(config)  # bad data fails here, before JAX starts
-        from jaxseq import runtime
+        from jaxseq.app import runtime
 
         args.cpu_devices = runtime.start(args.cpu_devices, config.batch_size,
                                          **distributed.start_kwargs(args))
         import jax
 
         cli.check_devices(parser, args.out_dir, config.batch_size)
-        from jaxseq.runs import memory  # sizes that cannot fit: one line, exit 2
+        from jaxseq.app import memory  # sizes that cannot fit: one line, exit 2
 
         memory.check_fits(memory.mnist_estimate(
-            config, {"train": splits.train.num_examples, "test": splits.test.num_examples,
-                     "validation": splits.validation.num_examples},
-            memory.devices_sharing_host(), jax.device_count()),
+            config, splits, memory.devices_sharing_host(), jax.device_count()),
             "this run", "use a smaller --hidden-size, --num-layers or --batch-size")
 
         run_dir = (cli.make_run_dir(parser, args.out_dir) if args.out_dir

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 
 from jaxseq.nn.registry import CELLS
-from jaxseq.runs import cli
+from jaxseq.app import cli
 
 
 def main(argv: list[str] | None = None) -> int:

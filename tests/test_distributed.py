@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT
 
-from jaxseq.runs import distributed
+from jaxseq.app import distributed
 
 MNIST = REPO_ROOT / "experiments" / "mnist.py"
 

@@ -212,8 +212,8 @@ def _parser_flags(parser) -> set[str]:
 
 def test_readme_names_every_flag_and_the_resume_rule_of_the_code():
     """The README's flag lists and its --resume rule follow the parsers (they lagged once)."""
-    from jaxseq.tasks.adder import flags as adder_flags
-    from jaxseq.tasks.mnist import flags as mnist_flags
+    from jaxseq.app import adder as adder_flags
+    from jaxseq.app import mnist as mnist_flags
 
     readme = (REPO_ROOT / "README.md").read_text()
     named = set(re.findall(r"`(--[a-z][a-z0-9-]*)", readme))

@@ -12,7 +12,7 @@ import sys
 import pytest
 from conftest import REPO_ROOT
 
-from jaxseq.runs import cli
+from jaxseq.app import cli
 
 MNIST = REPO_ROOT / "experiments" / "mnist.py"
 ADDER = REPO_ROOT / "experiments" / "adder.py"

@@ -61,7 +61,7 @@ def no_literal_tilde(cwd: Path) -> None:
 
 def test_every_path_flag_uses_cli_path():
     """Each option taking a value has a type or choices; the path ones use cli.path."""
-    from jaxseq.runs import cli
+    from jaxseq.app import cli
 
     for name, path in (("mnist", MNIST), ("adder", ADDER)):
         parser = load_script(path, f"{name}_script").build_parser()
@@ -77,7 +77,7 @@ def test_every_path_flag_uses_cli_path():
 
 PARSE_SNIPPET = """
 import importlib.util, json, sys
-from jaxseq.runs import cli
+from jaxseq.app import cli
 out = {}
 for name, path, flags in json.loads(sys.argv[1]):
     spec = importlib.util.spec_from_file_location(name, path)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, run_experiment
 
+from jaxseq.app import folders
 from jaxseq.runs import folder
 from jaxseq.runs.predictor import load_run
 
@@ -156,21 +157,21 @@ def fake_mnist_run(run_dir):
 
 
 def test_lock_run_dir_in_process(tmp_path):
-    first = folder.lock_run_dir(tmp_path)
+    first = folders.lock_run_dir(tmp_path)
     assert first.held and first.path == tmp_path / ".lock"
-    with pytest.raises(folder.RunDirLockError) as info:
-        folder.lock_run_dir(tmp_path)  # flock: a second open file is refused, same process too
+    with pytest.raises(folders.RunDirLockError) as info:
+        folders.lock_run_dir(tmp_path)  # flock: a second open file is refused, same process too
     message = str(info.value)
     assert "\n" not in message and f"{tmp_path} is in use by another run (process " in message
     first.release()
     assert not first.held
-    with folder.lock_run_dir(tmp_path) as again:  # a left-over .lock file blocks nothing
+    with folders.lock_run_dir(tmp_path) as again:  # a left-over .lock file blocks nothing
         assert again.held
     read_only = tmp_path / "read-only"
     read_only.mkdir(mode=0o555)
     if not os_is_root():
-        with pytest.raises(folder.RunDirLockError, match="cannot create the lock file"):
-            folder.lock_run_dir(read_only)
+        with pytest.raises(folders.RunDirLockError, match="cannot create the lock file"):
+            folders.lock_run_dir(read_only)
 
 
 def os_is_root() -> bool:
@@ -216,10 +217,10 @@ def test_a_held_folder_is_refused_and_a_killed_holder_blocks_nothing(interrupted
 def test_eval_only_takes_no_lock(monkeypatch, tmp_path):
     import importlib.util
 
-    from jaxseq.runs import cli
+    from jaxseq.app import cli
 
     def refuse(run_dir):
-        raise folder.RunDirLockError("locked")
+        raise folders.RunDirLockError("locked")
 
     monkeypatch.setattr(cli, "folder_lock_run_dir", refuse)
     spec = importlib.util.spec_from_file_location("mnist_script", MNIST)
@@ -248,14 +249,14 @@ def test_a_running_script_holds_its_folder_until_killed(tmp_path):
         while not folder.checkpoint_names(run):
             assert busy.poll() is None and time.monotonic() < deadline
             time.sleep(0.5)
-        with pytest.raises(folder.RunDirLockError, match=f"process {busy.pid} on "):
-            folder.lock_run_dir(run)
+        with pytest.raises(folders.RunDirLockError, match=f"process {busy.pid} on "):
+            folders.lock_run_dir(run)
         assert_one_line_exit_2(run_experiment(ADDER, "--resume", str(run)),
                                f"--resume: {run} is in use by another run (process {busy.pid}")
         assert busy.poll() is None  # still training, untouched
     finally:
         kill(busy)
-    folder.lock_run_dir(run).release()  # free once its holder is gone
+    folders.lock_run_dir(run).release()  # free once its holder is gone
 
 
 # --- fault 13: config.json records the data actually read ---------------------------

@@ -1,4 +1,4 @@
-"""The memory estimate (jaxseq.runs.memory) against hand counts, and sizes that cannot fit
+"""The memory estimate (jaxseq.app.memory) against hand counts, and sizes that cannot fit
 refused with one line before anything is allocated."""
 
 from __future__ import annotations
@@ -8,18 +8,12 @@ import numpy as np
 import pytest
 from conftest import run_experiment
 
+from jaxseq.app import memory
 from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.optim import make_optimizer
-from jaxseq.runs import memory
 from jaxseq.tasks.adder.task import AdderConfig
 from jaxseq.tasks.mnist.task import MnistConfig
-
-
-def test_activation_bytes_by_hand():
-    # 2 (gradient temporaries) * 4 bytes * 64 * 28 * 1 layer * 1 direction * (3 + 2) * 128
-    assert memory.activation_bytes(64, 28, 128, 3) == 2 * 4 * 64 * 28 * 5 * 128 == 9175040
-    assert memory.activation_bytes(8, 10, 16, 4, layers=2, directions=2) == \
-        2 * 4 * 8 * 10 * 4 * 6 * 16
+from jaxseq.train import CLASSIFICATION
 
 
 @pytest.mark.parametrize("cell, per_unit", [
@@ -27,21 +21,35 @@ def test_activation_bytes_by_hand():
     ("rnn", lambda h: 28 * h + h + h * h),
     ("gru", lambda h: 3 * (28 * h + h * h) + 4 * h),
 ])
-def test_model_bytes_count_parameters_without_allocating(cell, per_unit):
+def test_step_bytes_count_parameters_and_grow_with_the_batch(cell, per_unit):
     h = 16
     model = RecurrentClassifier(cell=cell, features=h)
-    params, optimizer = memory.model_bytes(model, jax.ShapeDtypeStruct((1, 28, 28), np.float32),
-                                           make_optimizer("adam", 1e-3))
     count = per_unit(h) + h * 10 + 10  # the recurrent layer, then the Dense head
     real = model.init(jax.random.key(0), np.zeros((1, 28, 28), np.float32))["params"]
     assert sum(x.size for x in jax.tree.leaves(real)) == count
+
+    def parts(batch):
+        return memory.step_bytes(model, make_optimizer("adam", 1e-3), CLASSIFICATION,
+                                 jax.ShapeDtypeStruct((batch, 28, 28), np.float32),
+                                 jax.ShapeDtypeStruct((batch,), np.int32))
+
+    params, optimizer, small = parts(8)
     assert params == 4 * count
-    assert optimizer == 4 * count + 4 * 2 * count + 4  # gradients + Adam's mu, nu + count
-    # A million units: counted, never allocated (this would be 12 TB of parameters).
-    huge, _ = memory.model_bytes(RecurrentClassifier(cell="gru", features=10**6),
-                                 jax.ShapeDtypeStruct((1, 28, 28), np.float32),
-                                 make_optimizer("adam", 1e-3))
-    assert huge == 4 * (3 * (28 * 10**6 + 10**12) + 4 * 10**6 + 10 * 10**6 + 10)
+    assert optimizer == 4 * 2 * count + 4  # Adam's mu and nu, and its step count
+    # XLA's figure for the rest holds at least the gradients, the batch and the hidden
+    # states the backward pass keeps ([time, batch, hidden] float32), and grows with the batch.
+    _, _, large = parts(64)
+    assert small >= 4 * count + 8 * 28 * 28 * 4 + 4 * 28 * 8 * h
+    assert large - small >= 4 * (64 - 8) * 28 * (28 + h)
+
+
+def test_a_million_units_are_measured_never_allocated():
+    model = RecurrentClassifier(cell="gru", features=10**6)
+    params, _, rest = memory.step_bytes(model, make_optimizer("adam", 1e-3), CLASSIFICATION,
+                                        jax.ShapeDtypeStruct((32, 28, 28), np.float32),
+                                        jax.ShapeDtypeStruct((32,), np.int32))
+    assert params == 4 * (3 * (28 * 10**6 + 10**12) + 4 * 10**6 + 10 * 10**6 + 10)
+    assert rest >= params  # the gradients alone (12 TB: never allocated here)
 
 
 def test_check_fits_against_given_budgets():
@@ -61,11 +69,14 @@ def test_check_fits_against_given_budgets():
         memory.check_fits(on_gpu, "run", host_available=10**9, device_available=99)
 
 
-def test_estimates_of_the_experiments():
-    sizes = {"train": 48000, "validation": 12000, "test": 10000}
-    gru = memory.mnist_estimate(MnistConfig(cell="gru"), sizes, devices=2, device_count=2)
+def test_estimates_of_the_experiments(mnist_dir):
+    from jaxseq.tasks.mnist.task import load_data
+
+    config = MnistConfig(cell="gru", data_dir=str(mnist_dir))
+    splits = load_data(config)
+    gru = memory.mnist_estimate(config, splits, devices=2, device_count=2)
     assert gru.device_data == 70000 * (28 * 28 * 4 + 4)
-    assert gru.activations == memory.activation_bytes(32, 28, 128, 3)
+    assert gru.activations > 4 * 32 * 28 * 128  # at least the hidden states of one batch
     assert gru.host < 10**9  # the study's GRU: well under a gigabyte
     adder = memory.adder_estimate(AdderConfig(samples=10**10), devices=1, device_count=1)
     assert adder.host_data >= 2 * 10**10 * 5 * 3 * 4  # data and its split copy, int32

@@ -82,7 +82,7 @@ def run_of_both_scripts(folder):
 
 
 def test_overwrite_removes_every_output_of_either_script(tmp_path):
-    from jaxseq.runs import cli
+    from jaxseq.app import cli
 
     folder = tmp_path / "run"
     run_of_both_scripts(folder)
@@ -100,7 +100,7 @@ def test_overwrite_removes_every_output_of_either_script(tmp_path):
 
 
 def test_overwrite_refuses_before_deleting_anything(tmp_path, capsys):
-    from jaxseq.runs import cli
+    from jaxseq.app import cli
 
     folder = tmp_path / "run"
     run_of_both_scripts(folder)
@@ -116,20 +116,20 @@ def test_overwrite_refuses_before_deleting_anything(tmp_path, capsys):
 
 
 def test_every_output_a_task_declares_is_one_overwrite_replaces():
-    """The tasks' OUTPUTS (glob patterns) and jaxseq.runs.folder.RUN_FILES agree."""
+    """The tasks' OUTPUTS and jaxseq.app.folders.RUN_FILES agree."""
     import re
 
-    from jaxseq.runs import folder
-    from jaxseq.tasks.adder.task import OUTPUTS as ADDER_OUTPUTS
-    from jaxseq.tasks.mnist.task import OUTPUTS as MNIST_OUTPUTS
+    from jaxseq.app import folders
+    from jaxseq.tasks.adder.config import OUTPUTS as ADDER_OUTPUTS
+    from jaxseq.tasks.mnist.config import OUTPUTS as MNIST_OUTPUTS
 
-    pattern = folder._run_file_pattern()
+    pattern = folders.run_file_pattern()
     for glob in (*MNIST_OUTPUTS, *ADDER_OUTPUTS):
         for model in ("rnn", "gru", "bilstm", "lstm-seed-12"):
-            assert pattern.fullmatch(glob.replace("*", model)), glob
+            assert pattern.fullmatch(glob.replace("{model}", model)), glob
     for name in ("val_results.json", "training_loss.png", "my_accuracy.png", "config.json.bak"):
         assert not pattern.fullmatch(name), name
-    assert not re.search(r"\*", "".join(folder.RUN_FILES))
+    assert not re.search(r"\*", "".join(folders.RUN_FILES))
 
 
 @pytest.mark.parametrize("script", ["mnist.py", "adder.py"])

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, run_experiment
 
+from jaxseq.app import signals
 from jaxseq.data import Dataset
 from jaxseq.nn.classifier import RecurrentClassifier
-from jaxseq.runs import interrupt, signals
+from jaxseq.runs import interrupt
 from jaxseq.runs.checkpoint import Checkpointer
 from jaxseq.train import EpochProgress, TrainingStopped, create_train_state, fit
 

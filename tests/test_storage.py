@@ -25,6 +25,7 @@ import orbax.checkpoint as ocp
 import pytest
 from conftest import REPO_ROOT
 
+from jaxseq.app import faults
 from jaxseq.data import Dataset
 from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.runs import folder, interrupt, storage
@@ -120,7 +121,7 @@ def test_script_exits_4_with_one_line_when_results_cannot_be_written(mnist_dir, 
             ["--cell", "rnn", "--hidden-size", "4", "--epochs", "1", "--train-subset", "320",
              "--batch-size", "32", "--data-dir", str(mnist_dir), "--out-dir", str(out),
              "--no-progress", "--cpu-devices", "1"])  # in-process: later tests keep 1 device
-    assert exited.value.code == storage.EXIT_STORAGE == 4
+    assert exited.value.code == faults.EXIT_STORAGE == 4
     lines = capsys.readouterr().err.strip().splitlines()
     prog = "mnist.py"  # the script's parser names itself, also in-process
     assert lines == [f"{prog}: error: cannot write the results of rnn to {out}: No space left "

@@ -32,11 +32,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EXIT_STORAGE", "STORAGE_ERRNOS", "StorageError", "quiet_orbax", "save_checkpoint",
+__all__ = ["STORAGE_ERRNOS", "StorageError", "quiet_orbax", "save_checkpoint",
            "storage_errno", "writing"]
-
-#: Exit status of the experiment scripts when a checkpoint or result cannot be written.
-EXIT_STORAGE = 4
 
 #: The OS errors that mean "this cannot be written here", not a bug of the run.
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,

@@ -28,10 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseq import losses, train
-from jaxseq.checks import MAX_SEED, check_batch_size, check_fraction, check_positive_int
+from jaxseq.checks import MAX_SEED, check_batch_size, check_positive_int
 from jaxseq.data.dataset import Dataset
 from jaxseq.optim import make_optimizer
 from jaxseq.tasks.adder import data as adder_data
+from jaxseq.tasks.adder.config import OUTPUTS, AdderConfig, seed_name  # noqa: F401
 from jaxseq.tasks.adder.model import TASK, BinaryAdder, is_full_adder, truth_table
 
 __all__ = [
@@ -233,99 +234,6 @@ def evaluate_lengths(
 # --- One training run -------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class AdderConfig:
-    """Settings of a binary-addition run; the defaults are the reference study's.
-
-    Validated on construction: every invalid setting is a one-line ``ValueError``.
-
-    Attributes:
-      loss: ``"bce"`` or ``"mse"`` (see :data:`ADDER_OBJECTIVES`).
-      bits: training sequence length (operands below ``2**(bits-1)``).
-      samples: additions generated before the split.
-      test_size: held-out fraction, in ``(0, 1)``: of the rows (``split="random"``) or
-        of the distinct additions (``split="distinct"``).
-      epochs, batch_size, learning_rate: Adam training, as in the study (5, 32, 1e-3).
-      hidden_size: hidden units of the cell.
-      optimizer: ``"adam"`` (optax) or ``"keras_adam"`` (see
-        :func:`jaxseq.optim.keras_adam`).
-      eval_bits: lengths for the generalisation table.
-      eval_samples: additions per evaluated length.
-      eval_batch_size: rows per compiled forward in :func:`evaluate_lengths`.
-      seed: the first seed of a :func:`run` (non-negative).
-      seeds: how many seeds :func:`run` trains: ``seed, seed + 1, ...``.
-      keep_checkpoints: newest checkpoints kept per seed by :func:`run`.
-      split: how the test set is held out (:data:`jaxseq.tasks.adder.data.SPLITS`).
-        ``"random"`` (the study's): a seeded permutation of the *rows*. With few bits
-        the rows repeat a handful of additions (``4 ** (bits - 2)`` exist: 64 at 5
-        bits), so the test rows are additions also trained on (with the study's seed 0
-        and 100,000 samples: all 10,000 test rows at 3, 5 and 8 bits) and the test
-        accuracy measures fitting the training additions, not generalisation to
-        unseen ones; the length table (longer numbers) is the generalisation test.
-        ``"distinct"``: the distinct additions are split, so no test addition occurs
-        in training (:func:`jaxseq.tasks.adder.data.distinct_train_test_split`). Each
-        run reports how many test rows also occur in training
-        (``test_rows_in_train``).
-    """
-
-    loss: str = "bce"
-    bits: int = 5
-    samples: int = 100_000
-    test_size: float = 0.1
-    epochs: int = 5
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    hidden_size: int = 5
-    optimizer: str = "adam"
-    eval_bits: tuple[int, ...] = tuple(range(3, 20))
-    eval_samples: int = 10_000
-    eval_batch_size: int = 2048
-    seed: int = 0
-    seeds: int = 1
-    keep_checkpoints: int = 3
-    split: str = "random"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "eval_bits", tuple(self.eval_bits))
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` with a one-line message for any invalid setting.
-
-        Raises:
-          ValueError: for an unknown loss or optimizer, a non-positive size or learning
-            rate, ``bits`` or an ``eval_bits`` length outside ``[2, MAX_BITS]``, a
-            ``test_size`` outside ``(0, 1)`` or one that leaves an empty part, a
-            ``batch_size`` larger than the training part, seeds outside
-            ``[0, 2**32)``, an unknown ``split``, or ``split="distinct"`` where fewer
-            than two different additions exist (``bits`` 2).
-        """
-        get_objective(self.loss)
-        make_optimizer(self.optimizer, self.learning_rate)
-        adder_data.check_bits("bits", self.bits)
-        adder_data.check_split("split", self.split)
-        if self.split == "distinct" and adder_data.distinct_problems(self.bits) < 2:
-            raise ValueError(f"split 'distinct' needs at least 2 different additions to split, "
-                             f"but bits {self.bits} allows only "
-                             f"{adder_data.distinct_problems(self.bits)}")
-        for name in ("samples", "epochs", "batch_size", "hidden_size", "eval_samples",
-                     "eval_batch_size", "seeds", "keep_checkpoints"):
-            check_positive_int(name, getattr(self, name))
-        check_fraction("test_size", self.test_size)
-        n_train, _ = adder_data.split_sizes(self.samples, self.test_size)
-        check_batch_size(self.batch_size, n_train)
-        if not self.eval_bits:
-            raise ValueError("eval_bits must not be empty")
-        for length in self.eval_bits:
-            adder_data.check_bits("eval bit lengths", length)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not (
-                0 <= self.seed <= MAX_SEED):
-            raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
-        if self.seed + self.seeds - 1 > MAX_SEED:
-            raise ValueError(f"seed={self.seed} with seeds={self.seeds} goes past the largest "
-                             f"seed, {MAX_SEED}")
-
-
 def run_seed(
     config: AdderConfig,
     seed: int = 0,
@@ -486,8 +394,6 @@ def run_seed(
     }
 
 
-#: What :func:`run` writes into its run folder (besides ``checkpoints/``).
-OUTPUTS = ("config.json", "results.json", "accuracy_vs_bits.png")
 
 
 def run(

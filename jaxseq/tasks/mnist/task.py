@@ -26,10 +26,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from jaxseq.checks import MAX_SEED, check_dropout_rate, check_positive_int, check_positive_number
-from jaxseq.nn.registry import CELLS, cell_info
 from jaxseq.runs import folder, storage
 from jaxseq.tasks.mnist import data as mnist_data
+from jaxseq.tasks.mnist.config import (  # noqa: F401
+    OUTPUTS,
+    SCHEDULES,
+    MnistConfig,
+    model_name,
+    run_name,
+)
 
 __all__ = ["EVAL_LOSS_RTOL", "OUTPUTS", "PERMUTATION_FILE", "SCHEDULES", "MnistConfig",
            "check_saved_permutation", "compare_scores", "evaluate_run", "load_data",
@@ -37,140 +42,8 @@ __all__ = ["EVAL_LOSS_RTOL", "OUTPUTS", "PERMUTATION_FILE", "SCHEDULES", "MnistC
 
 #: What survives a result file that cannot be written (jaxseq.runs.storage).
 _KEPT = "every epoch is checkpointed: free space, then --resume RUN_DIR writes the results"
-
-#: What :func:`run` writes into its run folder (besides ``checkpoints/``).
-OUTPUTS = ("config.json", "summary.json", "*_results.json", "*_accuracy.png", "*_loss.png",
-           "comparison.png", "permutation.json")
 #: The file of a permuted-order run folder that holds its pixel order.
 PERMUTATION_FILE = "permutation.json"
-#: Learning-rate schedules (:func:`jaxseq.optim.make_schedule`; kept here without JAX).
-SCHEDULES = ("constant", "cosine")
-
-
-@dataclasses.dataclass(frozen=True)
-class MnistConfig:
-    """Settings of a sequential-MNIST run; the defaults are the reference study's.
-
-    Validated on construction: every invalid setting is a one-line ``ValueError``.
-
-    Attributes:
-      cell: a cell of :data:`jaxseq.nn.registry.CELLS`, or ``"all"`` for each in turn.
-      bidirectional: each recurrent layer reads the sequence both ways.
-      hidden_size: hidden units per direction (128).
-      num_layers: stacked recurrent layers (1).
-      epochs: training epochs (10).
-      batch_size: examples per step (64); a multiple of the device count.
-      learning_rate: Adam's step size (1e-3).
-      seed: seeds the split, the initialisation and the shuffles (the first seed when
-        ``seeds > 1``).
-      data_dir: the folder with the dataset's IDX files (``None``: ``$JAXSEQ_DATA_DIR`` for
-        MNIST, ``$JAXSEQ_DATA_DIR/<dataset>`` for the others if it exists, then the user
-        cache; :func:`jaxseq.tasks.mnist.data.resolve_data_dir`), or with ``source="tfds"``
-        the tfds data folder; ``~`` is expanded.
-      train_subset: train on the first N shuffled training images only (``None``: all).
-      keep_checkpoints: newest checkpoints kept per model.
-      order: how an image is read (:func:`jaxseq.tasks.mnist.data.as_sequences`):
-        ``"rows"`` (28 steps of 28 pixels, the study's), ``"pixels"`` (784 steps of one
-        pixel) or ``"permuted"`` (784 steps in one fixed random pixel order drawn from
-        ``seed``, :func:`jaxseq.tasks.mnist.data.pixel_permutation`).
-      clip_grad_norm: if given, gradients are clipped to this global L2 norm before Adam
-        (:func:`jaxseq.optim.make_optimizer`); ``None``: no clipping (the study's).
-      schedule: the learning-rate schedule, ``"constant"`` (the study's) or ``"cosine"``
-        (decaying to 0 at the last step), :func:`jaxseq.optim.make_schedule`.
-      warmup_steps: steps of linear warm-up from 0 to ``learning_rate`` (0: none).
-      dataset: ``"mnist"`` (the study's), ``"fashion_mnist"`` or ``"kmnist"``
-        (:data:`jaxseq.tasks.mnist.data.DATASETS`); same shapes, same pre-processing.
-      source: ``"idx"`` (the published IDX files, the default) or ``"tfds"`` (a prepared
-        TensorFlow Datasets copy; ``data_dir`` is then tfds' data folder).
-      seeds: train each model with the seeds ``seed, seed + 1, ..., seed + seeds - 1`` in
-        turn (1: one run, the study's). Seed ``k`` of such a run splits, initialises and
-        shuffles exactly as a one-seed run with ``seed=k``; a permuted-order run keeps one
-        pixel order for all its seeds, drawn from ``seed``.
-      dropout: dropout probability in ``[0, 1)`` on the outputs of every recurrent layer
-        but the last, in training only (PyTorch's ``dropout=``; 0: none, the study's;
-        with ``num_layers=1`` it has no effect and the model warns, as PyTorch does).
-        Runs saved before this setting existed read back as 0.
-    """
-
-    cell: str = "lstm"
-    bidirectional: bool = False
-    hidden_size: int = 128
-    num_layers: int = 1
-    epochs: int = 10
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    seed: int = 0
-    data_dir: str | None = None
-    train_subset: int | None = None
-    keep_checkpoints: int = 3
-    # -- issue 12: sequence order, clipping, schedule (defaults: the study's behaviour) --
-    order: str = "rows"
-    clip_grad_norm: float | None = None
-    schedule: str = "constant"
-    warmup_steps: int = 0
-    dataset: str = "mnist"
-    source: str = "idx"
-    seeds: int = 1
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.data_dir is not None:
-            object.__setattr__(self, "data_dir", str(Path(self.data_dir).expanduser()))
-        if self.cell != "all":
-            cell_info(self.cell)
-        for name in ("hidden_size", "num_layers", "epochs", "batch_size", "keep_checkpoints",
-                     "seeds"):
-            check_positive_int(name, getattr(self, name))
-        if self.train_subset is not None:
-            check_positive_int("train_subset", self.train_subset)
-        check_positive_number("learning_rate", self.learning_rate)
-        object.__setattr__(self, "dropout", check_dropout_rate("dropout", self.dropout))
-        if not isinstance(self.bidirectional, bool):
-            raise ValueError(f"bidirectional must be True or False, got {self.bidirectional!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not (
-                0 <= self.seed <= MAX_SEED):
-            raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
-        if self.seed + self.seeds - 1 > MAX_SEED:
-            raise ValueError(f"seed {self.seed} with seeds {self.seeds} goes past the largest "
-                             f"seed, {MAX_SEED}")
-        if self.order not in mnist_data.ORDERS:
-            raise ValueError(f"unknown order {self.order!r}; valid orders are "
-                             f"{list(mnist_data.ORDERS)}")
-        if self.clip_grad_norm is not None:
-            check_positive_number("clip_grad_norm", self.clip_grad_norm)
-        mnist_data.dataset_info(self.dataset)
-        if self.source not in mnist_data.SOURCES:
-            raise ValueError(f"unknown source {self.source!r}; valid sources are "
-                             f"{list(mnist_data.SOURCES)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; valid schedules are "
-                             f"{list(SCHEDULES)}")
-        if (isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int)
-                or self.warmup_steps < 0):
-            raise ValueError(f"warmup_steps must be a non-negative integer, got "
-                             f"{self.warmup_steps!r}")
-
-    @property
-    def cells(self) -> list[str]:
-        """The cells this run trains, in order."""
-        return list(CELLS) if self.cell == "all" else [self.cell]
-
-    @property
-    def seed_list(self) -> list[int]:
-        """The seeds this run trains each model with, in order."""
-        return list(range(self.seed, self.seed + self.seeds))
-
-
-def model_name(cell: str, bidirectional: bool) -> str:
-    """The name of a model in a run folder: ``"gru"``, ``"bilstm"``..."""
-    return ("bi" if bidirectional else "") + cell
-
-
-def run_name(cell: str, config: MnistConfig, seed: int) -> str:
-    """The checkpoint / results name of one training run: the model's name
-    (:func:`model_name`) for a one-seed run, ``"<model>-seed-<seed>"`` when ``seeds > 1``."""
-    name = model_name(cell, config.bidirectional)
-    return name if config.seeds == 1 else f"{name}-seed-{seed}"
 
 
 def mean_and_std(values: list[float]) -> tuple[float, float | None]:

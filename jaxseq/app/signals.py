@@ -1,24 +1,9 @@
-"""SIGTERM, which batch schedulers send before they kill a job: stop cleanly, resume exactly.
+"""SIGTERM, which batch schedulers (SLURM, Kubernetes) send before SIGKILL: stop cleanly.
 
-SLURM, Kubernetes and most schedulers send SIGTERM, wait a grace period (SLURM's
-``KillWait``, 30 s by default; Kubernetes' ``terminationGracePeriodSeconds``), then send
-SIGKILL. :class:`StopRequest` turns the first SIGTERM into a flag that
-:func:`jaxseq.train.fit` reads after every compiled chunk of steps (``should_stop``):
-the chunk in progress finishes, the state *inside the epoch* is checkpointed with the
-step reached and the running metric sums (:mod:`jaxseq.runs.interrupt`), and the script
-exits with :data:`EXIT_STOPPED` (143 = 128 + SIGTERM, what a shell reports for a job
-killed by SIGTERM). ``--resume`` then continues that epoch at the next step and gives
-the same history and test accuracy, bit for bit on CPU, as a run never interrupted.
-
-Why a mid-epoch checkpoint rather than finishing the epoch: an epoch can take longer than
-the grace period (a full MNIST epoch is minutes on a CPU), while a chunk is at most
-1/20 of an epoch (``fit``'s ``progress_updates``). The epoch's shuffle is
-``fold_in(rng, epoch)``, so the rest of the epoch is determined by the step reached and
-the state; the running sums (float32, saved exactly as JSON numbers) make the epoch's
-mean loss and metrics identical too.
-
-A second SIGTERM while the first is being handled kills the process at once (the
-default action), in case the checkpoint write hangs. No JAX import here.
+:class:`StopRequest` turns the first SIGTERM into a flag that :func:`jaxseq.train.fit` reads
+after every compiled chunk of steps: the chunk finishes, the state inside the epoch is
+checkpointed (:mod:`jaxseq.runs.interrupt`) and the script exits with :data:`EXIT_STOPPED`;
+``--resume`` continues at the next step exactly. A second SIGTERM kills at once. No JAX.
 """
 
 from __future__ import annotations
@@ -35,11 +20,8 @@ EXIT_STOPPED = 128 + signal.SIGTERM
 
 
 class StopRequest:
-    """A flag set by SIGTERM; call it (``should_stop()``) to read it. Pass it to
-    :func:`jaxseq.train.fit` (``should_stop=``) through the tasks' ``run``.
-
-    Use as a context manager (or :meth:`install` / :meth:`uninstall`): the previous
-    handler is put back on exit.
+    """A flag set by SIGTERM; ``should_stop()`` reads it. A context manager (or
+    :meth:`install` / :meth:`uninstall`) that puts the previous handler back on exit.
 
     Args:
       signals: the signals that request a stop (default SIGTERM only; Ctrl-C keeps its

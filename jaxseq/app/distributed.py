@@ -1,29 +1,11 @@
 """Several processes (hosts) in one run: joining them, and failing clearly when one dies.
 
-:func:`initialize` wraps ``jax.distributed.initialize`` (JAX 0.10.2 signature:
-``coordinator_address, num_processes, process_id, local_device_ids,
-cluster_detection_method, initialization_timeout, heartbeat_timeout_seconds,
-shutdown_timeout_seconds, coordinator_bind_address, ...``):
-
-* explicit settings (``--coordinator-address HOST:PORT --num-processes N --process-id I``),
-  or none of them for JAX's automatic detection (SLURM, Open MPI, Kubernetes, Cloud TPU);
-* CPU collectives through Gloo (``jax_cpu_collectives_implementation = "gloo"``), so
-  that processes with CPU devices only can all-reduce (on GPU/TPU JAX uses NCCL/ICI);
-* a coordinator on a loopback address (``127.0.0.1:PORT``, one machine) binds to that
-  address only, not to every interface as JAX does by default (``[::]:PORT``);
-* a heartbeat timeout (default :data:`HEARTBEAT_TIMEOUT_S`) after which the JAX
-  coordination service declares a silent process dead and ends the others, and a
-  shutdown timeout (:data:`SHUTDOWN_TIMEOUT_S`) bounding the wait for the others at exit.
-
-When one process dies (killed, out of memory, a lost node), the others end within a
-bounded time instead of hanging: a collective in flight fails at once (Gloo sees the
-closed connection; :func:`peer_failure_message` turns that error into one line, and
-``experiments/*.py`` exit with :data:`EXIT_PEER_FAILED`), and a process waiting outside a
-collective is ended by the coordination service once the dead one has missed its
-heartbeats for ``heartbeat_timeout`` seconds (JAX then aborts it with "Terminating
-process because the JAX distributed service detected fatal errors... another task died",
-exit status 134).
-
+:func:`initialize` wraps ``jax.distributed.initialize``: explicit settings (coordinator,
+process count and id) or JAX's cluster detection (SLURM, Open MPI, Kubernetes, Cloud TPU);
+Gloo CPU collectives; a loopback coordinator binds to loopback only; a heartbeat timeout
+after which the coordination service declares a silent process dead and ends the others,
+and a bounded shutdown wait. When a process dies, a collective in flight fails at once and
+the others exit with one line (:func:`peer_failure_message`, :data:`EXIT_PEER_FAILED`).
 No JAX import at module level: the scripts import this before starting JAX.
 """
 
@@ -112,17 +94,12 @@ class Settings:
 
 
 def initialize(settings: Settings) -> None:
-    """Join the run: Gloo CPU collectives, then ``jax.distributed.initialize``.
-
-    Must be called before JAX starts its backends (before any computation or
-    ``jax.devices()``).
-
-    Args:
-      settings: the coordinator, process count and id (or none: detected), timeouts.
+    """Join the run (Gloo CPU collectives, then ``jax.distributed.initialize``), before
+    JAX starts its backends.
 
     Raises:
-      ValueError: if JAX cannot join the run (nothing detected, coordinator unreachable
-        within ``initialization_timeout``, backends already started); one line.
+      ValueError: one line, if JAX cannot join the run (nothing detected, coordinator
+        unreachable within ``initialization_timeout``, backends already started).
     """
     import jax
 
@@ -142,13 +119,7 @@ def initialize(settings: Settings) -> None:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` now (for a coordinator on one machine, e.g. tests).
-
-    Args:
-      host: the address to probe; only loopback addresses are accepted.
-
-    Returns:
-      A port number the OS reports free (it may be taken again before it is used).
+    """A TCP port free on the loopback ``host`` now (it may be taken again before use).
 
     Raises:
       ValueError: for a non-loopback ``host``.
@@ -161,14 +132,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def is_peer_failure(error: BaseException) -> bool:
-    """Whether ``error`` says another process of a multi-process run failed.
-
-    True, in a run of several processes, for a ``jax.errors.JaxRuntimeError`` or an
-    error (or its cause) whose text names Gloo, a heartbeat, the coordination service,
-    a reset connection or a failed barrier: a collective that lost its peer, a
-    checkpoint barrier, the coordination service reporting a dead task. Always False in
-    a single-process run.
-    """
+    """Whether ``error`` (or its cause) says another process of this multi-process run
+    failed: a ``JaxRuntimeError``, or a text naming Gloo, a heartbeat, the coordination
+    service, a reset connection or a failed barrier. Always False with one process."""
     if "jax" not in sys.modules:
         return False
     import jax
@@ -186,14 +152,8 @@ def is_peer_failure(error: BaseException) -> bool:
 
 
 def peer_failure_message(error: BaseException) -> str:
-    """One line for a run stopped because another process failed.
-
-    Args:
-      error: the runtime error JAX raised.
-
-    Returns:
-      The message: this process's index, what JAX said (first line) and what to do.
-    """
+    """One line for a run stopped because another process failed: this process, what JAX
+    said (first line) and what to do."""
     import jax
 
     first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
@@ -203,12 +163,9 @@ def peer_failure_message(error: BaseException) -> str:
 
 
 def exit_peer_failed(prog: str, error: BaseException) -> NoReturn:
-    """Print :func:`peer_failure_message` as one line and exit with :data:`EXIT_PEER_FAILED`.
-
-    Leaves through ``os._exit``: JAX's exit handler would wait ``shutdown_timeout``
-    seconds at a shutdown barrier the dead process never reaches, then abort with a
-    page of coordination-service logs.
-    """
+    """Print :func:`peer_failure_message` and leave with :data:`EXIT_PEER_FAILED` through
+    ``os._exit`` (JAX's exit handler would wait at a shutdown barrier the dead process
+    never reaches)."""
     print(f"{prog}: error: {peer_failure_message(error)}", file=sys.stderr, flush=True)
     sys.stdout.flush()
     os._exit(EXIT_PEER_FAILED)
@@ -217,35 +174,18 @@ def exit_peer_failed(prog: str, error: BaseException) -> NoReturn:
 #: The multi-process flags' ``dest`` names in the order ``--help`` lists them.
 FLAG_ORDER = ("distributed", "coordinator_address", "num_processes", "process_id",
               "heartbeat_timeout")
-#: The ``dest`` names of the multi-process flags (``jaxseq.runs.cli.add_run_flags``), all
-#: allowed with ``--resume`` and ``--eval-only``.
+#: The ``dest`` names of the multi-process flags, all allowed with ``--resume`` and
+#: ``--eval-only``.
 FLAGS = frozenset(FLAG_ORDER)
 
 
 def start_kwargs(args: object) -> dict:
-    """The keyword arguments of :func:`jaxseq.runtime.start` from parsed flags.
-
-    Args:
-      args: an ``argparse.Namespace`` with the :data:`FLAGS` attributes.
-
-    Returns:
-      ``{"distributed", "coordinator_address", "num_processes", "process_id",
-      "heartbeat_timeout"}``.
-    """
+    """The keyword arguments of :func:`jaxseq.app.runtime.start` from parsed flags."""
     return {name: getattr(args, name) for name in sorted(FLAGS)}
 
 
 def several_processes(args: object) -> bool:
-    """Whether the flags start a multi-process run (``--distributed`` or a coordinator).
-
-    Such a run's processes share one run folder: only process 0 takes its lock, once JAX
-    has started (:func:`jaxseq.runs.folder.lock_run_dir`).
-
-    Args:
-      args: an ``argparse.Namespace`` with the :data:`FLAGS` attributes.
-
-    Returns:
-      True for ``--distributed`` or ``--coordinator-address``.
-    """
+    """Whether the flags start a multi-process run (``--distributed`` or a coordinator);
+    its processes share one run folder, whose lock process 0 takes once JAX started."""
     return bool(getattr(args, "distributed", False)
                 or getattr(args, "coordinator_address", None) is not None)

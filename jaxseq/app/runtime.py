@@ -1,0 +1,111 @@
+"""JAX start-up for the experiment scripts: the CPU split into devices, other processes joined.
+
+XLA:CPU runs each small matmul of a recurrent step on one thread, so exposing the cores as
+separate host devices (``--xla_force_host_platform_device_count``) lets the data-parallel
+loop use every core (``docs/performance.md``). The flag shapes the host platform only and
+must be set before JAX starts its backends.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from jaxseq.app import distributed as multi
+from jaxseq.checks import check_positive_int
+
+#: The XLA flag that splits the host CPU into several JAX devices.
+CPU_DEVICES_FLAG = "--xla_force_host_platform_device_count"
+
+
+def default_cpu_devices(batch_size: int) -> int:
+    """The largest divisor of ``batch_size`` not above the CPU cores this process may use
+    (a batch splits evenly across devices): 2 for batch 64 on 2 cores, 1 for an odd one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(d for d in range(1, max(1, cores) + 1) if batch_size % d == 0)
+
+
+def set_cpu_devices(count: int) -> int:
+    """Expose the host CPU to JAX as ``count`` devices, before JAX starts its backends.
+
+    A ``--xla_force_host_platform_device_count`` already in ``XLA_FLAGS`` wins.
+
+    Returns:
+      The CPU device count that will be used: ``count``, or the one in ``XLA_FLAGS``.
+
+    Raises:
+      ValueError: if ``count`` is not a positive integer.
+      RuntimeError: if JAX's backends are already initialised.
+    """
+    check_positive_int("the CPU device count", count)
+    flags = os.environ.get("XLA_FLAGS", "")
+    for flag in flags.split():
+        if flag.startswith(CPU_DEVICES_FLAG + "="):
+            return int(flag.split("=", 1)[1])
+    from jax._src import xla_bridge  # no public API tells whether backends started
+
+    if xla_bridge.backends_are_initialized():
+        raise RuntimeError("set_cpu_devices must be called before JAX initialises its backends "
+                           "(before the first computation or jax.devices())")
+    if count > 1:
+        os.environ["XLA_FLAGS"] = f"{flags} {CPU_DEVICES_FLAG}={count}".strip()
+    return count
+
+
+def start(cpu_devices: int | None, batch_size: int, distributed: bool = False,
+          log: Callable[[str], None] | None = print, *,
+          coordinator_address: str | None = None, num_processes: int | None = None,
+          process_id: int | None = None, heartbeat_timeout: int | None = None) -> int:
+    """Start JAX for an experiment: split the CPU into devices, then join other processes.
+
+    The CPU device count changes the order of float sums, so a run records it and resuming
+    or re-scoring passes it back to reproduce the run's numbers exactly.
+
+    Args:
+      cpu_devices: CPU devices wanted, or ``None`` for :func:`default_cpu_devices` of
+        ``batch_size``. No effect on a GPU or TPU.
+      batch_size: the training batch size, for the default.
+      distributed: join a multi-process run (:func:`jaxseq.app.distributed.initialize`),
+        detected from the cluster unless the three settings below are given.
+      log: receives a note when JAX already runs with another device count.
+      coordinator_address, num_processes, process_id: explicit multi-process settings
+        (all three or none; they imply ``distributed``).
+      heartbeat_timeout: seconds without a heartbeat before a process counts as dead.
+
+    Returns:
+      The CPU device count in use.
+
+    Raises:
+      ValueError: one line, for inconsistent multi-process settings or a failed
+        ``jax.distributed.initialize()``.
+    """
+    explicit = (coordinator_address, num_processes, process_id)
+    multi_settings = None
+    if distributed or any(v is not None for v in explicit):
+        timeouts = {} if heartbeat_timeout is None else {"heartbeat_timeout": heartbeat_timeout}
+        try:
+            multi_settings = multi.Settings(*explicit, **timeouts)
+        except ValueError as error:
+            raise ValueError(f"--distributed: {error}") from None
+    import jax
+
+    if cpu_devices is None:
+        cpu_devices = default_cpu_devices(batch_size)
+    try:
+        cpu_devices = set_cpu_devices(cpu_devices)  # XLA_FLAGS may win
+    except RuntimeError:
+        # JAX already started in this process: its devices stay as they are.
+        if jax.default_backend() == "cpu" and jax.device_count() != cpu_devices:
+            if log is not None:
+                log(f"note: JAX is already running on {jax.device_count()} CPU device(s); "
+                    f"--cpu-devices {cpu_devices} is not applied")
+            cpu_devices = jax.device_count()
+    if multi_settings is not None:
+        try:
+            multi.initialize(multi_settings)
+        except ValueError as error:
+            raise ValueError(f"--distributed: {error}") from error
+    return cpu_devices
