@@ -58,7 +58,7 @@ INPUTS: list[Callable[[dict, dict], Callable[[np.ndarray], np.ndarray] | None]] 
 
 #: The tasks' own hooks, ``"module:function"``, imported by :func:`load_run` when needed
 #: (importing the adder's model module registers its ``"bits"`` task).
-_TASK_HOOKS = ("jaxseq.tasks.mnist.task:raw_image_preparation", "jaxseq.tasks.adder.model:")
+_TASK_HOOKS = ("jaxseq.data.orders:raw_image_preparation", "jaxseq.tasks.adder.model:")
 
 
 def register_task(name: str, predictions: Callable[[np.ndarray], np.ndarray],
@@ -167,7 +167,7 @@ class Predictor:
 
         Args:
           inputs: a batch shaped like the training inputs: ``[batch, 28, 28]`` float32
-            (:func:`jaxseq.tasks.mnist.data.preprocess`) for an MNIST classifier,
+            (:func:`jaxseq.data.mnist.preprocess`) for an MNIST classifier,
             ``[batch, time, 2]`` operand bits (least significant first) for the adder.
           seq_lengths: optional ``[batch]`` int lengths of right-padded sequences, each in
             ``[1, time]``, passed to the model as ``seq_lengths=`` (a
@@ -192,7 +192,7 @@ class Predictor:
     def predict(self, inputs: np.ndarray | jax.Array,
                 seq_lengths: np.ndarray | jax.Array | None = None) -> np.ndarray:
         """Predictions for ``inputs`` (e.g. ``[batch, 28, 28]`` float32 as
-        :func:`jaxseq.tasks.mnist.data.preprocess` gives): int32 class ids ``[batch]``, or
+        :func:`jaxseq.data.mnist.preprocess` gives): int32 class ids ``[batch]``, or
         int32 sum bits ``[batch, time]`` for the adder.
 
         Args:

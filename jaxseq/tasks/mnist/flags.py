@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from jaxseq.data.catalogue import DATASETS, SOURCES
+from jaxseq.data.orders import ORDERS
 from jaxseq.nn.registry import CELLS
 from jaxseq.runs import cli, distributed, folder, interrupt
-from jaxseq.tasks.mnist.data import DATASETS, ORDERS, SOURCES
 from jaxseq.tasks.mnist.task import SCHEDULES, MnistConfig
 
 __all__ = ["EVAL_ONLY_FLAGS", "RESUME_FLAGS", "SETTINGS", "build_parser", "parse_args"]
