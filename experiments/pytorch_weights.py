@@ -4,7 +4,7 @@
 
 Trains the reference study's PyTorch classifier (``nn.RNN``/``nn.LSTM``/``nn.GRU``,
 ``batch_first``, hidden 128, a ``Linear`` head on ``out[:, -1]``, Adam 1e-3, batch 64) on the
-same 48,000 training images jaxseq uses (``jaxseq.tasks.mnist.data.load_splits``), scores it
+same 48,000 training images jaxseq uses (``jaxseq.data.mnist.load_splits``), scores it
 on the 10,000 test images in PyTorch, converts its ``state_dict`` with
 ``jaxseq.nn.torch_weights.params_from_torch`` and scores the converted
 ``RecurrentClassifier`` with ``jaxseq.train.evaluate``. Needs the ``torch`` extra. Prints
@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from jaxseq.data import Dataset
+    from jaxseq.data.mnist import load_splits
     from jaxseq.nn.classifier import RecurrentClassifier
     from jaxseq.nn.torch_weights import params_from_torch
-    from jaxseq.tasks.mnist.data import load_splits
     from jaxseq.train import TrainState, evaluate
 
     try:

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from conftest import MNIST_NAMES, REPO_ROOT, run_experiment
 
+from jaxseq.data import catalogue
+from jaxseq.data import mnist as mnist_data
 from jaxseq.data.idx import read_idx_file
-from jaxseq.tasks.mnist import data as mnist_data
 
 # MD5s of the uncompressed MNIST files, as LeCun et al. publish them.
 MNIST_MD5 = {
@@ -58,7 +59,7 @@ def _uncompressed(path: pathlib.Path) -> bytes:
 
 
 def test_kmnist_gz_md5s_are_the_published_ones():
-    assert {spec.name: spec.gz_md5 for spec in mnist_data.KMNIST_FILES} == KMNIST_GZ_MD5
+    assert {spec.name: spec.gz_md5 for spec in catalogue.KMNIST_FILES} == KMNIST_GZ_MD5
 
 
 @pytest.mark.parametrize(("dataset", "title"), [("kmnist", "Kuzushiji-MNIST"),
@@ -83,10 +84,10 @@ def test_each_gunzipped_mnist_file_is_refused_as_kmnist(mnist_dir, tmp_path, nam
     assert hashlib.md5(raw).hexdigest() == MNIST_MD5[name]
     copy = tmp_path / name
     copy.write_bytes(raw)
-    spec = next(s for s in mnist_data.KMNIST_FILES if s.name == name)
+    spec = next(s for s in catalogue.KMNIST_FILES if s.name == name)
     with pytest.raises(ValueError, match=rf"^{copy} is the MNIST file {name}, not "
                                          r"Kuzushiji-MNIST's; point --data-dir"):
-        read_idx_file(copy, spec, mnist_data.foreign_md5s("kmnist", name))
+        read_idx_file(copy, spec, catalogue.foreign_md5s("kmnist", name))
 
 
 def test_mnist_files_still_load_as_mnist(linked_mnist):
@@ -96,11 +97,11 @@ def test_mnist_files_still_load_as_mnist(linked_mnist):
 
 
 def test_foreign_table_names_every_other_known_file():
-    table = mnist_data.foreign_md5s("kmnist", "t10k-images-idx3-ubyte")
+    table = catalogue.foreign_md5s("kmnist", "t10k-images-idx3-ubyte")
     assert set(table) == set(MNIST_MD5.values()) | {
         "f4a8712d7a061bf5bd6d2ca38dc4d50a", "9018921c3c673c538a1fc5bad174d6f9",
         "8181f5470baa50b63fa0f6fddb340f0a", "15d484375f8d13e6eb1aabb0c3f46965"}
-    own = mnist_data.foreign_md5s("mnist", "t10k-images-idx3-ubyte")
+    own = catalogue.foreign_md5s("mnist", "t10k-images-idx3-ubyte")
     assert MNIST_MD5["t10k-images-idx3-ubyte"] not in own
     assert own[MNIST_MD5["t10k-labels-idx1-ubyte"]].startswith(
         "is the MNIST file t10k-labels-idx1-ubyte, not t10k-images-idx3-ubyte")
@@ -118,7 +119,7 @@ def _synthetic_labels(folder: pathlib.Path) -> tuple[np.ndarray, bytes, bytes]:
 
 def test_kmnist_gz_file_must_have_the_published_gz_md5(tmp_path):
     labels, raw, gz = _synthetic_labels(tmp_path)
-    spec = next(s for s in mnist_data.KMNIST_FILES if s.name == "t10k-labels-idx1-ubyte")
+    spec = next(s for s in catalogue.KMNIST_FILES if s.name == "t10k-labels-idx1-ubyte")
     path = tmp_path / "t10k-labels-idx1-ubyte.gz"
     with pytest.raises(ValueError) as info:
         read_idx_file(path, spec)

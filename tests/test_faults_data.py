@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from conftest import MNIST_NAMES
 
-from jaxseq.data import download
-from jaxseq.tasks.mnist import data as mnist
+from jaxseq.data import download, mnist
 
 #: The MD5 of each file's uncompressed bytes as LeCun et al. published them (not read from
 #: the library's table).
@@ -49,7 +48,7 @@ def reference(mnist_dir):
 @pytest.mark.parametrize("compressed", [False, True], ids=["raw", "gz"])
 def test_real_files_under_the_dotted_names_load(compressed, mnist_dir, reference, tmp_path,
                                                 monkeypatch):
-    monkeypatch.setattr(mnist, "download_mnist", lambda *a, **k: pytest.fail("downloaded"))
+    monkeypatch.setattr(download, "download_files", lambda *a, **k: pytest.fail("downloaded"))
     folder = tmp_path / "mirror"
     folder.mkdir()
     for name in MNIST_NAMES:
@@ -91,7 +90,7 @@ def test_find_file_order_of_the_spellings(tmp_path):
 
 
 def test_missing_file_message_names_the_accepted_spellings(tmp_path, monkeypatch):
-    monkeypatch.setattr(mnist, "download_mnist", lambda *a, **k: pytest.fail("downloaded"))
+    monkeypatch.setattr(download, "download_files", lambda *a, **k: pytest.fail("downloaded"))
     with pytest.raises(FileNotFoundError) as info:
         mnist.load_mnist(tmp_path, download=False)
     message = str(info.value)

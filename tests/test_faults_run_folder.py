@@ -279,7 +279,7 @@ def uncompressed_md5(path) -> str:
 
 
 def test_data_files_names_each_file_read(mnist_dir, monkeypatch):
-    from jaxseq.tasks.mnist import data as mnist
+    from jaxseq.data import mnist
 
     files = mnist.data_files(mnist_dir)
     assert sorted(files) == sorted(PUBLISHED_MD5)

@@ -25,8 +25,9 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from jaxseq.data import catalogue, download, mnist
 from jaxseq.data.dataset import Dataset
-from jaxseq.tasks.mnist import data as mnist
+from jaxseq.data.idx import read_idx
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -141,7 +142,7 @@ def _write(path: pathlib.Path, data: bytes) -> pathlib.Path:
 def test_read_idx_uint8_raw_and_gz(tmp_path: pathlib.Path, name: str) -> None:
     data = _idx_bytes(0x08, (2, 3, 4), bytes(range(24)))
     path = _write(tmp_path / name, data)
-    array = mnist.read_idx(path, expected_md5=hashlib.md5(data).hexdigest())
+    array = read_idx(path, expected_md5=hashlib.md5(data).hexdigest())
     assert array.dtype == np.uint8
     assert array.shape == (2, 3, 4)
     assert array[0, 0].tolist() == [0, 1, 2, 3]
@@ -152,8 +153,8 @@ def test_read_idx_uint8_raw_and_gz(tmp_path: pathlib.Path, name: str) -> None:
 def test_read_idx_multibyte_big_endian(tmp_path: pathlib.Path) -> None:
     ints = _idx_bytes(0x0C, (3,), struct.pack(">3i", -1, 2, 300))
     floats = _idx_bytes(0x0D, (2,), struct.pack(">2f", 1.5, -0.25))
-    int_array = mnist.read_idx(_write(tmp_path / "ints-idx1", ints))
-    float_array = mnist.read_idx(_write(tmp_path / "floats-idx1.gz", floats))
+    int_array = read_idx(_write(tmp_path / "ints-idx1", ints))
+    float_array = read_idx(_write(tmp_path / "floats-idx1.gz", floats))
     assert int_array.dtype == np.int32 and int_array.tolist() == [-1, 2, 300]
     assert float_array.dtype == np.float32 and float_array.tolist() == [1.5, -0.25]
     assert int_array.dtype.isnative and float_array.dtype.isnative
@@ -161,11 +162,11 @@ def test_read_idx_multibyte_big_endian(tmp_path: pathlib.Path) -> None:
 
 def test_read_idx_expected_magic_and_shape(tmp_path: pathlib.Path) -> None:
     path = _write(tmp_path / "labels-idx1-ubyte", _idx_bytes(0x08, (5,), bytes(5)))
-    assert mnist.read_idx(path, expected_magic=0x00000801, expected_shape=(5,)).shape == (5,)
+    assert read_idx(path, expected_magic=0x00000801, expected_shape=(5,)).shape == (5,)
     with pytest.raises(ValueError, match=r"labels-idx1-ubyte.*0x00000801.*expected 0x00000803"):
-        mnist.read_idx(path, expected_magic=0x00000803)
+        read_idx(path, expected_magic=0x00000803)
     with pytest.raises(ValueError, match=r"labels-idx1-ubyte.*\(5,\).*expected \(6,\)"):
-        mnist.read_idx(path, expected_shape=(6,))
+        read_idx(path, expected_shape=(6,))
 
 
 @pytest.mark.parametrize(
@@ -179,29 +180,29 @@ def test_read_idx_expected_magic_and_shape(tmp_path: pathlib.Path) -> None:
 def test_read_idx_bad_magic(tmp_path: pathlib.Path, data: bytes) -> None:
     path = _write(tmp_path / "bad-magic-idx", data)
     with pytest.raises(ValueError, match=r"bad-magic-idx.*magic"):
-        mnist.read_idx(path)
+        read_idx(path)
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])
 def test_read_idx_truncated_payload(tmp_path: pathlib.Path, suffix: str) -> None:
     path = _write(tmp_path / f"short-idx3{suffix}", _idx_bytes(0x08, (2, 3, 4), bytes(23)))
     with pytest.raises(ValueError, match=r"short-idx3.*truncated.*23 bytes.*expected 24"):
-        mnist.read_idx(path)
+        read_idx(path)
 
 
 def test_read_idx_truncated_header(tmp_path: pathlib.Path) -> None:
     short_magic = _write(tmp_path / "two-bytes-idx", b"\x00\x00")
     short_dims = _write(tmp_path / "short-dims-idx", b"\x00\x00\x08\x03" + struct.pack(">I", 2))
     with pytest.raises(ValueError, match=r"two-bytes-idx.*truncated"):
-        mnist.read_idx(short_magic)
+        read_idx(short_magic)
     with pytest.raises(ValueError, match=r"short-dims-idx.*truncated.*expected 16"):
-        mnist.read_idx(short_dims)
+        read_idx(short_dims)
 
 
 def test_read_idx_trailing_bytes(tmp_path: pathlib.Path) -> None:
     path = _write(tmp_path / "long-idx1", _idx_bytes(0x08, (3,), bytes(5)))
     with pytest.raises(ValueError, match=r"long-idx1.*2 unexpected trailing bytes"):
-        mnist.read_idx(path)
+        read_idx(path)
 
 
 def test_read_idx_truncated_gzip_stream(tmp_path: pathlib.Path) -> None:
@@ -209,7 +210,7 @@ def test_read_idx_truncated_gzip_stream(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "cut-idx1.gz"
     path.write_bytes(compressed[: len(compressed) // 2])
     with pytest.raises(ValueError, match=r"cut-idx1\.gz.*gzip"):
-        mnist.read_idx(path)
+        read_idx(path)
 
 
 def test_read_idx_md5_mismatch(tmp_path: pathlib.Path) -> None:
@@ -217,17 +218,17 @@ def test_read_idx_md5_mismatch(tmp_path: pathlib.Path) -> None:
     path = _write(tmp_path / "hashed-idx1.gz", data)
     wrong = "0" * 32
     with pytest.raises(ValueError, match="hashed-idx1") as info:
-        mnist.read_idx(path, expected_md5=wrong)
+        read_idx(path, expected_md5=wrong)
     assert hashlib.md5(data).hexdigest() in str(info.value)
     assert wrong in str(info.value)
     # The hash is of the uncompressed bytes, not of the .gz file.
     with pytest.raises(ValueError, match="MD5"):
-        mnist.read_idx(path, expected_md5=hashlib.md5(path.read_bytes()).hexdigest())
+        read_idx(path, expected_md5=hashlib.md5(path.read_bytes()).hexdigest())
 
 
 def test_read_idx_missing_file(tmp_path: pathlib.Path) -> None:
     with pytest.raises(FileNotFoundError, match="nowhere-idx1-ubyte"):
-        mnist.read_idx(tmp_path / "nowhere-idx1-ubyte")
+        read_idx(tmp_path / "nowhere-idx1-ubyte")
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,14 +286,14 @@ def test_load_mnist_unknown_source(tmp_path: pathlib.Path) -> None:
 def test_resolve_data_dir_order(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
     monkeypatch.delenv("JAXSEQ_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert mnist.resolve_data_dir() == tmp_path / "xdg" / "jaxseq" / "mnist"
+    assert download.resolve_data_dir() == tmp_path / "xdg" / "jaxseq" / "mnist"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert mnist.resolve_data_dir() == tmp_path / "home" / ".cache" / "jaxseq" / "mnist"
+    assert download.resolve_data_dir() == tmp_path / "home" / ".cache" / "jaxseq" / "mnist"
     monkeypatch.setenv("JAXSEQ_DATA_DIR", str(tmp_path / "env"))
-    assert mnist.resolve_data_dir() == tmp_path / "env"
-    assert mnist.resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"
-    assert mnist.resolve_data_dir(str(tmp_path / "arg")) == tmp_path / "arg"
+    assert download.resolve_data_dir() == tmp_path / "env"
+    assert download.resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"
+    assert download.resolve_data_dir(str(tmp_path / "arg")) == tmp_path / "arg"
 
 
 @pytest.mark.parametrize("via_env", [False, True])
@@ -305,7 +306,7 @@ def test_missing_files_in_user_folder_are_not_downloaded(
     def no_download(*args: object, **kwargs: object) -> None:
         raise AssertionError("must not download into a user-given folder")
 
-    monkeypatch.setattr(mnist, "download_mnist", no_download)
+    monkeypatch.setattr(download, "download_files", no_download)
     if via_env:
         monkeypatch.setenv("JAXSEQ_DATA_DIR", str(folder))
     else:
@@ -513,14 +514,14 @@ def _assert_verified(folder: pathlib.Path, names: list[str]) -> None:
 
 def test_download_from_local_mirror(tmp_path: pathlib.Path, good_mirror: str) -> None:
     cache = tmp_path / "cache"
-    assert mnist.download_mnist(cache, mirrors=[good_mirror]) == cache
+    assert download.download_mnist(cache, mirrors=[good_mirror]) == cache
     _assert_verified(cache, GZ_NAMES)
 
 
 def test_download_rejects_corrupted_file(tmp_path: pathlib.Path, corrupt_mirror: str) -> None:
     cache = tmp_path / "cache"
     with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte.*MD5") as info:
-        mnist.download_mnist(cache, mirrors=[corrupt_mirror])
+        download.download_mnist(cache, mirrors=[corrupt_mirror])
     assert PUBLISHED_MD5["t10k-labels-idx1-ubyte"] in str(info.value)
     # The good files were kept; nothing at all for the corrupted one, no temporary files.
     _assert_verified(cache, [name for name in GZ_NAMES if not name.startswith("t10k-labels")])
@@ -532,7 +533,7 @@ def test_download_unreachable_mirror_fails_fast(
     cache = tmp_path / "cache"
     start = time.monotonic()
     with pytest.raises(FileNotFoundError) as info:
-        mnist.download_mnist(cache, mirrors=[closed_port_url], timeout=2.0)
+        download.download_mnist(cache, mirrors=[closed_port_url], timeout=2.0)
     assert time.monotonic() - start < 10
     message = str(info.value)
     assert str(cache) in message and "JAXSEQ_DATA_DIR" in message and closed_port_url in message
@@ -546,7 +547,7 @@ def test_download_silent_server_times_out(tmp_path: pathlib.Path) -> None:
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
         start = time.monotonic()
         with pytest.raises(FileNotFoundError, match="JAXSEQ_DATA_DIR"):
-            mnist.download_mnist(tmp_path / "cache", mirrors=[url], timeout=0.5)
+            download.download_mnist(tmp_path / "cache", mirrors=[url], timeout=0.5)
         assert time.monotonic() - start < 10
     assert os.listdir(tmp_path / "cache") == []
 
@@ -555,7 +556,7 @@ def test_download_falls_back_to_second_mirror(
     tmp_path: pathlib.Path, closed_port_url: str, good_mirror: str
 ) -> None:
     cache = tmp_path / "cache"
-    mnist.download_mnist(cache, mirrors=[closed_port_url, good_mirror.rstrip("/")], timeout=2.0)
+    download.download_mnist(cache, mirrors=[closed_port_url, good_mirror.rstrip("/")], timeout=2.0)
     _assert_verified(cache, GZ_NAMES)
 
 
@@ -568,7 +569,7 @@ def test_download_falls_back_after_corrupt_and_missing(
     not_found_mirror = next(serving)
     try:
         cache = tmp_path / "cache"
-        mnist.download_mnist(cache, mirrors=[not_found_mirror, corrupt_mirror, good_mirror])
+        download.download_mnist(cache, mirrors=[not_found_mirror, corrupt_mirror, good_mirror])
         _assert_verified(cache, GZ_NAMES)
     finally:
         serving.close()
@@ -589,7 +590,7 @@ def test_download_fetches_only_missing_files(
     )
     serving = _serve(only_labels)
     try:
-        mnist.download_mnist(cache, mirrors=[next(serving)])
+        download.download_mnist(cache, mirrors=[next(serving)])
     finally:
         serving.close()
     _assert_verified(cache, GZ_NAMES)
@@ -600,7 +601,8 @@ def test_load_mnist_downloads_into_cache(
 ) -> None:
     monkeypatch.delenv("JAXSEQ_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(mnist, "DEFAULT_MIRRORS", (good_mirror,))
+    monkeypatch.setitem(catalogue.DATASETS, "mnist",
+                        catalogue.DATASETS["mnist"]._replace(mirrors=(good_mirror,)))
     loaded = mnist.load_mnist()
     _assert_verified(tmp_path / "xdg" / "jaxseq" / "mnist", GZ_NAMES)
     np.testing.assert_array_equal(loaded["test_labels"], raw["test_labels"])
@@ -611,7 +613,8 @@ def test_load_mnist_offline_cache_fails_fast(
 ) -> None:
     monkeypatch.delenv("JAXSEQ_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(mnist, "DEFAULT_MIRRORS", (closed_port_url, closed_port_url + "x/"))
+    monkeypatch.setitem(catalogue.DATASETS, "mnist", catalogue.DATASETS["mnist"]._replace(
+        mirrors=(closed_port_url, closed_port_url + "x/")))
     start = time.monotonic()
     with pytest.raises(FileNotFoundError) as info:
         mnist.load_mnist()

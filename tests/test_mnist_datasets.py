@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, run_experiment
 
-from jaxseq.tasks.mnist import data as mnist_data
+from jaxseq.data import catalogue, download
+from jaxseq.data import mnist as mnist_data
 from jaxseq.tasks.mnist.task import MnistConfig
 
 SCRIPT = REPO_ROOT / "experiments" / "mnist.py"
@@ -69,18 +70,18 @@ def _raw_bytes(folder: pathlib.Path, name: str) -> bytes:
 
 
 def test_dataset_table_names_files_and_tfds_names():
-    assert list(mnist_data.DATASETS) == ["mnist", "fashion_mnist", "kmnist"]
-    for name, info in mnist_data.DATASETS.items():
+    assert list(catalogue.DATASETS) == ["mnist", "fashion_mnist", "kmnist"]
+    for name, info in catalogue.DATASETS.items():
         assert info.name == name and info.tfds_name == name
         assert [spec.name for spec in info.files] == list(NAMES)
         assert [spec.shape for spec in info.files] == [(60000, 28, 28), (60000,),
                                                         (10000, 28, 28), (10000,)]
         assert [spec.magic for spec in info.files] == [2051, 2049, 2051, 2049]
         assert all(mirror.endswith("/") for mirror in info.mirrors)
-    assert {s.name: s.md5 for s in mnist_data.DATASETS["fashion_mnist"].files} == FASHION_MD5
+    assert {s.name: s.md5 for s in catalogue.DATASETS["fashion_mnist"].files} == FASHION_MD5
     # No uncompressed MD5 of KMNIST could be checked against a real file: none is claimed.
-    assert all(spec.md5 is None for spec in mnist_data.DATASETS["kmnist"].files)
-    assert mnist_data.DATASETS["mnist"].files == mnist_data.MNIST_FILES
+    assert all(spec.md5 is None for spec in catalogue.DATASETS["kmnist"].files)
+    assert catalogue.DATASETS["mnist"].files == catalogue.MNIST_FILES
 
 
 def test_unknown_dataset_and_source_are_one_line_errors(tmp_path):
@@ -92,7 +93,7 @@ def test_unknown_dataset_and_source_are_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match=r"unknown source 'csv'; valid sources are"):
         MnistConfig(source="csv")
     with pytest.raises(ValueError, match="unknown dataset"):
-        mnist_data.resolve_data_dir(dataset="svhn")
+        download.resolve_data_dir(dataset="svhn")
 
 
 @pytest.mark.parametrize(
@@ -160,12 +161,12 @@ def _write_small_files(folder: pathlib.Path, seed: int = 0) -> dict[str, np.ndar
 
 
 @pytest.fixture
-def small_kmnist(monkeypatch: pytest.MonkeyPatch) -> mnist_data.DatasetInfo:
-    info = mnist_data.DATASETS["kmnist"]
+def small_kmnist(monkeypatch: pytest.MonkeyPatch) -> catalogue.DatasetInfo:
+    info = catalogue.DATASETS["kmnist"]
     # synthetic .gz files: not the published ones, so their .gz MD5 is not checked here
     files = tuple(spec._replace(shape=SMALL[spec.name], gz_md5=None) for spec in info.files)
     small = info._replace(files=files)
-    monkeypatch.setitem(mnist_data.DATASETS, "kmnist", small)
+    monkeypatch.setitem(catalogue.DATASETS, "kmnist", small)
     return small
 
 
@@ -174,12 +175,12 @@ def test_jaxseq_data_dir_holds_one_folder_per_other_dataset(monkeypatch, tmp_pat
     env.mkdir()
     monkeypatch.setenv("JAXSEQ_DATA_DIR", str(env))
     cache = tmp_path / "xdg-cache" / "jaxseq"
-    assert mnist_data.resolve_data_dir() == env  # MNIST: the folder itself, as before
-    assert mnist_data.resolve_data_dir(dataset="kmnist") == cache / "kmnist"
-    assert mnist_data.resolve_data_dir(dataset="fashion_mnist") == cache / "fashion_mnist"
+    assert download.resolve_data_dir() == env  # MNIST: the folder itself, as before
+    assert download.resolve_data_dir(dataset="kmnist") == cache / "kmnist"
+    assert download.resolve_data_dir(dataset="fashion_mnist") == cache / "fashion_mnist"
     arrays = _write_small_files(env / "kmnist")
-    assert mnist_data.resolve_data_dir(dataset="kmnist") == env / "kmnist"
-    assert mnist_data.resolve_data_dir(tmp_path / "given", "kmnist") == tmp_path / "given"
+    assert download.resolve_data_dir(dataset="kmnist") == env / "kmnist"
+    assert download.resolve_data_dir(tmp_path / "given", "kmnist") == tmp_path / "given"
     loaded = mnist_data.load_mnist(dataset="kmnist", download=False)
     np.testing.assert_array_equal(loaded["train_images"], arrays["train-images-idx3-ubyte"])
     np.testing.assert_array_equal(loaded["test_labels"], arrays["t10k-labels-idx1-ubyte"])
@@ -202,7 +203,7 @@ def test_other_dataset_downloads_from_its_own_mirror(monkeypatch, tmp_path, smal
     served = tmp_path / "served"
     arrays = _write_small_files(served, seed=5)
     with _serving(served) as url:
-        monkeypatch.setitem(mnist_data.DATASETS, "kmnist", small_kmnist._replace(mirrors=(url,)))
+        monkeypatch.setitem(catalogue.DATASETS, "kmnist", small_kmnist._replace(mirrors=(url,)))
         monkeypatch.delenv("JAXSEQ_DATA_DIR", raising=False)
         loaded = mnist_data.load_mnist(dataset="kmnist")
     cache = tmp_path / "xdg-cache" / "jaxseq" / "kmnist"
@@ -220,7 +221,7 @@ def test_kmnist_download_is_checked_against_the_gz_md5(monkeypatch, tmp_path, sm
     files = tuple(spec._replace(gz_md5=published if spec.name.startswith("t10k-labels") else
                                 None) for spec in small_kmnist.files)
     with _serving(served) as url:
-        monkeypatch.setitem(mnist_data.DATASETS, "kmnist",
+        monkeypatch.setitem(catalogue.DATASETS, "kmnist",
                             small_kmnist._replace(mirrors=(url,), files=files))
         monkeypatch.delenv("JAXSEQ_DATA_DIR", raising=False)
         with pytest.raises(ValueError) as info:

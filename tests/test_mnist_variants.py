@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, run_experiment
 
-from jaxseq.tasks.mnist import data as mnist_data
+from jaxseq.data import orders
 from jaxseq.tasks.mnist.task import SCHEDULES, MnistConfig
 
 SCRIPT = REPO_ROOT / "experiments" / "mnist.py"
@@ -39,15 +39,15 @@ def load_script():
 def test_pixels_and_permuted_orders_follow_the_raster_order():
     rng = np.random.default_rng(0)
     images = rng.normal(size=(3, 28, 28)).astype(np.float32)
-    rows = mnist_data.as_sequences(images, "rows")
+    rows = orders.as_sequences(images, "rows")
     assert rows.shape == (3, 28, 28)
     np.testing.assert_array_equal(rows, images)
-    pixels = mnist_data.as_sequences(images, "pixels")
+    pixels = orders.as_sequences(images, "pixels")
     assert pixels.shape == (3, 784, 1) and pixels.dtype == np.float32
     for n, r, c in ((0, 0, 0), (1, 3, 27), (2, 27, 5), (2, 27, 27)):
         assert pixels[n, 28 * r + c, 0] == images[n, r, c]
-    permutation = mnist_data.pixel_permutation(7)
-    permuted = mnist_data.as_sequences(images, "permuted", permutation)
+    permutation = orders.pixel_permutation(7)
+    permuted = orders.as_sequences(images, "permuted", permutation)
     assert permuted.shape == (3, 784, 1)
     for n in range(3):
         for t in (0, 1, 400, 783):
@@ -56,12 +56,12 @@ def test_pixels_and_permuted_orders_follow_the_raster_order():
 
 
 def test_pixel_permutation_is_a_fixed_permutation_per_seed():
-    first = mnist_data.pixel_permutation(0)
+    first = orders.pixel_permutation(0)
     assert first.shape == (784,)
     assert sorted(first.tolist()) == list(range(784))
     assert first.tolist() != list(range(784))
-    np.testing.assert_array_equal(first, mnist_data.pixel_permutation(0))
-    assert first.tolist() != mnist_data.pixel_permutation(1).tolist()
+    np.testing.assert_array_equal(first, orders.pixel_permutation(0))
+    assert first.tolist() != orders.pixel_permutation(1).tolist()
 
 
 @pytest.mark.parametrize(
@@ -74,7 +74,7 @@ def test_pixel_permutation_is_a_fixed_permutation_per_seed():
 )
 def test_as_sequences_errors(args, message):
     with pytest.raises(ValueError, match=message):
-        mnist_data.as_sequences(np.zeros((2, 28, 28), np.float32), *args)
+        orders.as_sequences(np.zeros((2, 28, 28), np.float32), *args)
 
 
 # --------------------------------------------------------------------------------------------

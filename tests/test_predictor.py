@@ -6,12 +6,12 @@ import jax
 import numpy as np
 import pytest
 
-from jaxseq.data import Dataset
+from jaxseq.data import Dataset, orders
+from jaxseq.data import mnist as mnist_data
 from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.runs import folder
 from jaxseq.runs.checkpoint import Checkpointer
 from jaxseq.runs.predictor import load_run
-from jaxseq.tasks.mnist import data as mnist_data
 from jaxseq.train import create_train_state, fit
 
 RNG = np.random.default_rng(0)
@@ -20,8 +20,8 @@ IMAGES = RNG.integers(0, 256, size=(6, 28, 28), dtype=np.uint8)  # raw grey leve
 
 def saved_run(tmp_path, order: str, seed: int = 3):
     """A tiny MNIST-task run folder (GRU, 4 units) trained one epoch on ``order`` inputs."""
-    x = mnist_data.as_sequences(mnist_data.preprocess(IMAGES), order,
-                                mnist_data.pixel_permutation(seed) if order == "permuted"
+    x = orders.as_sequences(mnist_data.preprocess(IMAGES), order,
+                                orders.pixel_permutation(seed) if order == "permuted"
                                 else None)
     y = np.arange(6, dtype=np.int32) % 10
     model = RecurrentClassifier(cell="gru", features=4)

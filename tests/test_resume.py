@@ -110,9 +110,9 @@ def test_mnist_cell_all_layout_and_atomic_json(mnist_dir, tmp_path, monkeypatch)
     """--cell all (in-process): one checkpoint folder per cell, each loadable with
     load_run and scoring the saved test accuracy; every JSON file in the run folder was
     written by jaxseq.runs.folder.write_json_atomic."""
+    from jaxseq.data import mnist
     from jaxseq.runs import folder
     from jaxseq.runs.predictor import load_run
-    from jaxseq.tasks.mnist import data as mnist
 
     written = {}
     original = folder.write_json_atomic

@@ -15,9 +15,9 @@ from typing import NoReturn
 from jaxseq.app.flags import describe_flags, path  # noqa: F401  (cli.path: the path type)
 from jaxseq.app.folders import LOCK_FILE, RunDirLock, RunDirLockError, run_folder_contents
 from jaxseq.app.folders import lock_run_dir as folder_lock_run_dir
+from jaxseq.data.files import read_json
 from jaxseq.runs.folder import (
     locate_in_run,
-    read_json,  # TODO(merge): jaxseq.data.files
     restore_error_message,
 )
 

@@ -9,9 +9,9 @@ import socket
 from pathlib import Path
 from typing import NamedTuple
 
+from jaxseq.data.files import read_json
 from jaxseq.runs.folder import (
     CHECKPOINTS_DIR,
-    read_json,  # TODO(merge): jaxseq.data.files
 )
 from jaxseq.tasks.adder.config import OUTPUTS as ADDER_OUTPUTS
 from jaxseq.tasks.adder.config import SEED_NAME_PATTERN

@@ -217,9 +217,9 @@ def adder_estimate(config: Any, devices: int, device_count: int) -> Estimate:
       device_count: devices the batch is split over.
     """
     import jax
-    from jaxseq.tasks.adder.model import BinaryAdder
 
     from jaxseq.optim import make_optimizer
+    from jaxseq.tasks.adder.model import BinaryAdder
     from jaxseq.tasks.adder.task import get_objective
 
     int32 = np.dtype(np.int32).itemsize

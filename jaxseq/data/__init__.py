@@ -1,4 +1,5 @@
-"""Data: MNIST as row-by-row sequences and the binary-addition generator."""
+"""Data without JAX: :class:`Dataset`, the dataset catalogue, downloads, IDX files, MNIST
+and its pixel orders."""
 
 from jaxseq.data.dataset import Dataset
 

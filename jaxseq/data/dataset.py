@@ -1,4 +1,4 @@
-"""The in-memory dataset type shared by every task and the training loop."""
+"""The in-memory dataset every task hands to the training loop."""
 
 from __future__ import annotations
 
@@ -9,20 +9,22 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """Paired inputs and labels held as host arrays, with optional sequence lengths.
+    """Inputs and labels held as host arrays, with optional sequence lengths.
 
     Attributes:
-      inputs: ``[num_examples, ...]`` model inputs, e.g. ``[N, time, features]`` float32.
-      labels: ``[num_examples, ...]`` targets, e.g. ``[N]`` int32 class ids.
-      lengths: optional ``[num_examples]`` integer lengths of right-padded sequences
-        (``inputs [N, time, ...]``, row ``i`` valid at steps ``0 .. lengths[i] - 1``),
-        each in ``[1, time]``; :func:`jaxseq.train.fit` and :func:`jaxseq.train.evaluate`
-        then pass each batch's lengths to the model as ``seq_lengths=``. ``None``
-        (default): every step is valid and the model is called without lengths.
+      inputs: ``[N, ...]`` model inputs, e.g. ``[N, time, features]`` float32.
+      labels: ``[N, ...]`` targets, e.g. ``[N]`` int32 class ids.
+      lengths: optional ``[N]`` integer lengths in ``[1, time]`` of right-padded sequences,
+        which :func:`jaxseq.train.fit` and :func:`jaxseq.train.evaluate` pass to the model
+        as ``seq_lengths=``; ``None``: every step is valid.
 
     Raises:
       ValueError: if the arrays do not have the same leading dimension, or ``lengths``
         is not ``[N]`` integers in ``[1, time]``.
+
+    >>> data = Dataset(np.zeros((4, 3, 2), np.float32), np.arange(4), lengths=[3, 1, 2, 3])
+    >>> data.num_examples, data.take(2).labels.tolist(), data.subset([3, 1]).lengths.tolist()
+    (4, [0, 1], [3, 1])
     """
 
     inputs: np.ndarray
@@ -31,11 +33,9 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if np.shape(self.inputs)[:1] != np.shape(self.labels)[:1]:
-            raise ValueError(
-                f"inputs and labels must have the same number of examples, got "
-                f"{np.shape(self.inputs)} and {np.shape(self.labels)}"
-            )
-        if self.lengths is not None:  # variable-length sequences (jaxseq issue 12.1)
+            raise ValueError(f"inputs and labels must have the same number of examples, got "
+                             f"{np.shape(self.inputs)} and {np.shape(self.labels)}")
+        if self.lengths is not None:
             object.__setattr__(self, "lengths", _check_lengths(self.lengths, self.inputs))
 
     @property
@@ -44,32 +44,13 @@ class Dataset:
         return int(np.shape(self.labels)[0])
 
     def take(self, count: int) -> Dataset:
-        """The first ``count`` examples (for quick runs on a subset).
-
-        Args:
-          count: how many examples to keep (positive); more than ``num_examples``
-            keeps them all.
-
-        Returns:
-          A new ``Dataset`` of views on the first ``count`` rows (no copy).
-
-        Raises:
-          ValueError: if ``count`` is not positive.
-        """
+        """The first ``count`` examples (all of them if fewer), as views; ``count`` > 0."""
         if count <= 0:
             raise ValueError(f"count must be positive, got {count}")
         return self.subset(slice(0, count))
 
     def subset(self, index: np.ndarray | slice) -> Dataset:
-        """The examples ``index`` selects (an index array or a slice), lengths included.
-
-        Args:
-          index: row indices ``[k]`` (int) or a slice of the leading dimension.
-
-        Returns:
-          A new ``Dataset`` of ``inputs[index]``, ``labels[index]`` and, when present,
-          ``lengths[index]``.
-        """
+        """The examples ``index`` (row indices ``[k]`` or a slice) selects, with lengths."""
         lengths = None if self.lengths is None else self.lengths[index]
         return Dataset(self.inputs[index], self.labels[index], lengths)
 

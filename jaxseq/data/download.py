@@ -1,20 +1,11 @@
-"""Locating, verifying and downloading a dataset's published files (IDX files here).
+"""Locating a dataset's IDX files, and downloading them into the user cache.
 
-Where a dataset's files are looked for (:func:`resolve_data_dir`):
-
-1. the folder given explicitly (``--data-dir`` on the command line, ``data_dir=`` in
-   Python), if any;
-2. else the folder named by the ``JAXSEQ_DATA_DIR`` environment variable, if set;
-3. else the user cache folder ``$XDG_CACHE_HOME/jaxseq/<dataset>``
-   (``~/.cache/jaxseq/<dataset>`` when ``XDG_CACHE_HOME`` is unset).
-
-A file may be stored gzipped (``train-images-idx3-ubyte.gz``) or not, and under the
-spelling some mirrors use (``train-images.idx3-ubyte``). Only the cache folder is ever
-downloaded into: a folder the user named is only read. Every file is checked against its
-IDX magic number and dimensions and the published MD5 of its *uncompressed* bytes, or, for
-a dataset that publishes only the MD5s of its ``.gz`` files, that of a gzipped file's
-compressed bytes; a file known to be another one (another dataset's) is refused by name
-(:func:`jaxseq.data.idx.read_idx_file`).
+A dataset's files are looked for (:func:`resolve_data_dir`) in the folder given
+(``--data-dir``, ``data_dir=``); else in ``$JAXSEQ_DATA_DIR`` for MNIST, and in
+``$JAXSEQ_DATA_DIR/<dataset>`` for the others if that folder exists (so that MNIST's files
+are never read as another dataset's); else in the user cache ``$XDG_CACHE_HOME/jaxseq/<dataset>``
+(``~/.cache/jaxseq/<dataset>``), the only folder ever downloaded into. A file may be
+gzipped or not, and spelled as some mirrors do (``train-images.idx3-ubyte``).
 """
 
 from __future__ import annotations
@@ -30,15 +21,11 @@ import threading
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 
+from jaxseq.data import catalogue
 from jaxseq.data.idx import IdxFile, read_idx_file
 
-__all__ = [
-    "DATA_DIR_ENV_VAR",
-    "download_files",
-    "find_file",
-    "missing_files",
-    "resolve_data_dir",
-]
+__all__ = ["DATA_DIR_ENV_VAR", "download_dataset", "download_files", "download_mnist",
+           "find_file", "missing_files", "resolve_data_dir"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -48,49 +35,39 @@ DATA_DIR_ENV_VAR = "JAXSEQ_DATA_DIR"
 _PathLike = str | os.PathLike
 
 
-def default_cache_dir(dataset: str = "mnist") -> pathlib.Path:
-    """``$XDG_CACHE_HOME/jaxseq/<dataset>``, or ``~/.cache/jaxseq/<dataset>``.
-
-    Args:
-      dataset: the dataset's name, the last folder of the path.
-
-    Returns:
-      The folder (not created).
-    """
-    cache_home = os.environ.get("XDG_CACHE_HOME")
-    base = pathlib.Path(cache_home) if cache_home else pathlib.Path.home() / ".cache"
-    return base / "jaxseq" / dataset
-
-
 def resolve(data_dir: _PathLike | None, dataset: str = "mnist") -> tuple[pathlib.Path, str]:
-    """The folder to read, and how it was chosen: ``"given"``, ``"env"`` or ``"cache"``.
-
-    Args:
-      data_dir: an explicit folder, or ``None``; ``~`` is expanded.
-      dataset: the dataset's name, for the cache folder.
-
-    Returns:
-      ``(folder, origin)``.
-    """
+    """:func:`resolve_data_dir`, and how it chose: ``"given"``, ``"env"`` or ``"cache"``."""
+    catalogue.dataset_info(dataset)
     if data_dir is not None:
         return pathlib.Path(data_dir).expanduser(), "given"
     env = os.environ.get(DATA_DIR_ENV_VAR)
     if env:
-        return pathlib.Path(env).expanduser(), "env"
-    return default_cache_dir(dataset), "cache"
+        folder = pathlib.Path(env).expanduser()
+        if dataset == "mnist":
+            return folder, "env"
+        if (folder / dataset).is_dir():
+            return folder / dataset, "env"
+    cache_home = os.environ.get("XDG_CACHE_HOME")
+    base = pathlib.Path(cache_home) if cache_home else pathlib.Path.home() / ".cache"
+    return base / "jaxseq" / dataset, "cache"
 
 
 def resolve_data_dir(data_dir: _PathLike | None = None, dataset: str = "mnist") -> pathlib.Path:
-    """The folder where a dataset's IDX files are looked for.
+    """The folder where a dataset's IDX files are looked for (need not exist).
 
     Args:
-      data_dir: an explicit folder; ``~`` is expanded.
-      dataset: the dataset's name, for the cache folder.
+      data_dir: an explicit folder (``~`` is expanded), or ``None``.
+      dataset: a key of :data:`jaxseq.data.catalogue.DATASETS`.
 
-    Returns:
-      ``data_dir`` if given; else ``$JAXSEQ_DATA_DIR`` if that environment variable is
-      set and non-empty; else the user cache folder (:func:`default_cache_dir`). The
-      folder need not exist.
+    Raises:
+      ValueError: for an unknown dataset.
+
+    >>> print(resolve_data_dir("/data/kmnist", "kmnist"))
+    /data/kmnist
+    >>> resolve_data_dir(None, "svhn")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown dataset 'svhn'; valid datasets are ['mnist', 'fashion_mnist', 'kmnist']
     """
     return resolve(data_dir, dataset)[0]
 
@@ -102,16 +79,9 @@ def _spellings(name: str) -> tuple[str, ...]:
 
 
 def find_file(folder: pathlib.Path, name: str) -> pathlib.Path | None:
-    """The file ``name`` in ``folder``: raw, gzipped, or as some mirrors spell it.
-
-    Args:
-      folder: where to look.
-      name: the published file name without ``.gz`` (``train-images-idx3-ubyte``).
-
-    Returns:
-      The first of ``name``, ``name.gz``, ``<stem>.idx3-ubyte``, ``<stem>.idx3-ubyte.gz``
-      that exists (a raw file is faster to read), else ``None``.
-    """
+    """The first of ``name``, ``name.gz``, ``<stem>.idx3-ubyte``, ``<stem>.idx3-ubyte.gz``
+    (the mirrors' spelling) in ``folder`` that exists, else ``None``; ``name`` is the
+    published file name without ``.gz`` (``train-images-idx3-ubyte``)."""
     for spelling in _spellings(name):
         for candidate in (folder / spelling, folder / f"{spelling}.gz"):
             if candidate.is_file():
@@ -131,17 +101,14 @@ def accepted_spellings(name: str) -> str:
 
 
 def where_to_put(folder: pathlib.Path, files: Sequence[IdxFile], dataset: str) -> str:
-    """One sentence telling the user where the files go and the file names accepted (the
-    published name, gzipped or not, or the mirrors' dotted spelling; for error messages)."""
+    """One sentence for error messages: where the files go, and the names accepted."""
     names = ", ".join(f"{spec.name}.gz" for spec in files)
     example = next((spec.name for spec in files if len(_spellings(spec.name)) > 1), None)
     dotted = (f"; the spelling of some mirrors, e.g. {accepted_spellings(example)}, is also "
               f"accepted" if example else "")
-    return (
-        f"Put the {len(files)} {dataset} files ({names}; gzipped or not{dotted}) in {folder}, "
-        f"or in any folder and name it with --data-dir (data_dir= in Python) or "
-        f"{DATA_DIR_ENV_VAR}=<that folder>."
-    )
+    return (f"Put the {len(files)} {dataset} files ({names}; gzipped or not{dotted}) in "
+            f"{folder}, or in any folder and name it with --data-dir (data_dir= in Python) or "
+            f"{DATA_DIR_ENV_VAR}=<that folder>.")
 
 
 def short_error(err: BaseException, limit: int = 200) -> str:
@@ -151,11 +118,8 @@ def short_error(err: BaseException, limit: int = 200) -> str:
 
 
 def _check_dns(url: str, timeout: float) -> None:
-    """Resolve the URL's host within ``timeout`` seconds.
-
-    ``requests`` timeouts do not cover name resolution, which can hang for tens of seconds on
-    an offline machine; this bounds it.
-    """
+    """Resolve the URL's host within ``timeout`` seconds (``requests`` timeouts do not cover
+    name resolution, which can hang for tens of seconds on an offline machine)."""
     host = urllib.parse.urlsplit(url).hostname
     if not host or host == "localhost":
         return
@@ -183,7 +147,6 @@ def _check_dns(url: str, timeout: float) -> None:
 @contextlib.contextmanager
 def _quiet_pooch() -> Iterator[None]:
     import pooch
-
     logger = pooch.get_logger()
     level = logger.level
     logger.setLevel(logging.WARNING)
@@ -193,47 +156,33 @@ def _quiet_pooch() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def download_files(
-    cache_dir: _PathLike,
-    files: Sequence[IdxFile],
-    mirrors: Sequence[str],
-    timeout: float = 5.0,
-    dataset: str = "MNIST",
-    foreign_md5s: Mapping[str, Mapping[str, str]] | None = None,
-) -> pathlib.Path:
+def download_files(cache_dir: _PathLike, files: Sequence[IdxFile], mirrors: Sequence[str],
+                   timeout: float = 5.0, dataset: str = "MNIST",
+                   foreign_md5s: Mapping[str, Mapping[str, str]] | None = None) -> pathlib.Path:
     """Download the files missing from ``cache_dir`` with pooch, and verify them.
 
-    Each missing file ``<name>.gz`` is fetched from ``<mirror><name>.gz``, trying the
-    mirrors in order; a mirror that cannot be reached is not tried again for the other
-    files. A download lands in a temporary folder inside ``cache_dir``, is checked (IDX
-    magic number, dimensions, the published MD5 of the *uncompressed* bytes, and that of
-    the ``.gz`` bytes where ``IdxFile.gz_md5`` is set), and
-    only then moved to ``cache_dir/<name>.gz`` with :func:`os.replace`; a failed or
-    corrupted download leaves no file behind. Files already present (gzipped or not)
-    are verified, not fetched.
+    Each missing ``<name>.gz`` is fetched from the first mirror that serves it (one that
+    cannot be reached is skipped for the other files) into a temporary folder, verified
+    (:func:`jaxseq.data.idx.read_idx_file`), and only then moved into ``cache_dir``: a failed
+    or corrupted download leaves nothing. Files already there are verified, not fetched.
 
     Args:
       cache_dir: the folder to fill; created if needed.
       files: the published files.
-      mirrors: base URLs, each ending with the folder that holds the ``.gz`` files (a
-        missing trailing ``/`` is added).
+      mirrors: base URLs of the ``.gz`` files (a missing trailing ``/`` is added).
       timeout: seconds allowed for name resolution, connecting, and each wait for data.
-      dataset: the dataset's name, for messages.
-      foreign_md5s: for each file name, the MD5s of other known files (uncompressed), each
-        mapped to the message naming it (:func:`jaxseq.data.idx.read_idx`); such a file is
-        refused.
+      dataset: its name in messages.
+      foreign_md5s: per file name, the other known files to refuse, as for
+        :func:`jaxseq.data.idx.read_idx`.
 
     Returns:
       ``cache_dir`` as a :class:`pathlib.Path`, holding the verified files.
 
     Raises:
-      FileNotFoundError: if a file could not be fetched from any mirror (offline,
-        unreachable, HTTP error); the message lists the mirrors' errors, the folder to put
-        the files in, and ``JAXSEQ_DATA_DIR``. Raised after at most ``timeout`` seconds
-        per mirror when offline.
-      ValueError: if a file already in ``cache_dir`` is invalid, if ``mirrors`` is empty,
-        or if no mirror served a valid copy and at least one served a corrupted one
-        (names the file and the MD5s).
+      FileNotFoundError: if a file could not be fetched from any mirror; the message lists
+        the mirrors' errors, where to put the files, and ``JAXSEQ_DATA_DIR``.
+      ValueError: if a file already in ``cache_dir`` is invalid, ``mirrors`` is empty, or
+        no mirror served a valid copy and one served a corrupted one.
     """
     import pooch
     import requests
@@ -247,7 +196,6 @@ def download_files(
     folder.mkdir(parents=True, exist_ok=True)
     downloader = pooch.HTTPDownloader(timeout=timeout, progressbar=False)
     dead: dict[str, str] = {}  # mirror -> why it could not be reached
-
     for spec in files:
         foreign = (foreign_md5s or {}).get(spec.name)
         existing = find_file(folder, spec.name)
@@ -267,9 +215,8 @@ def download_files(
                 try:
                     _check_dns(url, timeout)
                     with _quiet_pooch():
-                        fetched = pooch.retrieve(
-                            url, known_hash=None, fname=fname, path=tmp, downloader=downloader
-                        )
+                        fetched = pooch.retrieve(url, known_hash=None, fname=fname, path=tmp,
+                                                 downloader=downloader)
                 except (requests.ConnectionError, requests.Timeout, ConnectionError) as err:
                     dead[mirror] = short_error(err)
                     errors.append(f"{url}: {short_error(err)}")
@@ -287,12 +234,31 @@ def download_files(
             break
         else:
             if corrupt:
-                raise ValueError(
-                    f"{dataset} file {fname} was downloaded but failed verification, so "
-                    f"nothing was written to {folder}: " + "; ".join(corrupt + errors)
-                )
+                raise ValueError(f"{dataset} file {fname} was downloaded but failed verification, "
+                                 f"so nothing was written to {folder}: "
+                                 + "; ".join(corrupt + errors))
             raise FileNotFoundError(
                 f"{dataset} file {fname} is not in {folder} and could not be downloaded from "
-                f"any mirror: {'; '.join(errors)}. {where_to_put(folder, files, dataset)}"
-            )
+                f"any mirror: {'; '.join(errors)}. {where_to_put(folder, files, dataset)}")
     return folder
+
+
+def download_dataset(cache_dir: _PathLike, dataset: str = "mnist",
+                     mirrors: Sequence[str] | None = None, timeout: float = 5.0) -> pathlib.Path:
+    """:func:`download_files` of the four IDX files of ``dataset`` (a key of
+    :data:`jaxseq.data.catalogue.DATASETS`) from ``mirrors`` (default: its own), refusing
+    every other known file (:func:`jaxseq.data.catalogue.foreign_md5s`).
+
+    Raises:
+      FileNotFoundError, ValueError: as :func:`download_files`, or for an unknown dataset.
+    """
+    info = catalogue.dataset_info(dataset)
+    foreign = {spec.name: catalogue.foreign_md5s(info.name, spec.name) for spec in info.files}
+    return download_files(cache_dir, info.files, info.mirrors if mirrors is None else mirrors,
+                          timeout, info.title, foreign)
+
+
+def download_mnist(cache_dir: _PathLike, mirrors: Sequence[str] = catalogue.DEFAULT_MIRRORS,
+                   timeout: float = 5.0) -> pathlib.Path:
+    """:func:`download_dataset` of ``"mnist"``; raises as :func:`download_files`."""
+    return download_dataset(cache_dir, "mnist", mirrors, timeout)

@@ -7,73 +7,12 @@ folders before they import anything heavy.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically.
-
-    The text goes to a temporary file in the same folder, is flushed to disk, then
-    renamed over ``path`` (``os.replace`` is atomic on POSIX and Windows), so a
-    reader or an interrupted run never sees a half-written file.
-
-    Args:
-      path: the file to write; its parent folders are created when missing, and an
-        existing file is replaced.
-      obj: a JSON-serialisable value (dicts, lists, str, int, float, bool, None).
-
-    Returns:
-      ``path`` as a :class:`~pathlib.Path`.
-
-    Raises:
-      TypeError: if ``obj`` is not JSON-serialisable (``path`` is then left unchanged).
-    """
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates 0600 files; give results the usual umask-based mode instead.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    """Load a JSON file written by :func:`write_json_atomic`.
-
-    Args:
-      path: the JSON file.
-
-    Returns:
-      The decoded value (for a run's ``config.json``, a ``dict``).
-
-    Raises:
-      FileNotFoundError: if ``path`` does not exist.
-      ValueError: if the file is not valid JSON (for example cut short by a full disk);
-        the message names the file and where the JSON breaks.
-    """
-    path = Path(path).expanduser()
-    with open(path) as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON ({error}); the file is damaged: "
-                             f"restore it or delete it") from None
+from jaxseq.data.files import read_json, write_json_atomic  # noqa: F401  (re-exported)
 
 
 def new_run_dir(base: str | os.PathLike = "runs", name: str = "run") -> Path:

@@ -58,7 +58,7 @@ INPUTS: list[Callable[[dict, dict], Callable[[np.ndarray], np.ndarray] | None]] 
 
 #: The tasks' own hooks, ``"module:function"``, imported by :func:`load_run` when needed
 #: (importing the adder's model module registers its ``"bits"`` task).
-_TASK_HOOKS = ("jaxseq.tasks.mnist.task:raw_image_preparation", "jaxseq.tasks.adder.model:")
+_TASK_HOOKS = ("jaxseq.data.orders:raw_image_preparation", "jaxseq.tasks.adder.model:")
 
 
 def register_task(name: str, predictions: Callable[[np.ndarray], np.ndarray],
@@ -149,7 +149,7 @@ class Predictor:
         elif raw:
             raise ValueError(f"inputs are {x.dtype} but {self.name} was trained on "
                              f"{spec['dtype']} inputs; prepare them as its training data was "
-                             f"(e.g. jaxseq.tasks.mnist.data.preprocess for 0-255 images)")
+                             f"(e.g. jaxseq.data.mnist.preprocess for 0-255 images)")
         # Recurrent models take any length: the rank and the feature size must fit.
         if x.ndim != len(want) + 1 or x.shape[-1:] != want[-1:]:
             dims = ", ".join(["time" if len(want) == 2 else str(want[0]), *map(str, want[1:])])
@@ -167,7 +167,7 @@ class Predictor:
 
         Args:
           inputs: a batch shaped like the training inputs: ``[batch, 28, 28]`` float32
-            (:func:`jaxseq.tasks.mnist.data.preprocess`) for an MNIST classifier,
+            (:func:`jaxseq.data.mnist.preprocess`) for an MNIST classifier,
             ``[batch, time, 2]`` operand bits (least significant first) for the adder.
           seq_lengths: optional ``[batch]`` int lengths of right-padded sequences, each in
             ``[1, time]``, passed to the model as ``seq_lengths=`` (a
@@ -192,7 +192,7 @@ class Predictor:
     def predict(self, inputs: np.ndarray | jax.Array,
                 seq_lengths: np.ndarray | jax.Array | None = None) -> np.ndarray:
         """Predictions for ``inputs`` (e.g. ``[batch, 28, 28]`` float32 as
-        :func:`jaxseq.tasks.mnist.data.preprocess` gives): int32 class ids ``[batch]``, or
+        :func:`jaxseq.data.mnist.preprocess` gives): int32 class ids ``[batch]``, or
         int32 sum bits ``[batch, time]`` for the adder.
 
         Args:

@@ -8,7 +8,7 @@ reason, and what is kept; the experiment scripts exit with :data:`EXIT_STORAGE` 
 
 Nothing already saved is lost: orbax writes a checkpoint into
 ``<epoch>.orbax-checkpoint-tmp-*`` and renames it only when complete, and result files
-are written to a temporary file and renamed (:func:`jaxseq.runs.folder.write_json_atomic`),
+are written to a temporary file and renamed (:func:`jaxseq.data.files.write_json_atomic`),
 so the previous checkpoint stays the newest complete one and is restorable (``--resume``
 continues from it once there is space again). The unfinished checkpoint folder is removed
 at once to give its space back.

@@ -6,9 +6,10 @@ import dataclasses
 from pathlib import Path
 
 from jaxseq.checks import check_dropout_rate, check_positive_int, check_positive_number
+from jaxseq.data.catalogue import DATASETS, SOURCES, dataset_info
+from jaxseq.data.orders import ORDERS
 from jaxseq.nn.registry import CELLS, cell_info
 from jaxseq.tasks import config as c
-from jaxseq.tasks.mnist.data import DATASETS, ORDERS, SOURCES, dataset_info  # TODO(merge)
 
 __all__ = ["MODEL_NAME_PATTERN", "OUTPUTS", "SCHEDULES", "MnistConfig", "model_name",
            "run_name"]

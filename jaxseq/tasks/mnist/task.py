@@ -26,8 +26,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from jaxseq.data import catalogue, download, orders
+from jaxseq.data import mnist as mnist_data
 from jaxseq.runs import folder, storage
-from jaxseq.tasks.mnist import data as mnist_data
 from jaxseq.tasks.mnist.config import (  # noqa: F401
     OUTPUTS,
     SCHEDULES,
@@ -36,14 +37,11 @@ from jaxseq.tasks.mnist.config import (  # noqa: F401
     run_name,
 )
 
-__all__ = ["EVAL_LOSS_RTOL", "OUTPUTS", "PERMUTATION_FILE", "SCHEDULES", "MnistConfig",
-           "check_saved_permutation", "compare_scores", "evaluate_run", "load_data",
-           "mean_and_std", "model_name", "run", "run_name"]
+__all__ = ["EVAL_LOSS_RTOL", "OUTPUTS", "SCHEDULES", "MnistConfig", "compare_scores",
+           "evaluate_run", "load_data", "mean_and_std", "model_name", "run", "run_name"]
 
 #: What survives a result file that cannot be written (jaxseq.runs.storage).
 _KEPT = "every epoch is checkpointed: free space, then --resume RUN_DIR writes the results"
-#: The file of a permuted-order run folder that holds its pixel order.
-PERMUTATION_FILE = "permutation.json"
 
 
 def mean_and_std(values: list[float]) -> tuple[float, float | None]:
@@ -125,8 +123,8 @@ def _saved_number(saved: Mapping[str, Any], key: str, path: Path) -> float:
 
 
 def load_data(config: MnistConfig, seed: int | None = None) -> mnist_data.MNISTSplits:
-    """The run's MNIST splits (no JAX): :func:`jaxseq.tasks.mnist.data.load_splits`,
-    read in ``config.order`` (:func:`jaxseq.tasks.mnist.data.as_sequences`).
+    """The run's MNIST splits (no JAX): :func:`jaxseq.data.mnist.load_splits`,
+    read in ``config.order`` (:func:`jaxseq.data.orders.as_sequences`).
 
     Args:
       config: its ``dataset``, ``source``, ``data_dir``, ``seed``, ``train_subset`` and
@@ -151,7 +149,7 @@ def load_data(config: MnistConfig, seed: int | None = None) -> mnist_data.MNISTS
                                     source=config.source)
     check_batch_size(config.batch_size, splits.train.num_examples)
     _check_warmup(config, splits.train.num_examples)
-    return _in_order(splits, config.order, config.seed)
+    return orders.in_order(splits, config.order, config.seed)
 
 
 def _check_warmup(config: MnistConfig, num_train: int) -> None:
@@ -165,64 +163,8 @@ def _check_warmup(config: MnistConfig, num_train: int) -> None:
                          f"{total_steps} training steps")
 
 
-def _permutation(order: str, seed: int) -> Any:
-    return mnist_data.pixel_permutation(seed) if order == "permuted" else None
-
-
-def _in_order(splits: mnist_data.MNISTSplits, order: str, seed: int) -> mnist_data.MNISTSplits:
-    if order == "rows":
-        return splits
-    return mnist_data.MNISTSplits(*(_part_in_order(part, order, seed) for part in splits))
-
-
-def _part_in_order(part: Any, order: str, seed: int) -> Any:
-    from jaxseq.data.dataset import Dataset
-
-    inputs = mnist_data.as_sequences(part.inputs, order, _permutation(order, seed))
-    return Dataset(inputs, part.labels)
-
-
-def check_saved_permutation(run_dir: str | os.PathLike, order: str, seed: int) -> None:
-    """For a permuted-order run: its ``permutation.json`` must hold the pixel order that
-    :func:`jaxseq.tasks.mnist.data.pixel_permutation` draws from ``seed``.
-
-    Args:
-      run_dir: the run folder.
-      order: the run's order; nothing is checked unless ``"permuted"``.
-      seed: the run's seed.
-
-    Raises:
-      ValueError: ``"<file>: a saved permutation that does not match ..."`` when the file
-        is missing, unreadable, or holds another order (another seed, an edited file, a
-        NumPy whose generator changed), so that a run is never continued or re-scored on
-        differently ordered pixels.
-    """
-    if order != "permuted":
-        return
-    path = Path(run_dir) / PERMUTATION_FILE
-    expected = mnist_data.pixel_permutation(seed)
-    try:
-        saved = folder.read_json(path)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: cannot read the saved pixel order "
-                         f"({type(error).__name__}), which resuming or re-scoring a "
-                         f"permuted-order run needs") from None
-    values = saved.get("permutation") if isinstance(saved, dict) else None
-    if not isinstance(values, list) or values != expected.tolist():
-        raise ValueError(f"{path}: a saved permutation that does not match the pixel order "
-                         f"drawn from seed {seed}; this run folder cannot be resumed or "
-                         f"re-scored with it")
-
-
-def _write_permutation(run_dir: Path, order: str, seed: int) -> None:
-    if order == "permuted":
-        folder.write_json_atomic(run_dir / PERMUTATION_FILE,
-                                 {"seed": seed, "order": order,
-                                  "permutation": mnist_data.pixel_permutation(seed).tolist()})
-
-
 def _title(config: MnistConfig) -> str:
-    return mnist_data.dataset_info(config.dataset).title
+    return catalogue.dataset_info(config.dataset).title
 
 
 def _train_one(cell: str, seed: int, config: MnistConfig, run_dir: Path,
@@ -348,7 +290,7 @@ def run(
     ``summary.json`` at the end, each atomically. ``config.json`` records the data
     folder actually read as ``data_dir`` (absolute; also when it came from
     ``$JAXSEQ_DATA_DIR`` or the cache) and each file read with the MD5 of its
-    uncompressed bytes as ``data_files`` (:func:`jaxseq.tasks.mnist.data.data_files`;
+    uncompressed bytes as ``data_files`` (:func:`jaxseq.data.mnist.data_files`;
     ``None`` for ``splits`` not read from files there).
 
     Args:
@@ -408,16 +350,16 @@ def run(
             files = mnist_data.data_files(config.data_dir, config.dataset)
         except FileNotFoundError:  # splits given by the caller, not read from files
             files = None
-        data_dir = mnist_data.resolve_data_dir(config.data_dir, config.dataset).absolute()
+        data_dir = download.resolve_data_dir(config.data_dir, config.dataset).absolute()
         settings.update(data_dir=str(data_dir), data_files=files)
     primary = jax.process_index() == 0
     if resume:
         settings = folder.read_json(run_dir / "config.json")
-        check_saved_permutation(run_dir, config.order, config.seed)
+        orders.check_saved_permutation(run_dir, config.order, config.seed)
     elif primary:
         with storage.writing("config.json", run_dir):
             folder.write_json_atomic(run_dir / "config.json", settings)
-            _write_permutation(run_dir, config.order, config.seed)
+            orders.write_permutation(run_dir, config.order, config.seed)
     start = time.perf_counter()
     results: dict[str, list[dict[str, Any]]] = {}
     for cell in config.cells:
@@ -469,7 +411,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
 
     Args:
       run_dir: the run folder.
-      data_dir: the data folder (``None``: as :func:`jaxseq.tasks.mnist.data.load_splits`).
+      data_dir: the data folder (``None``: as :func:`jaxseq.data.mnist.load_splits`).
       seed: the run's seed (the test set does not depend on it; kept for the split check).
 
     Returns:
@@ -507,9 +449,9 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
         MnistConfig(order=order, dataset=dataset, source=source)
     except ValueError as error:
         raise ValueError(f"{config_path}: {error}") from None
-    check_saved_permutation(run_dir, order, seed)
+    orders.check_saved_permutation(run_dir, order, seed)
     test_set = mnist_data.load_splits(data_dir, seed=seed, dataset=dataset, source=source).test
-    test_set = _part_in_order(test_set, order, seed)
+    test_set = orders.in_order(test_set, order, seed)
     from flax.errors import FlaxError
 
     scores = []
@@ -547,40 +489,3 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
                        "num_examples": test_set.num_examples, "saved": saved,
                        "comparison": comparison})
     return scores
-
-
-def raw_image_preparation(config: Mapping[str, Any], input_spec: Mapping[str, Any]
-                          ) -> Callable[[Any], Any] | None:
-    """How raw images become the inputs of a saved MNIST-task run, for its Predictor.
-
-    One of :func:`jaxseq.runs.predictor.load_run`'s input hooks: for a run of this task
-    (its ``config.json`` has ``cell`` and ``hidden_size``), 0-255 images ``[batch, 28,
-    28]`` are normalised (:func:`jaxseq.tasks.mnist.data.preprocess`) and read in the
-    run's order (``rows``, ``pixels``, or ``permuted`` with the permutation drawn from its
-    ``seed``), exactly as its training data was.
-
-    Args:
-      config: the run's ``config.json``.
-      input_spec: the model's ``{"shape", "dtype"}`` of one example.
-
-    Returns:
-      ``prepare(images) -> inputs``, or ``None`` for a run of another task.
-    """
-    if not {"cell", "hidden_size"} <= set(config):
-        return None
-    order = config.get("order", "rows")
-    if order not in mnist_data.ORDERS:
-        return None
-    permutation = (mnist_data.pixel_permutation(int(config.get("seed", 0)))
-                   if order == "permuted" else None)
-
-    def prepare(images: Any) -> Any:
-        import numpy as np
-
-        images = np.asarray(images)
-        if images.ndim != 3 or images.shape[1:] != (28, 28):
-            raise ValueError(f"raw images must be [batch, 28, 28] grey levels 0-255, got "
-                             f"{images.dtype} {images.shape}")
-        return mnist_data.as_sequences(mnist_data.preprocess(images), order, permutation)
-
-    return prepare

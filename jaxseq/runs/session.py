@@ -1,0 +1,208 @@
+"""One run session for every task: what a run does around :func:`jaxseq.train.fit`.
+
+A task supplies its data, model, objective and what it evaluates at the end; the session
+writes the run's settings, checkpoints each model every epoch (and inside an epoch on a stop
+request), resumes it at an epoch or mid-epoch exactly, names the model in its errors,
+writes TensorBoard curves, collects the warnings, and writes results atomically, on process
+0 only, a storage failure becoming one line (:class:`jaxseq.runs.storage.StorageError`).
+
+>>> import jax, numpy as np, tempfile
+>>> from jaxseq.data import Dataset
+>>> from jaxseq.nn import RecurrentClassifier
+>>> from jaxseq.train import create_train_state
+>>> data = Dataset(np.zeros((8, 3, 2), np.float32), np.zeros(8, np.int32))
+>>> model = RecurrentClassifier(cell="rnn", features=4, num_classes=2)
+>>> state = create_train_state(model, jax.random.key(0), data.inputs[:1])
+>>> session = RunSession(tempfile.mkdtemp(), progress=False, log=None)
+>>> state, history = session.train("rnn", model, state, jax.random.key(1), data, data,
+...                                epochs=2, batch_size=4)
+>>> history["epoch"], session.epochs("rnn")
+([1, 2], [1, 2])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from jaxseq.data.dataset import Dataset
+from jaxseq.data.files import write_json_atomic
+from jaxseq.runs import folder, interrupt, storage
+from jaxseq.runs.checkpoint import Checkpointer
+from jaxseq.runs.tensorboard import writer_for
+from jaxseq.train import (
+    CLASSIFICATION,
+    Callbacks,
+    History,
+    NonFiniteLossError,
+    Objective,
+    ResumePoint,
+    TrainingStopped,
+    TrainState,
+    fit,
+    training_warnings,
+)
+
+__all__ = ["RunSession"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSession:
+    """A run folder and how every model of the run is trained into it.
+
+    Attributes:
+      run_dir: the run folder (created when missing; ``~`` expanded), or ``None`` to train
+        without checkpoints or results.
+      resume: continue each model from its newest checkpoint (epoch or mid-epoch); the
+        result equals an uninterrupted run's (bit for bit on CPU, same device count).
+      keep_checkpoints: newest per-epoch checkpoints kept per model (``None``: all).
+      progress: show the training progress bars.
+      log: receives every printed line; ``None`` for silence.
+      log_dir: TensorBoard event files go to ``log_dir/<name>`` (process 0), if given.
+      log_every_steps: with ``log_dir``, also the training metrics every N steps.
+      should_stop: checked by ``fit`` after every chunk (e.g. a SIGTERM flag): the model is
+        checkpointed inside its epoch and :class:`jaxseq.train.TrainingStopped` raised.
+    """
+
+    run_dir: str | os.PathLike | None
+    resume: bool = False
+    keep_checkpoints: int | None = 3
+    progress: bool = True
+    log: Callable[[str], None] | None = print
+    log_dir: str | os.PathLike | None = None
+    log_every_steps: int | None = None
+    should_stop: Callable[[], bool] | None = None
+
+    def __post_init__(self) -> None:
+        if self.run_dir is not None:
+            run_dir = Path(self.run_dir).expanduser()
+            run_dir.mkdir(parents=True, exist_ok=True)
+            object.__setattr__(self, "run_dir", run_dir)
+
+    @property
+    def primary(self) -> bool:
+        """Whether this process writes the results (process 0)."""
+        return jax.process_index() == 0
+
+    def say(self, line: str) -> None:
+        """Log one line (nothing when ``log`` is ``None``)."""
+        if self.log is not None:
+            self.log(line)
+
+    def epochs(self, name: str) -> list[int]:
+        """The epochs with a complete checkpoint of model ``name``, oldest first."""
+        return folder.checkpoint_epochs(folder.checkpoint_dir(self.run_dir, name))
+
+    def write(self, what: str, write: Callable[[], Any], kept: str = "") -> None:
+        """Run ``write()`` (files into the run folder) on process 0; a storage failure is a
+        one-line :class:`~jaxseq.runs.storage.StorageError` naming ``what`` and ``kept``."""
+        if self.primary and self.run_dir is not None:
+            with storage.writing(what, self.run_dir, kept):
+                write()
+
+    def write_json(self, name: str, value: Any, kept: str = "") -> None:
+        """:meth:`write` of ``run_dir/name`` as JSON, atomically."""
+        self.write(name, lambda: write_json_atomic(self.run_dir / name, value), kept)
+
+    def train(self, name: str, model: nn.Module, state: TrainState, rng: jax.Array,
+              train: Dataset, validation: Dataset | None = None, *,
+              objective: Objective = CLASSIFICATION, epochs: int = 10, batch_size: int = 64,
+              label: str | None = None, task: str = "classification",
+              extra: Mapping[str, Any] | None = None, announce: bool = True,
+              ) -> tuple[TrainState, History]:
+        """Train one model with :func:`jaxseq.train.fit`, checkpointed in
+        ``run_dir/checkpoints/<name>`` (resumed from there with ``resume``).
+
+        Args:
+          name: the model's checkpoint folder name (``"gru"``, ``"seed-3"``).
+          model: the Flax module (recorded, so that ``load_run`` rebuilds it).
+          state: its fresh state (:func:`jaxseq.train.create_train_state`).
+          rng: the PRNG key of the shuffles.
+          train, validation: the data, as for ``fit``.
+          objective, epochs, batch_size: as for ``fit``.
+          label: the model in messages (``"seed 3"``; default ``name``).
+          task: how a predictor reads its outputs (``"classification"``, ``"bits"``).
+          extra: JSON values saved with every checkpoint.
+          announce: name the model in the line that says where it resumes.
+
+        Returns:
+          The trained state and the history of every epoch.
+
+        Raises:
+          ValueError: a checkpoint that cannot be restored, or (without ``resume``) a
+            checkpoint folder that already holds checkpoints.
+          jaxseq.train.NonFiniteLossError: naming the model and its last good checkpoint.
+          jaxseq.train.TrainingStopped: naming the model, after ``should_stop()``.
+        """
+        label = name if label is None else label
+        if self.run_dir is None:
+            return fit(state, train, validation, objective=objective, epochs=epochs,
+                       batch_size=batch_size, rng=rng, progress=self.progress,
+                       log_every_steps=self.log_every_steps,
+                       callbacks=Callbacks(log=self.log, should_stop=self.should_stop))
+        writer = writer_for(self.log_dir, name, self.primary)
+        directory = folder.checkpoint_dir(self.run_dir, name)
+        try:
+            with Checkpointer(directory, keep=self.keep_checkpoints, model=model,
+                              example_inputs=np.asarray(train.inputs[:1]), task=task,
+                              extra=extra) as checkpointer:
+                state, rng, point = self._restore(checkpointer, state, rng, name, announce)
+                callbacks = Callbacks(
+                    log=self.log, should_stop=self.should_stop, metric_writer=writer,
+                    on_epoch_end=interrupt.on_epoch_end(checkpointer, rng),
+                    on_stop=interrupt.saver(checkpointer, rng))
+                return fit(state, train, validation, objective=objective, epochs=epochs,
+                           batch_size=batch_size, rng=rng, progress=self.progress,
+                           log_every_steps=self.log_every_steps, callbacks=callbacks,
+                           resume=point)
+        except TrainingStopped as error:
+            raise error.in_run(label) from None
+        except NonFiniteLossError as error:
+            raise error.in_run(label, folder.latest_epoch(directory), directory) from None
+        finally:
+            if writer is not None:
+                writer.close()
+
+    def _restore(self, checkpointer: Checkpointer, state: TrainState, rng: jax.Array,
+                 name: str, announce: bool) -> tuple[TrainState, jax.Array, ResumePoint]:
+        """The state, key and resume point to continue from (a fresh start without any)."""
+        has_epochs = checkpointer.latest_epoch() is not None
+        if not self.resume:
+            if has_epochs:
+                raise ValueError(f"{checkpointer.directory} already holds checkpoints; "
+                                 f"resume=True continues from them")
+            return state, rng, ResumePoint()
+        try:
+            partial = interrupt.restore(checkpointer, state)
+            if partial is not None:  # stopped inside an epoch
+                restored, progress = partial
+                point = ResumePoint(progress.epoch - 1, restored.history, progress)
+                where = interrupt.describe(progress)
+            elif has_epochs:
+                restored = checkpointer.restore(state)
+                point = ResumePoint(restored.epoch, restored.history)
+                where = f"after epoch {restored.epoch}"
+            else:
+                return state, rng, ResumePoint()
+        except (ValueError, KeyError, OSError) as error:  # orbax / tensorstore errors
+            raise ValueError(folder.restore_error_message(checkpointer.directory,
+                                                          error)) from error
+        self.say(f"resuming {name + ' ' if announce else ''}{where} from "
+                 f"{checkpointer.directory}")
+        return restored.state, restored.rng, point
+
+    def warnings(self, label: str, history: History, test: Mapping[str, float] | None,
+                 chance_loss: float | None) -> list[str]:
+        """The warnings of a finished model (:func:`jaxseq.train.training_warnings`), each
+        also logged as ``WARNING <label>: <warning>``."""
+        found = training_warnings(history, test, chance_loss)
+        for warning in found:
+            self.say(f"WARNING {label}: {warning}")
+        return found
