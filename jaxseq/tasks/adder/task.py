@@ -1,14 +1,10 @@
-"""Binary addition with a learnable full-adder cell, trained by the shared loop.
+"""Binary addition with the learnable full-adder cell: objectives, the length table, runs.
 
-The reference study teaches a tiny recurrent cell (:class:`jaxseq.nn.cells.FullAdderCell`,
-32 parameters) to add two binary numbers fed least significant bit first, then asks
-whether it generalises to numbers longer than those it saw in training. This module
-holds the objectives, length-generalisation evaluation, :class:`AdderConfig`,
-:func:`run_seed` (one seeded training run with the study's settings) and :func:`run`
-(every seed of a run, written into a run folder), all on top of the shared
-:mod:`jaxseq.train` loop. ``experiments/adder.py`` is the command line; the model is in
-:mod:`jaxseq.tasks.adder.model`, the data in :mod:`jaxseq.tasks.adder.data`, and Keras'
-Adam (``optimizer="keras_adam"``) in :mod:`jaxseq.optim`.
+The reference study teaches a 32-parameter recurrent cell
+(:class:`jaxseq.nn.adder.FullAdderCell`) to add binary numbers fed least significant bit
+first, then asks whether it adds numbers longer than those it saw in training.
+:func:`run_seed` is one seeded run, :func:`run` every seed of a run in a run folder;
+``experiments/adder.py`` is the command line.
 """
 
 from __future__ import annotations
@@ -19,7 +15,6 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -30,47 +25,30 @@ import numpy as np
 from jaxseq import losses, train
 from jaxseq.checks import MAX_SEED, check_batch_size, check_positive_int
 from jaxseq.data.dataset import Dataset
+from jaxseq.nn.adder import BinaryAdder
 from jaxseq.optim import make_optimizer
+from jaxseq.runs.session import RunSession
 from jaxseq.tasks.adder import data as adder_data
 from jaxseq.tasks.adder.config import OUTPUTS, AdderConfig, seed_name  # noqa: F401
-from jaxseq.tasks.adder.model import TASK, BinaryAdder, is_full_adder, truth_table
+from jaxseq.tasks.adder.model import TASK, is_full_adder, truth_table
 
-__all__ = [
-    "ADDER_CHANCE_LOSS",
-    "ADDER_OBJECTIVES",
-    "OUTPUTS",
-    "AdderConfig",
-    "eval_dataset",
-    "evaluate_lengths",
-    "get_objective",
-    "run",
-    "run_seed",
-]
+__all__ = ["ADDER_CHANCE_LOSS", "ADDER_OBJECTIVES", "OUTPUTS", "AdderConfig", "eval_dataset",
+           "evaluate_lengths", "get_objective", "run", "run_seed"]
 
-
-#: Ready objectives: Keras-style clipped binary cross-entropy, or mean squared
-#: error, both with per-bit and exact-sum accuracy.
+#: Keras-style clipped binary cross-entropy or mean squared error, with per-bit and
+#: exact-sum accuracy.
 ADDER_OBJECTIVES: dict[str, train.Objective] = {
     "bce": train.Objective(losses.binary_cross_entropy, losses.bit_metrics,
                            losses.check_bit_labels),
     "mse": train.Objective(losses.mean_squared_error, losses.bit_metrics,
                            losses.check_bit_labels),
 }
-
-
-#: The loss of guessing 0.5 for every bit, per objective: the chance level that
-#: :func:`jaxseq.train.divergence_warning` compares the training loss with.
+#: The loss of guessing 0.5 for every bit: the chance level of the divergence warning.
 ADDER_CHANCE_LOSS: dict[str, float] = {"bce": math.log(2.0), "mse": 0.25}
 
 
 def get_objective(name: str) -> train.Objective:
     """The objective called ``name`` (``"bce"`` or ``"mse"``).
-
-    Args:
-      name: a key of :data:`ADDER_OBJECTIVES`.
-
-    Returns:
-      The :class:`jaxseq.train.Objective` for :func:`jaxseq.train.fit`.
 
     Raises:
       ValueError: for an unknown name, listing the valid ones.
@@ -80,74 +58,49 @@ def get_objective(name: str) -> train.Objective:
     return ADDER_OBJECTIVES[name]
 
 
-# --- Evaluation at many lengths ---------------------------------------------------------
-
-
 def eval_dataset(bits: int, n_samples: int, seed: int) -> Dataset:
-    """The evaluation additions of length ``bits`` for run seed ``seed``.
-
-    Seeded by ``numpy.random.default_rng((seed, bits))``: a stream independent of the
-    training data (seeded by ``default_rng(seed)``) and of the other lengths.
-
-    Args:
-      bits: the sequence length, in ``[2, MAX_BITS]``.
-      n_samples: additions to generate (positive).
-      seed: the run seed (non-negative).
-
-    Returns:
-      A :class:`~jaxseq.data.dataset.Dataset` as from
-      :func:`jaxseq.tasks.adder.data.generate`: inputs int32 ``[n_samples, bits, 2]``, labels
-      int32 ``[n_samples, bits]``.
+    """The evaluation additions of length ``bits`` for run seed ``seed``, int32 inputs
+    ``[n_samples, bits, 2]`` and labels ``[n_samples, bits]``, drawn from
+    ``numpy.random.default_rng((seed, bits))`` (independent of the training data).
 
     Raises:
-      ValueError: for sizes out of range (from :func:`jaxseq.tasks.adder.data.generate`).
+      ValueError: for sizes out of range.
     """
     return adder_data.generate(bits, n_samples, np.random.default_rng((seed, bits)))
 
 
 @partial(jax.jit, static_argnames="model")
-def _masked_bit_counts(
-    model: nn.Module, params: Any, inputs: jax.Array, labels: jax.Array, lengths: jax.Array
-) -> tuple[jax.Array, jax.Array]:
+def _masked_bit_counts(model: nn.Module, params: Any, inputs: jax.Array, labels: jax.Array,
+                       lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Per row: bits right among the first ``lengths[i]`` bits, and whether all are right."""
     probabilities = model.apply({"params": params}, inputs)[..., 0]
     valid = jnp.arange(inputs.shape[1])[None, :] < lengths[:, None]
     right = (probabilities > 0.5) == (labels == 1)
-    bits_right = jnp.sum(right & valid, axis=1)
-    exact = jnp.all(right | ~valid, axis=1)
-    return bits_right, exact
+    return jnp.sum(right & valid, axis=1), jnp.all(right | ~valid, axis=1)
 
 
-def evaluate_lengths(
-    model: nn.Module,
-    params: Any,
-    lengths: Sequence[int],
-    n_samples: int,
-    seed: int = 0,
-    batch_size: int = 2048,
-    datasets: Mapping[int, Dataset] | None = None,
-) -> list[dict[str, float]]:
-    """Per-bit and exact-sum accuracy at each sequence length, with ONE compiled forward.
+def evaluate_lengths(model: nn.Module, params: Any, lengths: Sequence[int], n_samples: int,
+                     seed: int = 0, batch_size: int = 2048,
+                     datasets: Mapping[int, Dataset] | None = None) -> list[dict[str, float]]:
+    """Per-bit and exact-sum accuracy at each length, with ONE compiled forward.
 
-    The model reads bits LSB first and is causal, so the output at step ``t`` depends
-    only on steps ``<= t``: every length's data is zero-padded to the longest length,
-    all rows are run through one jitted forward of fixed shape
-    ``[batch_size, max(lengths), 2]`` (the last batch padded with empty rows), and
-    each row is scored on its own first ``L`` bits only. The numbers equal those of
-    evaluating each length unpadded (tested), without a compile per length.
+    The model reads bits LSB first and is causal, so every length's rows are zero-padded to
+    the longest length, run through one jitted forward of shape ``[batch_size,
+    max(lengths), 2]`` (the last batch padded with empty rows) and each row is scored on
+    its own first ``L`` bits: the numbers of evaluating each length unpadded.
 
     Args:
-      model: e.g. :class:`BinaryAdder` (must be causal along time).
+      model: a causal model, e.g. :class:`~jaxseq.nn.adder.BinaryAdder`.
       params: its parameters.
-      lengths: bit lengths to evaluate, each in ``[2, MAX_BITS]``.
-      n_samples: additions per length (positive).
+      lengths: bit lengths, each in ``[2, MAX_BITS]``.
+      n_samples: additions per length.
       seed: run seed for :func:`eval_dataset`.
       batch_size: rows per forward call (memory only).
-      datasets: optional ``{length: Dataset}`` to use instead of :func:`eval_dataset`.
+      datasets: ``{length: Dataset}`` to use instead of :func:`eval_dataset`.
 
     Returns:
-      One dict per length, in the given order: ``{"bits", "samples",
-      "bit_accuracy", "exact_accuracy"}``, accuracies as fractions in ``[0, 1]``.
+      One dict per length, in the given order: ``{"bits", "samples", "bit_accuracy",
+      "exact_accuracy"}``, accuracies as fractions.
 
     Raises:
       ValueError: for an empty ``lengths`` or invalid sizes.
@@ -156,152 +109,65 @@ def evaluate_lengths(
     if not lengths:
         raise ValueError("lengths must not be empty")
     check_positive_int("batch_size", batch_size)
-    max_len = max(lengths)
-    unique = sorted(set(lengths))
-    total_rows = 0
-    for length in unique:
-        data = datasets[length] if datasets is not None else None
-        total_rows += data.num_examples if data is not None else n_samples
-    batch_size = min(batch_size, total_rows)
-    bits_right = dict.fromkeys(unique, 0)
-    exact_right = dict.fromkeys(unique, 0)
-    counts = dict.fromkeys(unique, 0)
-
-    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    pending_rows = 0
-
-    def run_batch(x: np.ndarray, y: np.ndarray, row_lengths: np.ndarray) -> None:
-        rows = len(row_lengths)
-        if rows < batch_size:  # pad with empty rows (length 0: never counted)
-            pad = batch_size - rows
-            x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-            y = np.concatenate([y, np.zeros((pad, *y.shape[1:]), y.dtype)])
-            row_lengths = np.concatenate([row_lengths, np.zeros(pad, row_lengths.dtype)])
-        right, exact = jax.device_get(_masked_bit_counts(
-            model, params, jnp.asarray(x), jnp.asarray(y), jnp.asarray(row_lengths)
-        ))
-        for length in np.unique(row_lengths[:rows]):
-            rows_of = row_lengths[:rows] == length
-            bits_right[int(length)] += int(right[:rows][rows_of].sum())
-            exact_right[int(length)] += int(exact[:rows][rows_of].sum())
-            counts[int(length)] += int(rows_of.sum())
-
-    def drain(final: bool) -> None:
-        nonlocal pending, pending_rows
-        if not pending or (pending_rows < batch_size and not final):
-            return
-        x = np.concatenate([p[0] for p in pending])
-        y = np.concatenate([p[1] for p in pending])
-        row_lengths = np.concatenate([p[2] for p in pending])
-        start = 0
-        while len(row_lengths) - start >= batch_size:
-            stop = start + batch_size
-            run_batch(x[start:stop], y[start:stop], row_lengths[start:stop])
-            start = stop
-        rest = (x[start:], y[start:], row_lengths[start:])
-        if final and len(rest[2]):
-            run_batch(*rest)
-            rest = (x[:0], y[:0], row_lengths[:0])
-        pending, pending_rows = ([rest] if len(rest[2]) else []), len(rest[2])
-
-    for length in unique:
-        data = datasets.get(length) if datasets is not None else None
-        if data is None:
-            data = eval_dataset(length, n_samples, seed)
-        n, width = data.labels.shape
-        if width != length:
-            raise ValueError(f"dataset for length {length} has {width} bits")
-        x = np.zeros((n, max_len, 2), np.int32)
-        y = np.zeros((n, max_len), np.int32)
-        x[:, :length] = data.inputs
-        y[:, :length] = data.labels
-        pending.append((x, y, np.full(n, length, np.int32)))
-        pending_rows += n
-        drain(final=False)
-    drain(final=True)
-
-    return [
-        {
-            "bits": length,
-            "samples": counts[length],
-            "bit_accuracy": bits_right[length] / (counts[length] * length),
-            "exact_accuracy": exact_right[length] / counts[length],
-        }
-        for length in lengths
-    ]
+    longest, unique = max(lengths), sorted(set(lengths))
+    datasets = datasets or {}
+    total = sum(datasets[n].num_examples if n in datasets else n_samples for n in unique)
+    batch_size = min(batch_size, total)
+    scores = {length: [0, 0, 0] for length in unique}  # bits right, exact, rows
+    for length in unique:  # one length's rows at a time: memory for one length only
+        part = datasets[length] if length in datasets else eval_dataset(length, n_samples,
+                                                                         seed)
+        if part.labels.shape[1] != length:
+            raise ValueError(f"dataset for length {length} has {part.labels.shape[1]} bits")
+        for start in range(0, part.num_examples, batch_size):
+            rows = min(batch_size, part.num_examples - start)
+            x = np.zeros((batch_size, longest, 2), np.int32)
+            y = np.zeros((batch_size, longest), np.int32)
+            x[:rows, :length] = part.inputs[start:start + rows]
+            y[:rows, :length] = part.labels[start:start + rows]
+            row_lengths = np.where(np.arange(batch_size) < rows, length, 0).astype(np.int32)
+            right, exact = jax.device_get(_masked_bit_counts(model, params, x, y, row_lengths))
+            scores[length][0] += int(right[:rows].sum())
+            scores[length][1] += int(exact[:rows].sum())
+            scores[length][2] += rows
+    return [{"bits": length, "samples": scores[length][2],
+             "bit_accuracy": scores[length][0] / (scores[length][2] * length),
+             "exact_accuracy": scores[length][1] / scores[length][2]} for length in lengths]
 
 
-# --- One training run -------------------------------------------------------------------
+def run_seed(config: AdderConfig, seed: int = 0, session: RunSession | None = None, *,
+             model: BinaryAdder | None = None) -> dict[str, Any]:
+    """Generate, split, train, evaluate and tabulate one seed.
 
-
-def run_seed(
-    config: AdderConfig,
-    seed: int = 0,
-    *,
-    progress: bool = True,
-    log: Callable[[str], None] | None = print,
-    model: BinaryAdder | None = None,
-    checkpoint_dir: str | os.PathLike | None = None,
-    keep_checkpoints: int | None = 3,
-    resume: bool = False,
-    metric_writer: train.MetricWriter | None = None,
-    log_every_steps: int | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> dict[str, Any]:
-    """Generate, split, train with :func:`jaxseq.train.fit`, evaluate, tabulate.
-
-    Seeding: the training data and split use ``numpy.random.default_rng(seed)``; the
-    parameter initialisation and the per-epoch shuffles use the two halves of
-    ``jax.random.split(jax.random.key(seed))``; evaluation data per length uses
-    :func:`eval_dataset` with the same ``seed``.
+    The training data and split use ``numpy.random.default_rng(seed)``; the initialisation
+    and the shuffles the two halves of ``jax.random.split(jax.random.key(seed))``; the
+    length table :func:`eval_dataset` with the same ``seed``.
 
     Args:
-      config: the settings (its ``seed``, ``seeds`` and ``keep_checkpoints`` are not used
-        here).
-      seed: non-negative integer seed.
-      progress: show fit's progress bar.
-      log: receives fit's per-epoch lines; ``None`` for silence.
-      model: reuse a :class:`BinaryAdder` (same hidden size) so that repeated runs
-        hit the jit caches; default a new one.
-      checkpoint_dir: if given, a checkpoint is saved there after every epoch
-        (:class:`jaxseq.runs.checkpoint.Checkpointer`, task ``"bits"``).
-      keep_checkpoints: how many of the newest checkpoints to keep (``None``: all).
-      resume: continue from the newest checkpoint in ``checkpoint_dir`` if there is
-        one (the result is the same as a run never interrupted); without it, a
-        ``checkpoint_dir`` that already holds checkpoints is an error.
-      metric_writer, log_every_steps: passed to :func:`jaxseq.train.fit`, e.g. a
-        :class:`jaxseq.runs.tensorboard.TensorBoardWriter` for TensorBoard curves.
-      should_stop: passed to :func:`jaxseq.train.fit` (e.g. SIGTERM,
-        :class:`jaxseq.runs.signals.StopRequest`); with ``checkpoint_dir`` a stop inside
-        an epoch is checkpointed there (:mod:`jaxseq.runs.interrupt`) and ``resume``
-        continues it exactly.
+      config: the settings (``seed``, ``seeds`` and ``keep_checkpoints`` are not used).
+      seed: the seed.
+      session: checkpoints, resuming, logging (default: no run folder, no progress bar,
+        log to stdout); the seed trains as model ``seed-<seed>``.
+      model: a :class:`~jaxseq.nn.adder.BinaryAdder` to reuse (its compiled functions).
 
     Returns:
       ``{"seed", "history", "test", "lengths", "converged", "truth_table",
       "is_full_adder", "train_examples", "test_examples", "test_rows_in_train",
-      "train_seconds", "samples_per_second", "seconds", "params", "warnings"}``:
-      ``history`` from ``fit`` (validation = the test split), ``test_rows_in_train`` how
-      many test rows hold an addition also in the training part (0 for
-      ``split="distinct"``), ``warnings`` divergence warnings (see
-      :func:`jaxseq.train.training_warnings`),
-      ``test`` the final test loss and accuracies, ``lengths`` the
-      :func:`evaluate_lengths` table, ``converged`` whether exact-sum accuracy is 1.0
-      at every evaluated length, ``samples_per_second`` training examples per second
-      of epoch time (epochs after the first, which includes compilation, when there
-      are several), ``seconds`` the run's wall time, ``params`` the trained
-      parameters (NumPy arrays; not JSON), ``warnings`` the
-      :func:`jaxseq.train.training_warnings` (divergence: the training loss 100x the
-      chance level :data:`ADDER_CHANCE_LOSS` or its best earlier epoch; non-finite test
-      predictions), each also logged.
+      "steps_per_epoch", "train_seconds", "samples_per_second", "seconds", "params",
+      "warnings"}``: ``test`` the final test loss and accuracies, ``lengths`` the
+      :func:`evaluate_lengths` table, ``converged`` whether every length is summed
+      exactly, ``samples_per_second`` over the epochs after the first (which compiles),
+      ``params`` the trained parameters (NumPy, not JSON).
 
     Raises:
-      ValueError: for an invalid config or seed, or (without ``resume``) a
-        ``checkpoint_dir`` that already holds checkpoints.
-      jaxseq.train.NonFiniteLossError: if the loss becomes NaN or infinite.
-      jaxseq.train.TrainingStopped: when ``should_stop()`` became true.
+      ValueError: for an invalid seed, or a seed folder that already holds checkpoints
+        without ``session.resume``.
+      jaxseq.train.NonFiniteLossError, jaxseq.train.TrainingStopped: as for
+        :meth:`~jaxseq.runs.session.RunSession.train`.
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
+    session = RunSession(None, progress=False) if session is None else session
     start = time.perf_counter()
     objective = get_objective(config.loss)
     rng = np.random.default_rng(seed)
@@ -309,201 +175,99 @@ def run_seed(
     train_set, test_set = adder_data.split(data, config.test_size, rng, config.split)
     if config.split != "random":  # the random split's sizes were checked by the config
         check_batch_size(config.batch_size, train_set.num_examples)
-
     if model is None or model.hidden_features != config.hidden_size:
         model = BinaryAdder(config.hidden_size)
     init_key, shuffle_key = jax.random.split(jax.random.key(seed))
     state = train.create_train_state(
         model, init_key, train_set.inputs[:1],
-        optimizer=make_optimizer(config.optimizer, config.learning_rate),
-    )
-    initial_epoch, history, on_epoch_end, checkpointer = 0, None, None, None
-    on_stop, stopped_at = None, None
-    if checkpoint_dir is not None:
-        from jaxseq.runs import interrupt
-        from jaxseq.runs.checkpoint import Checkpointer  # orbax: only when checkpointing
-
-        checkpointer = Checkpointer(
-            checkpoint_dir, keep=keep_checkpoints, model=model,
-            example_inputs=train_set.inputs[:1], task=TASK,
-            extra={"seed": seed, "config": dataclasses.asdict(config)},
-        )
-        partial = interrupt.restore(checkpointer, state) if resume else None
-        if checkpointer.latest_epoch() is not None or partial is not None:
-            if not resume:
-                checkpointer.close()
-                raise ValueError(f"{checkpointer.directory} already holds checkpoints; "
-                                 f"resume=True continues from them")
-            if partial is not None:  # stopped inside an epoch (SIGTERM)
-                restored, stopped_at = partial
-                initial_epoch = stopped_at.epoch - 1
-            else:
-                restored = checkpointer.restore(state)
-                initial_epoch = restored.epoch
-            state, shuffle_key, history = restored.state, restored.rng, restored.history
-            if log is not None:
-                where = (interrupt.describe(stopped_at) if stopped_at is not None
-                         else f"after epoch {initial_epoch}")
-                log(f"resuming {where} from {checkpointer.directory}")
-        on_epoch_end = interrupt.on_epoch_end(checkpointer, shuffle_key)
-        on_stop = interrupt.saver(checkpointer, shuffle_key)
-    try:
-        state, history = train.fit(
-            state, train_set, test_set, objective=objective, epochs=config.epochs,
-            batch_size=config.batch_size, rng=shuffle_key, progress=progress, log=log,
-            initial_epoch=initial_epoch, history=history, on_epoch_end=on_epoch_end,
-            metric_writer=metric_writer, log_every_steps=log_every_steps,
-            should_stop=should_stop, on_stop=on_stop, resume_progress=stopped_at,
-        )
-    finally:
-        if checkpointer is not None:
-            checkpointer.close()
+        optimizer=make_optimizer(config.optimizer, config.learning_rate))
+    state, history = session.train(
+        seed_name(seed), model, state, shuffle_key, train_set, test_set, objective=objective,
+        epochs=config.epochs, batch_size=config.batch_size, label=f"seed {seed}", task=TASK,
+        extra={"seed": seed, "config": dataclasses.asdict(config)}, announce=False)
     test_metrics = train.evaluate(state, test_set, objective)
-    # --- issue 10: divergence (and non-finite test predictions) warnings -----------------
-    warnings = train.training_warnings(history, test_metrics, ADDER_CHANCE_LOSS[config.loss])
-    if log is not None:
-        for warning in warnings:
-            log(f"WARNING seed {seed}: {warning}")
-    # --- end of issue 10 --------------------------------------------------------------------
+    warnings = session.warnings(f"seed {seed}", history, test_metrics,
+                                ADDER_CHANCE_LOSS[config.loss])
     # Host copies: with several processes the state's arrays span them all.
     host_params = jax.tree.map(np.asarray, jax.device_get(state.params))
     table = evaluate_lengths(model, host_params, config.eval_bits, config.eval_samples,
                              seed, config.eval_batch_size)
     truth = truth_table(host_params, config.hidden_size)
-
     steps = train_set.num_examples // config.batch_size
     epoch_seconds = history["epoch_seconds"]
     timed = epoch_seconds[1:] if len(epoch_seconds) > 1 else epoch_seconds
-    return {
-        "seed": seed,
-        "history": history,
-        "test": test_metrics,
-        "lengths": table,
-        "converged": all(row["exact_accuracy"] == 1.0 for row in table),
-        "truth_table": truth,
-        "is_full_adder": is_full_adder(truth),
-        "train_examples": train_set.num_examples,
-        "test_examples": test_set.num_examples,
-        "test_rows_in_train": adder_data.overlapping_test_rows(train_set, test_set),
-        "steps_per_epoch": steps,
-        "train_seconds": float(sum(epoch_seconds)),
-        "samples_per_second": steps * config.batch_size * len(timed) / float(sum(timed)),
-        "seconds": time.perf_counter() - start,
-        "params": host_params,
-        "warnings": warnings,
-    }
+    return {"seed": seed, "history": history, "test": test_metrics, "lengths": table,
+            "converged": all(row["exact_accuracy"] == 1.0 for row in table),
+            "truth_table": truth, "is_full_adder": is_full_adder(truth),
+            "train_examples": train_set.num_examples, "test_examples": test_set.num_examples,
+            "test_rows_in_train": adder_data.overlapping_test_rows(train_set, test_set),
+            "steps_per_epoch": steps, "train_seconds": float(sum(epoch_seconds)),
+            "samples_per_second": steps * config.batch_size * len(timed) / float(sum(timed)),
+            "seconds": time.perf_counter() - start, "params": host_params,
+            "warnings": warnings}
 
 
-
-
-def run(
-    config: AdderConfig,
-    run_dir: str | os.PathLike,
-    *,
-    resume: bool = False,
-    progress: bool = True,
-    log: Callable[[str], None] | None = print,
-    on_seed_end: Callable[[dict[str, Any]], None] | None = None,
-    run_info: Mapping[str, Any] | None = None,
-    log_dir: str | os.PathLike | None = None,
-    log_every_steps: int | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> dict[str, Any]:
+def run(config: AdderConfig, run_dir: str | os.PathLike, *, resume: bool = False,
+        progress: bool = True, log: Callable[[str], None] | None = print,
+        on_seed_end: Callable[[dict[str, Any]], None] | None = None,
+        run_info: Mapping[str, Any] | None = None, log_dir: str | os.PathLike | None = None,
+        log_every_steps: int | None = None,
+        should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Train and evaluate every seed of ``config`` into ``run_dir``; write its results.
 
-    Seeds ``config.seed .. config.seed + config.seeds - 1`` run in turn through
-    :func:`run_seed` (sharing one model, so they share the compiled functions), each
-    checkpointed every epoch in ``run_dir/checkpoints/seed-<k>``. Process 0 writes
-    ``config.json`` first (the settings and ``run_info``; not on ``resume``), and
-    ``results.json`` (config, summary, every seed's result) and the figure
-    ``accuracy_vs_bits.png`` at the end, each atomically.
+    Seeds ``config.seed ..`` run in turn through :func:`run_seed` (sharing one model and so
+    its compiled functions), checkpointed in ``run_dir/checkpoints/seed-<k>``.
+    ``config.json`` is written first (not on ``resume``), ``results.json`` and the figure
+    ``accuracy_vs_bits.png`` at the end.
 
     Args:
       config: the settings.
       run_dir: the run folder (created when missing).
-      resume: continue each seed from its newest checkpoint (a seed already finished
-        restores its last epoch and re-evaluates).
-      progress: show the training progress bars.
-      log: receives the per-epoch lines; ``None`` for silence.
-      on_seed_end: called with each seed's result (as in ``results["runs"]``) when it
-        is done, e.g. to print its tables.
-      run_info: extra JSON values for ``config.json`` (devices, processes...).
-      log_dir: if given, TensorBoard event files of each seed's training metrics go to
-        ``log_dir/seed-<k>`` (:class:`jaxseq.runs.tensorboard.TensorBoardWriter`; process
-        0 only).
-      log_every_steps: with ``log_dir``, also the training metrics every N steps.
-      should_stop: e.g. SIGTERM (:class:`jaxseq.runs.signals.StopRequest`), see
-        :func:`run_seed`.
+      resume, progress, log, log_dir, log_every_steps, should_stop: as for
+        :class:`~jaxseq.runs.session.RunSession`.
+      on_seed_end: called with each seed's result when it is done (to print its tables).
+      run_info: extra JSON values for ``config.json``.
 
     Returns:
       ``{"config", "summary", "runs", "seconds", "warnings"}`` as written to
-      ``results.json``: ``summary`` counts the seeds that converged (100% exact sums at
-      every evaluated length) and that learned exactly a full adder's truth table;
-      ``warnings`` lists ``"seed <k>: <warning>"`` for every seed's warnings (see
-      :func:`run_seed`: a diverged training loss, non-finite test predictions).
+      ``results.json``: ``summary`` counts the seeds that converged and those that learned
+      exactly a full adder; ``warnings`` lists ``"seed <k>: <warning>"``.
 
     Raises:
-      ValueError: for a checkpoint that cannot be restored, or (without ``resume``) a
-        seed folder that already holds checkpoints.
-      jaxseq.train.NonFiniteLossError: when a seed's loss becomes NaN or infinite; the
-        message names the seed and its last good checkpoint.
-      jaxseq.train.TrainingStopped: when ``should_stop()`` became true.
+      ValueError: a checkpoint that cannot be restored, or (without ``resume``) a seed
+        folder that already holds checkpoints.
+      jaxseq.train.NonFiniteLossError, jaxseq.train.TrainingStopped: naming the seed.
       jaxseq.runs.storage.StorageError: when a checkpoint or result cannot be written.
     """
     from jaxseq import plots
-    from jaxseq.runs import folder, storage
-    from jaxseq.runs.tensorboard import writer_for
+    from jaxseq.data.files import write_json_atomic
 
-    run_dir = Path(run_dir).expanduser()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    primary = jax.process_index() == 0
+    session = RunSession(run_dir, resume, config.keep_checkpoints, progress, log, log_dir,
+                         log_every_steps, should_stop)
     settings = dataclasses.asdict(config)
-    if primary and not resume:
-        with storage.writing("config.json", run_dir):
-            folder.write_json_atomic(run_dir / "config.json", settings | dict(run_info or {}))
+    if not resume:
+        session.write_json("config.json", settings | dict(run_info or {}))
     start = time.perf_counter()
     model = BinaryAdder(config.hidden_size)
     runs = []
     for seed in range(config.seed, config.seed + config.seeds):
-        directory = folder.checkpoint_dir(run_dir, f"seed-{seed}")
-        if log is not None:
-            log(f"\n=== seed {seed} ===")
-        writer = writer_for(log_dir, f"seed-{seed}", primary)
-        try:
-            result = run_seed(config, seed, progress=progress, log=log, model=model,
-                              checkpoint_dir=directory,
-                              keep_checkpoints=config.keep_checkpoints, resume=resume,
-                              metric_writer=writer, log_every_steps=log_every_steps,
-                              should_stop=should_stop)
-        except train.TrainingStopped as error:
-            raise error.in_run(f"seed {seed}") from None
-        except (KeyError, OSError) as error:  # orbax / tensorstore: a damaged checkpoint
-            raise ValueError(folder.restore_error_message(directory, error)) from error
-        except train.NonFiniteLossError as error:
-            raise error.in_run(f"seed {seed}", folder.latest_epoch(directory), directory) from None
-        finally:
-            if writer is not None:
-                writer.close()
+        session.say(f"\n=== seed {seed} ===")
+        result = run_seed(config, seed, session, model=model)
         result.pop("params")
         runs.append(result)
         if on_seed_end is not None:
             on_seed_end(result)
     converged = [r["seed"] for r in runs if r["converged"]]
-    results = {
-        "config": settings,
-        "summary": {"seeds": [r["seed"] for r in runs], "converged": len(converged),
-                    "converged_seeds": converged,
-                    "full_adder": sum(r["is_full_adder"] for r in runs)},
-        "runs": runs,
-        "seconds": time.perf_counter() - start,
-        "warnings": [f"seed {r['seed']}: {w}" for r in runs for w in r["warnings"]],
-    }
-    if primary:
-        with storage.writing("results.json", run_dir, "every epoch of every seed is "
-                             "checkpointed: free space, then --resume RUN_DIR writes them"):
-            folder.write_json_atomic(run_dir / "results.json", results)
-            plots.plot_adder_lengths(runs, config.loss, config.bits,
-                                     run_dir / "accuracy_vs_bits.png")
+    results = {"config": settings,
+               "summary": {"seeds": [r["seed"] for r in runs], "converged": len(converged),
+                           "converged_seeds": converged,
+                           "full_adder": sum(r["is_full_adder"] for r in runs)},
+               "runs": runs, "seconds": time.perf_counter() - start,
+               "warnings": [f"seed {r['seed']}: {w}" for r in runs for w in r["warnings"]]}
+    out = session.run_dir
+    session.write("results.json", lambda: (
+        write_json_atomic(out / "results.json", results),
+        plots.plot_adder_lengths(runs, config.loss, config.bits, out / "accuracy_vs_bits.png")),
+        "every epoch of every seed is checkpointed: free space, then --resume RUN_DIR writes "
+        "them")
     return results
-
-

@@ -5,7 +5,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from jaxseq.checks import check_dropout_rate, check_positive_int, check_positive_number
+from jaxseq.checks import (
+    check_batch_size,
+    check_dropout_rate,
+    check_positive_int,
+    check_positive_number,
+)
 from jaxseq.data.catalogue import DATASETS, SOURCES, dataset_info
 from jaxseq.data.orders import ORDERS
 from jaxseq.nn.registry import CELLS, cell_info
@@ -106,6 +111,18 @@ class MnistConfig(c.ModelSettings, c.TrainingSettings, c.RunSettings):
     def __post_init__(self) -> None:
         c.validate(self)
         c.check_seed_range(self.seed, self.seeds)
+
+    def check_steps(self, num_train: int) -> None:
+        """Refuse a ``batch_size`` larger than the training set, or a warm-up longer than
+        the run (cosine: not fewer steps than the run has; constant: no more)."""
+        check_batch_size(self.batch_size, num_train)
+        total_steps = self.epochs * (num_train // self.batch_size)
+        if self.schedule == "cosine" and self.warmup_steps >= total_steps:
+            raise ValueError(f"warmup_steps {self.warmup_steps} must be smaller than the run's "
+                             f"{total_steps} training steps for the cosine schedule")
+        if self.warmup_steps > total_steps:
+            raise ValueError(f"warmup_steps {self.warmup_steps} is more than the run's "
+                             f"{total_steps} training steps")
 
     @property
     def cells(self) -> list[str]:

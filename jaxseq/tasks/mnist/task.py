@@ -1,19 +1,10 @@
-"""Sequential MNIST, row by row: train recurrent classifiers, score them, re-score a run.
+"""Sequential MNIST: train recurrent classifiers into a run folder, score them, re-score a run.
 
-Each 28x28 image is read as 28 time steps of 28 pixels (or, with ``order="pixels"`` /
-``"permuted"``, as 784 steps of one pixel: sequential and permuted MNIST); the
-classifier's logits come from the recurrent output at the last step. :class:`MnistConfig`'s
-defaults are the reference study's: hidden 128, 1 layer, Adam 1e-3, batch 64, 10 epochs,
-80/20 split of the 60,000 training images, the 10,000 test images for the final score.
-
-A run folder holds ``config.json``, one checkpoint folder per model
-(``checkpoints/<model>/<epoch>/``, see :mod:`jaxseq.runs.checkpoint`),
-``<model>_results.json``, ``summary.json`` and the figures (with ``seeds > 1``, one
-checkpoint folder and results file per model and seed, ``<model>-seed-<k>``, and the
-mean and sample standard deviation over the seeds in ``summary.json``); a permuted-order
-run also
-``permutation.json`` (its pixel order, checked when the run is resumed or re-scored).
-``experiments/mnist.py`` is the command line.
+Each 28x28 image is read as 28 steps of 28 pixels (or, with ``order="pixels"`` /
+``"permuted"``, 784 steps of one pixel); the logits come from the last step. A run folder
+holds ``config.json``, ``checkpoints/<model>/<epoch>/``, ``<model>_results.json``,
+``summary.json`` and the figures (:data:`~jaxseq.tasks.mnist.config.OUTPUTS`), and for a
+permuted order ``permutation.json``. ``experiments/mnist.py`` is the command line.
 """
 
 from __future__ import annotations
@@ -28,8 +19,9 @@ from typing import Any
 
 from jaxseq.data import catalogue, download, orders
 from jaxseq.data import mnist as mnist_data
-from jaxseq.runs import folder, storage
-from jaxseq.tasks.mnist.config import (  # noqa: F401
+from jaxseq.data.files import read_json
+from jaxseq.runs import folder
+from jaxseq.tasks.mnist.config import (  # noqa: F401  (re-exported)
     OUTPUTS,
     SCHEDULES,
     MnistConfig,
@@ -40,15 +32,18 @@ from jaxseq.tasks.mnist.config import (  # noqa: F401
 __all__ = ["EVAL_LOSS_RTOL", "OUTPUTS", "SCHEDULES", "MnistConfig", "compare_scores",
            "evaluate_run", "load_data", "mean_and_std", "model_name", "run", "run_name"]
 
-#: What survives a result file that cannot be written (jaxseq.runs.storage).
+#: What survives a result file that cannot be written.
 _KEPT = "every epoch is checkpointed: free space, then --resume RUN_DIR writes the results"
+#: Relative tolerance on the test loss within which a re-scored run agrees with its saved
+#: results "to float rounding" (:func:`compare_scores`).
+EVAL_LOSS_RTOL = 1e-5
 
 
 def mean_and_std(values: list[float]) -> tuple[float, float | None]:
-    """Mean and *sample* standard deviation (``ddof=1``, divisor ``n - 1``) of ``values``.
+    """Mean and *sample* standard deviation (``ddof=1``) of ``values``; ``None`` for one.
 
-    Returns:
-      ``(mean, std)``; ``std`` is ``None`` for a single value.
+    >>> mean_and_std([1.0, 2.0, 3.0])
+    (2.0, 1.0)
 
     Raises:
       ValueError: for no values.
@@ -61,36 +56,17 @@ def mean_and_std(values: list[float]) -> tuple[float, float | None]:
     return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-#: Relative tolerance on the test loss within which a re-scored run agrees with its saved
-#: results "to float rounding" (:func:`compare_scores`): results on another device count
-#: or backend are sums in another order.
-EVAL_LOSS_RTOL = 1e-5
-
-
 def compare_scores(saved_accuracy: float, saved_loss: float, accuracy: float, loss: float,
                    num_examples: int, loss_rtol: float = EVAL_LOSS_RTOL) -> str:
-    """How a re-scored test accuracy and loss compare with the saved ones (``--eval-only``).
+    """How a re-scored test accuracy and loss compare with the saved ones.
 
-    The same parameters scored on another number of devices, or another backend, sum the
-    per-example losses in another order, so the loss may differ in its last digits and an
-    example whose two top logits are (nearly) tied may change class. Hence:
+    Scored on another device count or backend, the losses are summed in another order, so
+    the loss may differ in its last digits and a near-tie may change class: ``"equal"`` (bit
+    for bit), ``"rounding"`` (the loss within ``loss_rtol`` relative and the accuracy within
+    one of ``num_examples`` examples) or ``"differs"`` (anything else, NaN included).
 
-    * ``"equal"``: both numbers are bit for bit the saved ones;
-    * ``"rounding"``: the loss is within ``loss_rtol`` of the saved one, relative to the
-      larger of the two (:func:`math.isclose`), *and* the accuracy differs by at most one
-      test example, ``1 / num_examples``;
-    * ``"differs"``: anything else (including a NaN on either side).
-
-    Args:
-      saved_accuracy: the saved test accuracy, a fraction in [0, 1].
-      saved_loss: the saved test loss.
-      accuracy: the re-scored test accuracy.
-      loss: the re-scored test loss.
-      num_examples: the number of test examples the accuracy is a mean over (> 0).
-      loss_rtol: the relative tolerance on the loss (default :data:`EVAL_LOSS_RTOL`).
-
-    Returns:
-      ``"equal"``, ``"rounding"`` or ``"differs"``.
+    >>> compare_scores(0.9, 0.3, 0.9001, 0.3000001, num_examples=10000)
+    'rounding'
 
     Raises:
       ValueError: for a ``num_examples`` below 1 or a negative ``loss_rtol``.
@@ -101,12 +77,192 @@ def compare_scores(saved_accuracy: float, saved_loss: float, accuracy: float, lo
         raise ValueError(f"loss_rtol must be >= 0, got {loss_rtol!r}")
     if (saved_accuracy, saved_loss) == (accuracy, loss):
         return "equal"
-    # accuracies are k / n: compare the counts of examples, rounded (float means)
-    examples_apart = abs(accuracy - saved_accuracy) * num_examples
+    examples_apart = abs(accuracy - saved_accuracy) * num_examples  # accuracies are k / n
     if (math.isclose(loss, saved_loss, rel_tol=loss_rtol, abs_tol=0.0)
             and examples_apart <= 1 + 1e-6):
         return "rounding"
     return "differs"
+
+
+def load_data(config: MnistConfig, seed: int | None = None) -> mnist_data.MNISTSplits:
+    """The run's splits, read in ``config.order`` (no JAX).
+
+    Args:
+      config: its ``dataset``, ``source``, ``data_dir``, ``seed``, ``train_subset`` and
+        ``order`` are used.
+      seed: the seed of the split (default ``config.seed``); a permuted order is always
+        the one drawn from ``config.seed``.
+
+    Returns:
+      The training, validation and test sets, inputs ``[N, 28, 28]`` (rows) or
+      ``[N, 784, 1]`` (pixels, permuted) float32.
+
+    Raises:
+      FileNotFoundError, ValueError: missing or corrupt data files (one line saying which
+        and where to put them), or a batch size or warm-up that does not fit the data.
+    """
+    splits = mnist_data.load_splits(config.data_dir, seed=config.seed if seed is None else seed,
+                                    train_subset=config.train_subset, dataset=config.dataset,
+                                    source=config.source)
+    config.check_steps(splits.train.num_examples)
+    return orders.in_order(splits, config.order, config.seed)
+
+
+def _train_one(cell: str, seed: int, config: MnistConfig, session: Any,
+               splits: mnist_data.MNISTSplits) -> dict[str, Any]:
+    """Train one classifier (or continue it from its checkpoint); return its results."""
+    import jax
+
+    from jaxseq import plots
+    from jaxseq.nn.classifier import RecurrentClassifier
+    from jaxseq.optim import make_optimizer, make_schedule
+    from jaxseq.train import create_train_state, evaluate
+
+    name = run_name(cell, config, seed)
+    model = RecurrentClassifier(cell=cell, features=config.hidden_size,
+                                num_layers=config.num_layers, bidirectional=config.bidirectional,
+                                dropout=config.dropout)
+    init_rng, shuffle_rng = jax.random.split(jax.random.key(seed))
+    total_steps = config.epochs * (splits.train.num_examples // config.batch_size)
+    learning_rate = make_schedule(config.learning_rate, config.schedule, config.warmup_steps,
+                                  total_steps)
+    optimizer = make_optimizer("adam", learning_rate, clip_grad_norm=config.clip_grad_norm)
+    state = create_train_state(model, init_rng, splits.train.inputs[:1], optimizer=optimizer)
+    num_params = sum(x.size for x in jax.tree.leaves(state.params))
+    session.say(f"\n== {name}: {num_params:,} parameters")
+    state, history = session.train(name, model, state, shuffle_rng, splits.train,
+                                   splits.validation, epochs=config.epochs,
+                                   batch_size=config.batch_size)
+    test = evaluate(state, splits.test)
+    session.say(f"{name}: test accuracy {100 * test['accuracy']:.2f}%  (test loss "
+                f"{test['loss']:.4f})")
+    warnings = session.warnings(name, history, test, chance_loss=math.log(model.num_classes))
+    result = {"model": name, "num_params": num_params, "history": history,
+              "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+              "mean_epoch_seconds": sum(history["epoch_seconds"]) / len(history["epoch_seconds"]),
+              "warnings": warnings}
+    if config.seeds > 1:
+        result["seed"] = seed
+
+    def write() -> None:
+        run_dir = session.run_dir
+        plots.plot_history(history, "accuracy", run_dir / f"{name}_accuracy.png",
+                           title=f"{name}: training and validation accuracy",
+                           test_value=test["accuracy"])
+        plots.plot_history(history, "loss", run_dir / f"{name}_loss.png",
+                           title=f"{name}: training and validation loss",
+                           loss_name="softmax cross-entropy, nats", test_value=test["loss"])
+        folder.write_json_atomic(run_dir / f"{name}_results.json", result)
+
+    session.write(f"the results of {name}", write, _KEPT)
+    return result
+
+
+def run(config: MnistConfig, run_dir: str | os.PathLike, *, resume: bool = False,
+        splits: mnist_data.MNISTSplits | None = None, progress: bool = True,
+        log: Callable[[str], None] = print, run_info: Mapping[str, Any] | None = None,
+        log_dir: str | os.PathLike | None = None, log_every_steps: int | None = None,
+        should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Train, checkpoint and score every model of ``config`` into ``run_dir``.
+
+    Each cell of ``config.cells`` (and each seed) is a
+    :class:`~jaxseq.nn.classifier.RecurrentClassifier` trained through a
+    :class:`~jaxseq.runs.session.RunSession`, scored on the test set, plotted and written.
+    ``config.json`` records the settings, ``run_info``, the data folder actually read
+    (absolute) and each file read with the MD5 of its uncompressed bytes (``data_files``).
+
+    Args:
+      config: the settings.
+      run_dir: the run folder (created when missing).
+      resume: continue each model from its newest checkpoint; the result equals an
+        uninterrupted run's (bit for bit on CPU with the same device count).
+      splits: the data, if already loaded by :func:`load_data`.
+      progress, log, log_dir, log_every_steps, should_stop: as for
+        :class:`~jaxseq.runs.session.RunSession`.
+      run_info: extra JSON values for ``config.json`` (devices, backend...).
+
+    Returns:
+      The summary written to ``summary.json``: ``{"config", "results": {model:
+      {"test_accuracy", "mean_epoch_seconds"}}, "resumed", "total_seconds", "warnings"}``;
+      with several seeds each model's entry holds the mean ``test_accuracy``, its sample
+      standard deviation ``test_accuracy_std`` (ddof=1), ``seeds`` and ``test_accuracies``.
+
+    Raises:
+      FileNotFoundError, ValueError: missing or corrupt data, sizes the data or devices
+        cannot take, a checkpoint that cannot be restored, or (``resume``) a saved
+        permutation that does not match.
+      jaxseq.train.NonFiniteLossError: naming the model and its last good checkpoint.
+      jaxseq.train.TrainingStopped: when ``should_stop()`` became true.
+    """
+    from jaxseq import plots
+    from jaxseq.runs.session import RunSession
+
+    session = RunSession(run_dir, resume, config.keep_checkpoints, progress, log, log_dir,
+                         log_every_steps, should_stop)
+    run_dir = session.run_dir
+    splits = load_data(config) if splits is None else splits
+    settings = dataclasses.asdict(config) | dict(run_info or {})
+    settings.update(train_examples=splits.train.num_examples,
+                    validation_examples=splits.validation.num_examples,
+                    test_examples=splits.test.num_examples)
+    if config.source == "idx":  # the data actually read, also from $JAXSEQ_DATA_DIR
+        try:
+            files = mnist_data.data_files(config.data_dir, config.dataset)
+        except FileNotFoundError:  # splits given by the caller, not read from files
+            files = None
+        data_dir = download.resolve_data_dir(config.data_dir, config.dataset).absolute()
+        settings.update(data_dir=str(data_dir), data_files=files)
+    if resume:
+        settings = read_json(run_dir / "config.json")
+        orders.check_saved_permutation(run_dir, config.order, config.seed)
+    else:
+        session.write("config.json", lambda: (
+            folder.write_json_atomic(run_dir / "config.json", settings),
+            orders.write_permutation(run_dir, config.order, config.seed)))
+    start = time.perf_counter()
+    results: dict[str, list[dict[str, Any]]] = {}
+    for cell in config.cells:
+        runs = []
+        for seed in config.seed_list:
+            if config.seeds > 1:
+                session.say(f"\n=== {model_name(cell, config.bidirectional)}, seed {seed} ===")
+            runs.append(_train_one(cell, seed, config, session,
+                                   splits if seed == config.seed else load_data(config, seed)))
+        results[model_name(cell, config.bidirectional)] = runs
+    summary = {"config": settings,
+               "results": {name: _model_summary(runs) for name, runs in results.items()},
+               "resumed": resume, "total_seconds": time.perf_counter() - start,
+               "warnings": [f"{r['model']}: {w}" for runs in results.values() for r in runs
+                            for w in r["warnings"]]}
+
+    def write() -> None:
+        if len(results) > 1 or config.seeds > 1:
+            title = (f"sequential {catalogue.dataset_info(config.dataset).title}: validation "
+                     f"curves per cell")
+            if config.seeds > 1:
+                title += f" (mean ± sample std over {config.seeds} seeds)"
+            plots.plot_comparison({name: [r["history"] for r in runs]
+                                   for name, runs in results.items()},
+                                  run_dir / "comparison.png", title=title,
+                                  test_accuracy={name: entry["test_accuracy"] for name, entry
+                                                 in summary["results"].items()})
+        folder.write_json_atomic(run_dir / "summary.json", summary)
+
+    session.write("the run's summary", write, _KEPT)
+    return summary
+
+
+def _model_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One model's entry of ``summary["results"]``: its numbers for one seed, else the mean
+    and sample standard deviation (ddof=1) over its seeds."""
+    if len(runs) == 1:
+        return {"test_accuracy": runs[0]["test_accuracy"],
+                "mean_epoch_seconds": runs[0]["mean_epoch_seconds"]}
+    accuracies = [r["test_accuracy"] for r in runs]
+    mean, std = mean_and_std(accuracies)
+    return {"test_accuracy": mean, "test_accuracy_std": std, "std_ddof": 1,
+            "seeds": [r["seed"] for r in runs], "test_accuracies": accuracies,
+            "mean_epoch_seconds": mean_and_std([r["mean_epoch_seconds"] for r in runs])[0]}
 
 
 def _saved_number(saved: Mapping[str, Any], key: str, path: Path) -> float:
@@ -122,316 +278,32 @@ def _saved_number(saved: Mapping[str, Any], key: str, path: Path) -> float:
     return float(value)
 
 
-def load_data(config: MnistConfig, seed: int | None = None) -> mnist_data.MNISTSplits:
-    """The run's MNIST splits (no JAX): :func:`jaxseq.data.mnist.load_splits`,
-    read in ``config.order`` (:func:`jaxseq.data.orders.as_sequences`).
-
-    Args:
-      config: its ``dataset``, ``source``, ``data_dir``, ``seed``, ``train_subset`` and
-        ``order`` are used.
-      seed: the seed of the split (default ``config.seed``); a permuted order is always
-        the one drawn from ``config.seed``, the run's.
-
-    Returns:
-      The training, validation and test sets, inputs ``[N, 28, 28]`` (rows) or
-      ``[N, 784, 1]`` (pixels, permuted) float32.
-
-    Raises:
-      FileNotFoundError, ValueError: for missing or corrupt data files (one line saying
-        which and where to put them), a ``batch_size`` larger than the training set, or
-        ``warmup_steps`` too long for the run (cosine: not fewer than its steps; constant:
-        more than its steps).
-    """
-    from jaxseq.checks import check_batch_size
-
-    splits = mnist_data.load_splits(config.data_dir, seed=config.seed if seed is None else seed,
-                                    train_subset=config.train_subset, dataset=config.dataset,
-                                    source=config.source)
-    check_batch_size(config.batch_size, splits.train.num_examples)
-    _check_warmup(config, splits.train.num_examples)
-    return orders.in_order(splits, config.order, config.seed)
-
-
-def _check_warmup(config: MnistConfig, num_train: int) -> None:
-    """The warm-up must fit in the run (as :func:`jaxseq.optim.make_schedule` checks)."""
-    total_steps = config.epochs * (num_train // config.batch_size)
-    if config.schedule == "cosine" and config.warmup_steps >= total_steps:
-        raise ValueError(f"warmup_steps {config.warmup_steps} must be smaller than the run's "
-                         f"{total_steps} training steps for the cosine schedule")
-    if config.warmup_steps > total_steps:
-        raise ValueError(f"warmup_steps {config.warmup_steps} is more than the run's "
-                         f"{total_steps} training steps")
-
-
-def _title(config: MnistConfig) -> str:
-    return catalogue.dataset_info(config.dataset).title
-
-
-def _train_one(cell: str, seed: int, config: MnistConfig, run_dir: Path,
-               splits: mnist_data.MNISTSplits, resume: bool, progress: bool,
-               log: Callable[[str], None], log_dir: str | os.PathLike | None,
-               log_every_steps: int | None,
-               should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Train one classifier (or continue it from its checkpoint); return its results."""
-    import jax
-
-    from jaxseq import plots
-    from jaxseq.nn.classifier import RecurrentClassifier
-    from jaxseq.optim import make_optimizer, make_schedule
-    from jaxseq.runs import interrupt
-    from jaxseq.runs.checkpoint import Checkpointer
-    from jaxseq.runs.tensorboard import writer_for
-    from jaxseq.train import (
-        NonFiniteLossError,
-        TrainingStopped,
-        create_train_state,
-        evaluate,
-        fit,
-        training_warnings,
-    )
-
-    name = run_name(cell, config, seed)
-    model = RecurrentClassifier(cell=cell, features=config.hidden_size,
-                                num_layers=config.num_layers, bidirectional=config.bidirectional,
-                                dropout=config.dropout)
-    init_rng, shuffle_rng = jax.random.split(jax.random.key(seed))
-    total_steps = config.epochs * (splits.train.num_examples // config.batch_size)
-    learning_rate = make_schedule(config.learning_rate, config.schedule, config.warmup_steps,
-                                  total_steps)
-    optimizer = make_optimizer("adam", learning_rate, clip_grad_norm=config.clip_grad_norm)
-    state = create_train_state(model, init_rng, splits.train.inputs[:1], config.learning_rate,
-                               optimizer=optimizer)
-    num_params = sum(x.size for x in jax.tree.leaves(state.params))
-    log(f"\n== {name}: {num_params:,} parameters")
-    initial_epoch, history, stopped_at = 0, None, None
-    writer = writer_for(log_dir, name, jax.process_index() == 0)
-    with Checkpointer(folder.checkpoint_dir(run_dir, name), keep=config.keep_checkpoints,
-                      model=model, example_inputs=splits.train.inputs[:1]) as checkpointer:
-        if resume:
-            try:
-                fresh = state
-                if checkpointer.latest_epoch() is not None:
-                    restored = checkpointer.restore(fresh)
-                    state, shuffle_rng = restored.state, restored.rng
-                    initial_epoch, history = restored.epoch, restored.history
-                # --- a mid-epoch checkpoint (SIGTERM, jaxseq.runs.interrupt) ---
-                partial = interrupt.restore(checkpointer, fresh)
-                if partial is not None:
-                    restored, stopped_at = partial
-                    state, shuffle_rng = restored.state, restored.rng
-                    initial_epoch, history = stopped_at.epoch - 1, restored.history
-            except (ValueError, KeyError, OSError) as error:  # orbax / tensorstore errors
-                message = folder.restore_error_message(checkpointer.directory, error)
-                raise ValueError(message) from error
-            where = (interrupt.describe(stopped_at) if stopped_at is not None
-                     else f"after epoch {initial_epoch}")
-            log(f"resuming {name} {where} from {checkpointer.directory}")
-        try:
-            state, history = fit(state, splits.train, splits.validation, epochs=config.epochs,
-                                 batch_size=config.batch_size, rng=shuffle_rng,
-                                 progress=progress, initial_epoch=initial_epoch,
-                                 history=history, log=log,
-                                 on_epoch_end=interrupt.on_epoch_end(checkpointer, shuffle_rng),
-                                 metric_writer=writer, log_every_steps=log_every_steps,
-                                 should_stop=should_stop, resume_progress=stopped_at,
-                                 on_stop=interrupt.saver(checkpointer, shuffle_rng))
-        except TrainingStopped as error:
-            raise error.in_run(name) from None
-        except NonFiniteLossError as error:
-            raise error.in_run(name, checkpointer.latest_epoch(),
-                               checkpointer.directory) from None
-        finally:
-            if writer is not None:
-                writer.close()
-    test = evaluate(state, splits.test)
-    log(f"{name}: test accuracy {100 * test['accuracy']:.2f}%  (test loss {test['loss']:.4f})")
-    # --- issue 10: divergence (and non-finite test predictions) warnings -----------------
-    warnings = training_warnings(history, test, chance_loss=math.log(model.num_classes))
-    for warning in warnings:
-        log(f"WARNING {name}: {warning}")
-    # --- end of issue 10 --------------------------------------------------------------------
-    result = {"model": name, "num_params": num_params, "history": history,
-              "test_accuracy": test["accuracy"], "test_loss": test["loss"],
-              "mean_epoch_seconds": sum(history["epoch_seconds"]) / len(history["epoch_seconds"]),
-              "warnings": warnings}
-    if config.seeds > 1:
-        result["seed"] = seed
-    if jax.process_index() == 0:
-        with storage.writing(f"the results of {name}", run_dir, _KEPT):  # disk full: exit 4
-            plots.plot_history(history, "accuracy", run_dir / f"{name}_accuracy.png",
-                               title=f"{name}: training and validation accuracy",
-                               test_value=test["accuracy"])
-            plots.plot_history(history, "loss", run_dir / f"{name}_loss.png",
-                               title=f"{name}: training and validation loss",
-                               loss_name="softmax cross-entropy, nats", test_value=test["loss"])
-            folder.write_json_atomic(run_dir / f"{name}_results.json", result)
-    return result
-
-
-def run(
-    config: MnistConfig,
-    run_dir: str | os.PathLike,
-    *,
-    resume: bool = False,
-    splits: mnist_data.MNISTSplits | None = None,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-    run_info: Mapping[str, Any] | None = None,
-    log_dir: str | os.PathLike | None = None,
-    log_every_steps: int | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> dict[str, Any]:
-    """Train, checkpoint and score every model of ``config`` into ``run_dir``.
-
-    For each cell of :attr:`MnistConfig.cells`: a :class:`~jaxseq.nn.classifier.RecurrentClassifier`
-    trained by :func:`jaxseq.train.fit` (checkpointed every epoch), scored on the test
-    set, its history plotted and its results written. Process 0 writes ``config.json``
-    first (not on ``resume``), then ``<model>_results.json``, the figures, and
-    ``summary.json`` at the end, each atomically. ``config.json`` records the data
-    folder actually read as ``data_dir`` (absolute; also when it came from
-    ``$JAXSEQ_DATA_DIR`` or the cache) and each file read with the MD5 of its
-    uncompressed bytes as ``data_files`` (:func:`jaxseq.data.mnist.data_files`;
-    ``None`` for ``splits`` not read from files there).
-
-    Args:
-      config: the settings.
-      run_dir: the run folder (created when missing).
-      resume: continue each model from its newest checkpoint; the result equals an
-        uninterrupted run's (bit for bit on CPU with the same device count).
-      splits: the data, if already loaded by :func:`load_data`; default: loaded here.
-      progress: show the training progress bars.
-      log: receives every printed line (per-epoch lines, test accuracies).
-      run_info: extra JSON values for ``config.json`` (devices, backend...).
-      log_dir: if given, TensorBoard event files of each model's training metrics go to
-        ``log_dir/<model>`` (:class:`jaxseq.runs.tensorboard.TensorBoardWriter`; process 0
-        only).
-      log_every_steps: with ``log_dir``, also the training metrics every N steps.
-      should_stop: checked by :func:`jaxseq.train.fit` after every chunk, e.g. a
-        :class:`jaxseq.runs.signals.StopRequest` (SIGTERM): the model in training is
-        checkpointed inside its epoch (:mod:`jaxseq.runs.interrupt`) and
-        :class:`jaxseq.train.TrainingStopped` raised; ``resume`` continues it exactly.
-
-    Returns:
-      The summary as written to ``summary.json``: ``{"config", "results": {model:
-      {"test_accuracy", "mean_epoch_seconds"}}, "resumed", "total_seconds",
-      "warnings"}``; accuracies are fractions, seconds wall time. With ``seeds > 1`` each
-      model's entry holds the mean over its seeds as ``test_accuracy`` and
-      ``mean_epoch_seconds``, and ``test_accuracy_std`` (sample standard deviation,
-      ``ddof=1``), ``seeds`` and ``test_accuracies`` (one per seed, in order); the figure
-      ``comparison.png`` then shows each model's mean validation curves with a band of
-      plus/minus one standard deviation. ``"warnings"`` lists ``"<model>: <warning>"``
-      for every model whose training diverged (training loss 100x the chance level
-      ``log(10)`` or its best earlier epoch, :func:`jaxseq.train.divergence_warning`) or
-      whose test predictions were not all finite; each is also logged and in that model's
-      ``<model>_results.json`` ``"warnings"``.
-
-    Raises:
-      FileNotFoundError, ValueError: for missing or corrupt data, a batch size the data
-        or the devices cannot take, a warm-up longer than the run, a checkpoint that
-        cannot be restored, or (``resume``) a saved permutation that does not match.
-      jaxseq.train.NonFiniteLossError: when a loss becomes NaN or infinite; the message
-        names the model and its last good checkpoint.
-      jaxseq.train.TrainingStopped: when ``should_stop()`` became true.
-    """
-    import jax
-
-    from jaxseq import plots
-
-    run_dir = Path(run_dir).expanduser()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    splits = load_data(config) if splits is None else splits
-    settings = dataclasses.asdict(config) | dict(run_info or {})
-    settings.update(train_examples=splits.train.num_examples,
-                    validation_examples=splits.validation.num_examples,
-                    test_examples=splits.test.num_examples)
-    # The data actually read (also when it came from $JAXSEQ_DATA_DIR or the cache).
-    if config.source == "idx":
-        try:
-            files = mnist_data.data_files(config.data_dir, config.dataset)
-        except FileNotFoundError:  # splits given by the caller, not read from files
-            files = None
-        data_dir = download.resolve_data_dir(config.data_dir, config.dataset).absolute()
-        settings.update(data_dir=str(data_dir), data_files=files)
-    primary = jax.process_index() == 0
-    if resume:
-        settings = folder.read_json(run_dir / "config.json")
-        orders.check_saved_permutation(run_dir, config.order, config.seed)
-    elif primary:
-        with storage.writing("config.json", run_dir):
-            folder.write_json_atomic(run_dir / "config.json", settings)
-            orders.write_permutation(run_dir, config.order, config.seed)
-    start = time.perf_counter()
-    results: dict[str, list[dict[str, Any]]] = {}
-    for cell in config.cells:
-        runs = []
-        for seed in config.seed_list:
-            seed_splits = splits if seed == config.seed else load_data(config, seed)
-            if config.seeds > 1:
-                log(f"\n=== {model_name(cell, config.bidirectional)}, seed {seed} ===")
-            runs.append(_train_one(cell, seed, config, run_dir, seed_splits, resume, progress,
-                                   log, log_dir, log_every_steps, should_stop))
-        results[model_name(cell, config.bidirectional)] = runs
-    summary = {"config": settings,
-               "results": {name: _model_summary(runs) for name, runs in results.items()},
-               "resumed": resume,
-               "total_seconds": time.perf_counter() - start,
-               "warnings": [f"{r['model']}: {w}" for runs in results.values() for r in runs
-                            for w in r["warnings"]]}
-    if primary:
-        with storage.writing("the run's summary", run_dir, _KEPT):
-            if len(results) > 1 or config.seeds > 1:
-                title = f"sequential {_title(config)}: validation curves per cell"
-                if config.seeds > 1:
-                    title += f" (mean ± sample std over {config.seeds} seeds)"
-                plots.plot_comparison({name: [r["history"] for r in runs]
-                                       for name, runs in results.items()},
-                                      run_dir / "comparison.png", title=title,
-                                      test_accuracy={name: entry["test_accuracy"] for name, entry
-                                                     in summary["results"].items()})
-            folder.write_json_atomic(run_dir / "summary.json", summary)
-    return summary
-
-
-def _model_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One model's entry of ``summary["results"]``: as before for one seed, else the mean
-    and sample standard deviation (ddof=1) over its seeds."""
-    if len(runs) == 1:
-        return {"test_accuracy": runs[0]["test_accuracy"],
-                "mean_epoch_seconds": runs[0]["mean_epoch_seconds"]}
-    accuracies = [r["test_accuracy"] for r in runs]
-    mean, std = mean_and_std(accuracies)
-    return {"test_accuracy": mean, "test_accuracy_std": std, "std_ddof": 1,
-            "seeds": [r["seed"] for r in runs], "test_accuracies": accuracies,
-            "mean_epoch_seconds": mean_and_std([r["mean_epoch_seconds"] for r in runs])[0]}
-
-
 def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
                  seed: int = 0) -> list[dict[str, Any]]:
     """Re-score every saved model of a run on the test set; compare with its results.
 
+    The test images are those of the run's ``dataset`` and ``source``, read in its
+    ``order`` (``config.json``; ``"mnist"``, ``"idx"`` and ``"rows"`` when absent).
+
     Args:
       run_dir: the run folder.
       data_dir: the data folder (``None``: as :func:`jaxseq.data.mnist.load_splits`).
-      seed: the run's seed (the test set does not depend on it; kept for the split check).
+      seed: the run's seed (for a permuted order).
 
     Returns:
       One dict per model: ``{"model", "epoch", "test_accuracy", "test_loss",
-      "num_examples", "saved", "comparison"}`` where ``num_examples`` is the number of
-      test examples, ``saved`` the ``<model>_results.json`` content, or ``None`` for an
-      unfinished run, and ``comparison`` :func:`compare_scores` of the saved and re-scored
-      numbers (``"equal"``, ``"rounding"``, ``"differs"``; ``None`` without ``saved``).
-
-    The test images are those of the run's ``dataset`` and ``source``, read in its
-    ``order`` (from its ``config.json``; ``"mnist"``, ``"idx"`` and ``"rows"`` when absent,
-    as in runs of earlier versions).
+      "num_examples", "saved", "comparison"}``: ``saved`` is ``<model>_results.json``
+      (``None`` for an unfinished run), ``comparison`` :func:`compare_scores` of the saved
+      and re-scored numbers (``None`` without ``saved``).
 
     Raises:
       FileNotFoundError: for a missing run folder, checkpoints or data.
-      ValueError: for corrupt data, a checkpoint that cannot be loaded, a checkpoint whose
-        parameters do not fit the model ``config.json`` describes (an edited ``order``),
-        a ``<model>_results.json`` whose ``test_accuracy`` or ``test_loss`` is not a
-        finite number, or a permuted-order run whose saved permutation does not match.
+      ValueError: corrupt data, a checkpoint that cannot be loaded or does not fit the
+        model ``config.json`` describes (an edited ``order``), a results file without
+        finite scores, or a saved permutation that does not match.
     """
+    from flax.errors import FlaxError
+
     from jaxseq.runs.predictor import load_run
 
     run_dir = Path(run_dir).expanduser()
@@ -439,9 +311,8 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     if not names:
         raise FileNotFoundError(f"{run_dir} holds no checkpoint")
     config_path = run_dir / "config.json"
-    saved_config = folder.read_json(config_path) if config_path.is_file() else {}
-    if not isinstance(saved_config, dict):
-        saved_config = {}
+    saved_config = read_json(config_path) if config_path.is_file() else {}
+    saved_config = saved_config if isinstance(saved_config, dict) else {}
     order = saved_config.get("order", "rows")
     dataset = saved_config.get("dataset", "mnist")
     source = saved_config.get("source", "idx")
@@ -452,12 +323,14 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     orders.check_saved_permutation(run_dir, order, seed)
     test_set = mnist_data.load_splits(data_dir, seed=seed, dataset=dataset, source=source).test
     test_set = orders.in_order(test_set, order, seed)
-    from flax.errors import FlaxError
-
+    shape = list(test_set.inputs.shape[1:])
+    misfit = (f"{config_path}: the parameters of checkpoint {{}} do not fit the model "
+              f"config.json describes (order {order!r}: test inputs of shape {shape} per "
+              f"example")
     scores = []
     for name in names:
         results_path = run_dir / f"{name}_results.json"
-        saved = folder.read_json(results_path) if results_path.is_file() else None
+        saved = read_json(results_path) if results_path.is_file() else None
         if saved is not None:  # checked before the (slow) scoring
             if not isinstance(saved, dict):
                 raise ValueError(f"{results_path} holds {type(saved).__name__}, not an object "
@@ -465,22 +338,16 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
             for key in ("test_accuracy", "test_loss"):
                 _saved_number(saved, key, results_path)
         predictor = load_run(run_dir, name)
-        saved_shape = list((predictor.input_spec or {}).get("shape", test_set.inputs.shape[1:]))
-        if saved_shape != list(test_set.inputs.shape[1:]):  # before the model's own checks
-            raise ValueError(
-                f"{config_path}: the parameters of checkpoint {name} do not fit the model "
-                f"config.json describes (order {order!r}: test inputs of shape "
-                f"{list(test_set.inputs.shape[1:])} per example; the checkpoint was saved "
-                f"for {saved_shape}); was config.json edited?")
+        saved_shape = list((predictor.input_spec or {}).get("shape", shape))
+        if saved_shape != shape:  # before the model's own checks
+            raise ValueError(misfit.format(name) + f"; the checkpoint was saved for "
+                                                   f"{saved_shape}); was config.json edited?")
         try:
             test = predictor.evaluate(test_set)
         except FlaxError as error:  # e.g. ScopeParamShapeError: an edited config.json
             detail = " ".join(str(error).split(" (https://")[0].split()).rstrip(".")
-            raise ValueError(
-                f"{config_path}: the parameters of checkpoint {name} do not fit the model "
-                f"config.json describes (order {order!r}: test inputs of shape "
-                f"{list(test_set.inputs.shape[1:])} per example): {detail}; was config.json "
-                f"edited?") from None
+            raise ValueError(misfit.format(name) + f"): {detail}; was config.json "
+                                                   f"edited?") from None
         comparison = (None if saved is None else compare_scores(
             saved["test_accuracy"], saved["test_loss"], test["accuracy"], test["loss"],
             test_set.num_examples))
