@@ -442,10 +442,11 @@ def run_seed(
     try:
         state, history = train.fit(
             state, train_set, test_set, objective=objective, epochs=config.epochs,
-            batch_size=config.batch_size, rng=shuffle_key, progress=progress, log=log,
-            initial_epoch=initial_epoch, history=history, on_epoch_end=on_epoch_end,
-            metric_writer=metric_writer, log_every_steps=log_every_steps,
-            should_stop=should_stop, on_stop=on_stop, resume_progress=stopped_at,
+            batch_size=config.batch_size, rng=shuffle_key, progress=progress,
+            log_every_steps=log_every_steps,
+            callbacks=train.Callbacks(log=log, on_epoch_end=on_epoch_end, should_stop=should_stop,
+                                      on_stop=on_stop, metric_writer=metric_writer),
+            resume=train.ResumePoint(initial_epoch, history, stopped_at),
         )
     finally:
         if checkpointer is not None:

@@ -367,7 +367,9 @@ def _train_one(cell: str, seed: int, config: MnistConfig, run_dir: Path,
     from jaxseq.runs.checkpoint import Checkpointer
     from jaxseq.runs.tensorboard import writer_for
     from jaxseq.train import (
+        Callbacks,
         NonFiniteLossError,
+        ResumePoint,
         TrainingStopped,
         create_train_state,
         evaluate,
@@ -412,14 +414,16 @@ def _train_one(cell: str, seed: int, config: MnistConfig, run_dir: Path,
                      else f"after epoch {initial_epoch}")
             log(f"resuming {name} {where} from {checkpointer.directory}")
         try:
+            callbacks = Callbacks(log=log,
+                                  on_epoch_end=interrupt.on_epoch_end(checkpointer, shuffle_rng),
+                                  should_stop=should_stop,
+                                  on_stop=interrupt.saver(checkpointer, shuffle_rng),
+                                  metric_writer=writer)
             state, history = fit(state, splits.train, splits.validation, epochs=config.epochs,
                                  batch_size=config.batch_size, rng=shuffle_rng,
-                                 progress=progress, initial_epoch=initial_epoch,
-                                 history=history, log=log,
-                                 on_epoch_end=interrupt.on_epoch_end(checkpointer, shuffle_rng),
-                                 metric_writer=writer, log_every_steps=log_every_steps,
-                                 should_stop=should_stop, resume_progress=stopped_at,
-                                 on_stop=interrupt.saver(checkpointer, shuffle_rng))
+                                 progress=progress, log_every_steps=log_every_steps,
+                                 callbacks=callbacks,
+                                 resume=ResumePoint(initial_epoch, history, stopped_at))
         except TrainingStopped as error:
             raise error.in_run(name) from None
         except NonFiniteLossError as error:
