@@ -13,11 +13,8 @@ import optax
 
 
 def check_class_shapes(logits: jax.Array, labels: jax.Array) -> None:
-    """Raise ``ValueError`` unless logits are ``[*batch, classes]`` and labels ``[*batch]`` ints.
-
-    Raises:
-      ValueError: if the batch shapes differ or the labels are not of an integer dtype.
-    """
+    """Raise ``ValueError`` unless logits are ``[*batch, classes]`` and labels ``[*batch]``
+    of an integer dtype."""
     if logits.ndim != labels.ndim + 1 or logits.shape[:-1] != labels.shape:
         raise ValueError(
             f"logits must be [*batch, num_classes] and labels [*batch] (integer class ids); "
@@ -35,17 +32,14 @@ def _shown(values: np.ndarray, limit: int = 5) -> str:
 
 def check_class_labels(labels: np.ndarray | jax.Array, predictions: jax.ShapeDtypeStruct,
                        where: str = "labels") -> None:
-    """Refuse class labels outside ``[0, num_classes)`` on the host (inside the compiled
-    loss a label ``>= num_classes`` gives NaN and a negative one counts from the end).
-
-    Args:
-      labels: ``[N, ...]`` integer class ids (NumPy or JAX).
-      predictions: the model's output shape for one example, ``[1, num_classes]``.
-      where: which data, for the message (``"training set labels"``).
+    """Refuse class ids ``labels [N, ...]`` outside ``[0, num_classes)``, on the host, with
+    ``num_classes`` the last axis of ``predictions`` (one example's output shape); inside
+    the compiled loss a label ``>= num_classes`` gives NaN and a negative one counts from
+    the end.
 
     Raises:
-      ValueError: if the labels are not integers or some lie outside ``[0, num_classes)``;
-        the message names the bad values and the valid range.
+      ValueError: for labels that are not integers or lie outside ``[0, num_classes)``,
+        naming ``where`` (``"training set labels"``), the bad values and the range.
     """
     labels = np.asarray(labels)
     num_classes = int(predictions.shape[-1])
@@ -63,13 +57,8 @@ def check_class_labels(labels: np.ndarray | jax.Array, predictions: jax.ShapeDty
 
 def check_bit_labels(labels: np.ndarray | jax.Array, predictions: jax.ShapeDtypeStruct,
                      where: str = "labels") -> None:
-    """Refuse per-bit labels ``[N, *bits]`` other than 0 and 1, on the host.
-
-    ``predictions`` (the output shape) is not used; ``where`` names the data.
-
-    Raises:
-      ValueError: if some label is neither 0 nor 1; the message names the bad values.
-    """
+    """Refuse per-bit labels ``[N, *bits]`` other than 0 and 1, on the host, with a
+    ``ValueError`` naming ``where`` and the bad values (``predictions`` is not used)."""
     del predictions
     labels = np.asarray(labels)
     if labels.size == 0:
@@ -112,11 +101,8 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 def classification_metrics(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
     """``{"accuracy": [batch] float32}``: 1.0 where ``argmax(logits) == labels`` and every
-    logit of the example is finite (``argmax`` of NaN logits is 0), else 0.0.
-
-    Raises:
-      ValueError: for mismatched shapes or non-integer labels (:func:`check_class_shapes`).
-    """
+    logit of the example is finite (``argmax`` of NaN logits is 0), else 0.0; shapes as
+    for :func:`softmax_cross_entropy`."""
     check_class_shapes(logits, labels)
     correct = (jnp.argmax(logits, axis=-1) == labels) & jnp.all(jnp.isfinite(logits), axis=-1)
     return {"accuracy": correct.astype(jnp.float32)}
@@ -127,17 +113,9 @@ KERAS_EPSILON = 1e-7
 
 
 def check_bit_shapes(predictions: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Align per-bit ``predictions`` with ``labels [batch, *bits]``, refusing any broadcast.
-
-    ``predictions`` must be ``[batch, *bits]`` or ``[batch, *bits, 1]`` (squeezed).
-
-    Returns:
-      ``(predictions, labels)``, float32 arrays ``[batch, *bits]``.
-
-    Raises:
-      ValueError: if the shapes differ other than by that trailing size-1 axis, or the
-        labels are scalars.
-    """
+    """``(predictions, labels)`` as float32 ``[batch, *bits]``, from ``predictions`` of
+    that shape or ``[batch, *bits, 1]``; any other shape, or scalar labels, is a
+    ``ValueError`` instead of a broadcast."""
     if labels.ndim >= 1 and predictions.ndim == labels.ndim + 1 and predictions.shape[-1] == 1:
         predictions = predictions[..., 0]
     if labels.ndim < 1 or predictions.shape != labels.shape:
@@ -159,16 +137,8 @@ def binary_cross_entropy(
     probabilities: ``p`` clipped to ``[epsilon, 1 - epsilon]`` (gradient 0 outside), then
     ``-(y log p + (1 - y) log(1 - p))``.
 
-    Args:
-      probabilities: ``[batch, *bits]`` or ``[batch, *bits, 1]`` in ``[0, 1]``.
-      labels: ``[batch, *bits]`` 0/1 targets (any numeric dtype).
-      epsilon: clip margin (Keras' 1e-7).
-
-    Returns:
-      ``[batch]`` float32.
-
-    Raises:
-      ValueError: for mismatched shapes (:func:`check_bit_shapes`).
+    ``probabilities`` are ``[batch, *bits]`` or ``[batch, *bits, 1]``, ``labels`` 0/1
+    ``[batch, *bits]`` (:func:`check_bit_shapes`); the result is ``[batch]`` float32.
     """
     p, y = check_bit_shapes(probabilities, labels)
     p = jnp.clip(p, epsilon, 1.0 - epsilon)
@@ -176,11 +146,8 @@ def binary_cross_entropy(
 
 
 def mean_squared_error(predictions: jax.Array, labels: jax.Array) -> jax.Array:
-    """Squared error averaged over bits, ``[batch]`` float32 (Keras' ``mse`` per sample).
-
-    Raises:
-      ValueError: for mismatched shapes (:func:`check_bit_shapes`).
-    """
+    """Squared error averaged over bits, ``[batch]`` float32 (Keras' ``mse`` per sample);
+    shapes as for :func:`check_bit_shapes`."""
     p, y = check_bit_shapes(predictions, labels)
     return _mean_per_example(jnp.square(p - y))
 
@@ -188,17 +155,9 @@ def mean_squared_error(predictions: jax.Array, labels: jax.Array) -> jax.Array:
 def bit_metrics(probabilities: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
     """Per-example fractions for bit probabilities thresholded at 0.5 (``p > 0.5`` is 1).
 
-    Args:
-      probabilities: ``[batch, *bits]`` or ``[batch, *bits, 1]``.
-      labels: ``[batch, *bits]`` 0/1 targets.
-
-    Returns:
-      ``{"bit_accuracy": [batch], "exact_accuracy": [batch]}`` float32: the fraction of
-      bits right (Keras' ``binary_accuracy``), and 1.0 where every bit is right. A NaN or
-      infinite probability is a wrong bit.
-
-    Raises:
-      ValueError: for mismatched shapes (:func:`check_bit_shapes`).
+    Returns ``{"bit_accuracy": [batch], "exact_accuracy": [batch]}`` float32: the fraction
+    of bits right (Keras' ``binary_accuracy``), and 1.0 where every bit is right. A NaN or
+    infinite probability is a wrong bit. Shapes as for :func:`check_bit_shapes`.
     """
     p, y = check_bit_shapes(probabilities, labels)
     correct = (((p > 0.5).astype(jnp.float32) == y) & jnp.isfinite(p)).reshape(p.shape[0], -1)

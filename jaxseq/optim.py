@@ -39,12 +39,8 @@ class KerasAdamState(NamedTuple):
     nu: Any
 
 
-def keras_adam(
-    learning_rate: LearningRate = 1e-3,
-    beta_1: float = 0.9,
-    beta_2: float = 0.999,
-    epsilon: float = 1e-7,
-) -> optax.GradientTransformation:
+def keras_adam(learning_rate: LearningRate = 1e-3, beta_1: float = 0.9, beta_2: float = 0.999,
+               epsilon: float = 1e-7) -> optax.GradientTransformation:
     """Adam as ``keras.optimizers.Adam`` applies it (Kingma & Ba 2015, Algorithm 1 with the
     reordering of its section 2: the "epsilon hat" variant).
 
@@ -57,15 +53,8 @@ def keras_adam(
 
     ``optax.adam`` adds its epsilon (1e-8) to ``sqrt(v / (1 - beta_2**t))`` instead.
 
-    Args:
-      learning_rate: a positive finite number, or an optax schedule called with the step
-        count before this update (0 at the first).
-      beta_1: decay of the first moment estimate ``m``.
-      beta_2: decay of the second moment estimate ``v``.
-      epsilon: added to ``sqrt(v)``, the uncorrected second moment.
-
-    Returns:
-      An ``optax.GradientTransformation`` whose state is a :class:`KerasAdamState`.
+    ``learning_rate`` is a positive finite number, or an optax schedule called with the
+    update count (0 at the first update). The state is a :class:`KerasAdamState`.
 
     Raises:
       ValueError: for a non-positive or non-finite learning rate.
@@ -160,19 +149,15 @@ def make_schedule(learning_rate: float, schedule: str = "constant", warmup_steps
     the same ramp, then a cosine decay to 0 at ``total_steps`` (Loshchilov & Hutter 2017,
     "SGDR", without restarts).
 
-    Args:
-      learning_rate: the peak step size, positive and finite.
-      schedule: ``"constant"`` or ``"cosine"``.
-      warmup_steps: linear warm-up steps, a non-negative integer.
-      total_steps: the run's number of updates; needed for ``"cosine"`` (and then larger
-        than ``warmup_steps``); for ``"constant"``, if given, at least ``warmup_steps``.
+    ``total_steps``, the run's number of updates, is needed for ``"cosine"`` (and then
+    larger than ``warmup_steps``); for ``"constant"``, if given, at least ``warmup_steps``.
 
     Returns:
       A float, or an optax schedule ``step -> learning rate`` (float32).
 
     Raises:
-      ValueError: for an unknown schedule, a bad learning rate, ``warmup_steps`` or
-        ``total_steps``.
+      ValueError: for an unknown schedule, a learning rate that is not positive and finite,
+        a negative ``warmup_steps`` or a bad ``total_steps``.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; valid schedules: "

@@ -27,31 +27,20 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
     return path
 
 
-def plot_history(
-    history: Mapping[str, Sequence[float]],
-    quantity: str,
-    path: str | os.PathLike,
-    title: str = "",
-    percent: bool | None = None,
-    loss_name: str | None = None,
-    test_value: float | None = None,
-) -> Path:
+def plot_history(history: Mapping[str, Sequence[float]], quantity: str, path: str | os.PathLike,
+                 title: str = "", percent: bool | None = None, loss_name: str | None = None,
+                 test_value: float | None = None) -> Path:
     """Training and validation ``quantity`` per epoch: ``history["train_<quantity>"]``
     and, when present, ``history["val_<quantity>"]``.
 
     Args:
-      history: as :func:`jaxseq.train.fit` returns it; ``"epoch"`` is the x axis (default
-        1, 2, ...).
+      history: as :func:`jaxseq.train.fit` returns it; ``"epoch"`` is the x axis.
       quantity: the name after ``train_``/``val_``: ``"loss"``, ``"accuracy"``, ...
-      path: the PNG file to write.
+      path: the PNG file to write; returned as a :class:`pathlib.Path`.
       title: figure title (default ``quantity``).
       percent: scale by 100 and label the axis "(%)"; default: for all but ``"loss"``.
-      loss_name: which loss, for the axis label of ``"loss"`` (``"softmax
-        cross-entropy, nats"``).
+      loss_name: which loss, for the axis label of ``"loss"``.
       test_value: the test score (a fraction for metrics), a dashed line in the legend.
-
-    Returns:
-      ``path`` as a :class:`pathlib.Path`.
 
     Raises:
       KeyError: if ``history`` has neither ``"epoch"`` nor ``"train_<quantity>"``.
@@ -82,13 +71,10 @@ def plot_history(
 History = Mapping[str, Sequence[float]]
 
 
-def plot_comparison(
-    histories: Mapping[str, History | Sequence[History]],
-    path: str | os.PathLike,
-    title: str = "",
-    loss_name: str = "softmax cross-entropy, nats",
-    test_accuracy: Mapping[str, float] | None = None,
-) -> Path:
+def plot_comparison(histories: Mapping[str, History | Sequence[History]],
+                    path: str | os.PathLike, title: str = "",
+                    loss_name: str = "softmax cross-entropy, nats",
+                    test_accuracy: Mapping[str, float] | None = None) -> Path:
     """Validation accuracy (%) and loss per epoch of several models side by side; several
     seeds of a model are drawn as their mean with a band and error bars of one sample
     standard deviation (``ddof=1``).
@@ -96,13 +82,10 @@ def plot_comparison(
     Args:
       histories: ``{model name: history or [history per seed]}``, each with ``"epoch"``,
         ``"val_accuracy"`` and ``"val_loss"``.
-      path: the PNG file to write.
+      path: the PNG file to write; returned as a :class:`pathlib.Path`.
       title: figure title (default ``"validation curves"``).
       loss_name: which loss, for the loss axis.
       test_accuracy: ``{model name: test accuracy}`` (fractions), written in the legend.
-
-    Returns:
-      ``path`` as a :class:`pathlib.Path`.
 
     Raises:
       KeyError: if a history lacks one of those entries.
@@ -150,10 +133,7 @@ def plot_adder_lengths(runs: Sequence[Mapping], loss: str, bits: int,
         "exact_accuracy"}, ...]}`` (fractions), as the adder task's ``run_seed`` returns.
       loss: the training loss' name, for the title (``"bce"``).
       bits: the training length, marked by a vertical line.
-      path: the PNG to write.
-
-    Returns:
-      ``path`` as a :class:`~pathlib.Path`.
+      path: the PNG to write; returned as a :class:`~pathlib.Path`.
     """
     title = f"full-adder cell, {loss.upper()}, trained on {bits} bits"
     metrics = (("bit_accuracy", "per-bit"), ("exact_accuracy", "exact sum"))

@@ -26,8 +26,8 @@ def divergence_warning(history: Mapping[str, Sequence[float]], chance_loss: floa
       factor: how many times larger counts as diverged (> 1).
 
     Returns:
-      ``None``, or the warning, e.g. ``"training diverged: epoch 2's training loss
-      3.1e+06 is 1.3e+06 times the chance-level loss 2.303; lower the learning rate"``.
+      ``None``, or e.g. ``"training diverged: epoch 2's training loss 3.1e+06 is 1.3e+06
+      times the chance-level loss 2.303; lower the learning rate"``.
 
     Raises:
       ValueError: for a ``factor <= 1`` or a non-positive ``chance_loss``.
@@ -75,12 +75,8 @@ def training_warnings(history: Mapping[str, Sequence[float]],
 def format_epoch(record: Mapping[str, float]) -> str:
     """One line for an epoch: losses to 4 decimals, metrics (fractions) in percent, seconds.
 
-    Args:
-      record: one epoch's values keyed as in :data:`History`, in the order to show;
-        ``"epoch"`` and ``"epoch_seconds"`` are required.
-
-    Returns:
-      E.g. ``"epoch   3 | train_loss 0.1234 | train_accuracy  96.50% | 12.3 s"``.
+    ``record`` holds one epoch's values keyed as in :data:`History`, in the order to
+    show: ``"epoch   3 | train_loss 0.1234 | train_accuracy  96.50% | 12.3 s"``.
 
     Raises:
       KeyError: if ``"epoch"`` or ``"epoch_seconds"`` is missing.

@@ -22,26 +22,12 @@ from jaxseq.train.steps import eval_step
 
 @partial(jax.jit, static_argnames=("objective", "mesh"))
 def evaluate_batches(
-    state: TrainState,
-    inputs: jax.Array,
-    labels: jax.Array,
-    weights: jax.Array,
-    objective: Objective,
-    mesh: Mesh | None = None,
-    lengths: jax.Array | None = None,
+    state: TrainState, inputs: jax.Array, labels: jax.Array, weights: jax.Array,
+    objective: Objective, mesh: Mesh | None = None, lengths: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
-    """Sums of the loss and metrics over batched data: one compiled scan of :func:`eval_step`.
-
-    Args:
-      state: the parameters to evaluate.
-      inputs, labels, weights: ``[num_batches, batch, ...]`` arrays (:class:`EvalData`).
-      objective: the loss and metrics (static).
-      mesh: if given (static), every batch is split along its :data:`DATA_AXIS`.
-      lengths: optional ``[num_batches, batch]`` int sequence lengths.
-
-    Returns:
-      ``{"loss", *metrics, "nonfinite", "count"}``: float32 sums over every real example.
-    """
+    """:func:`eval_step`'s sums over every real example of ``[num_batches, batch, ...]``
+    data (:class:`EvalData`) in one compiled scan, each batch split along the
+    :data:`DATA_AXIS` of ``mesh`` when given (static, as is ``objective``)."""
 
     def step(inputs, labels, weights, lengths=None):
         return eval_step(state, *(split_batch(a, mesh) for a in (inputs, labels, weights)),
@@ -51,12 +37,8 @@ def evaluate_batches(
     def body(sums, batch):
         return jax.tree.map(jnp.add, sums, step(*batch)), None
 
-    if lengths is None:
-        first = step(inputs[0], labels[0], weights[0])
-        sums, _ = jax.lax.scan(body, first, (inputs[1:], labels[1:], weights[1:]))
-        return sums
-    first = step(inputs[0], labels[0], weights[0], lengths[0])
-    sums, _ = jax.lax.scan(body, first, (inputs[1:], labels[1:], weights[1:], lengths[1:]))
+    batches = (inputs, labels, weights) + (() if lengths is None else (lengths,))
+    sums, _ = jax.lax.scan(body, step(*(a[0] for a in batches)), tuple(a[1:] for a in batches))
     return sums
 
 
@@ -80,16 +62,9 @@ class EvalData:
     @classmethod
     def from_dataset(cls, dataset: Dataset, batch_size: int, mesh: Mesh | None = None
                      ) -> EvalData:
-        """Batches of ``min(batch_size, N)`` examples rounded up to a multiple of
-        ``mesh.size``, split along the batch axis over ``mesh`` when given.
-
-        Args:
-          dataset: the examples, ``[N, ...]``.
-          batch_size: examples per batch (positive).
-          mesh: the devices to split each batch over, or ``None`` for the default device.
-
-        Returns:
-          The padded, batched data on the device(s).
+        """``dataset`` in batches of ``min(batch_size, N)`` examples rounded up to a multiple
+        of ``mesh.size``, split along the batch axis over ``mesh`` when given (else on the
+        default device).
 
         Raises:
           ValueError: for an empty dataset or a non-positive ``batch_size``.
@@ -118,20 +93,13 @@ class EvalData:
         return cls(batched(dataset.inputs), batched(dataset.labels), batched(weights), lengths)
 
 
-def evaluate(
-    state: TrainState,
-    dataset: Dataset,
-    objective: Objective = CLASSIFICATION,
-    batch_size: int = 1000,
-    *,
-    mesh: Mesh | None = None,
-) -> dict[str, float]:
+def evaluate(state: TrainState, dataset: Dataset, objective: Objective = CLASSIFICATION,
+             batch_size: int = 1000, *, mesh: Mesh | None = None) -> dict[str, float]:
     """Mean loss and metrics of ``state`` over every example of ``dataset``, each counted once.
 
     Args:
-      state: the trained state (``params`` and ``apply_fn``).
-      dataset: inputs and labels ``[N, ...]``, and ``lengths [N]`` (passed to the model as
-        ``seq_lengths=``) when it has them.
+      state: the trained state.
+      dataset: inputs and labels ``[N, ...]`` (and ``lengths``, passed as ``seq_lengths=``).
       objective: loss and metrics, as for training.
       batch_size: examples per batch (memory only, not results), rounded up to a multiple
         of the number of devices; the last batch is padded and masked.

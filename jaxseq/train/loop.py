@@ -186,41 +186,32 @@ def fit(
 
     Args:
       state: initial parameters and optimizer, see :func:`create_train_state`.
-      train: training inputs and labels ``[N, ...]``; its ``lengths``, if any, are passed
-        to the model as ``seq_lengths=``.
+      train: inputs and labels ``[N, ...]`` (and ``lengths``, passed as ``seq_lengths=``).
       validation: evaluated after every epoch (every example, padded and masked).
       objective: per-example loss and metrics (default softmax cross-entropy, accuracy).
       epochs: the last epoch to train, counting the ``resume.epoch`` ones already done.
       batch_size: examples per step, a multiple of the number of devices in ``mesh``.
-      rng: PRNG key or integer seed for the shuffles and, for a model with dropout, the
-        dropout masks (``fold_in(fold_in(rng, 0), step)``).
+      rng: PRNG key or integer seed of the shuffles and dropout masks.
       eval_batch_size: examples per validation batch (memory only, not results).
-      mesh: devices to split every batch over (default :func:`data_mesh`); the data and
-        the state are replicated on it.
+      mesh: devices to split every batch over (default :func:`data_mesh`).
       progress: show a tqdm progress bar during each epoch.
-      progress_updates: chunks per epoch: the host syncs once per chunk, to move the bar,
-        check the loss and ``should_stop``.
-      log_every_steps: also write ``train_steps/loss`` and ``train_steps/<metric>``, the
-        means over every ``log_every_steps`` steps of an epoch and its last steps; the
-        chunks are cut to end there (with or without a writer), and each step computes
-        the same as without it.
+      progress_updates: chunks per epoch; the host syncs once per chunk.
+      log_every_steps: also write ``train_steps/<name>``, the means over every
+        ``log_every_steps`` steps of an epoch and over its last steps.
       callbacks: what ``fit`` calls, see :class:`Callbacks` (default: ``log=print``).
-      resume: the epochs already done and their history, and a mid-epoch point, see
-        :class:`ResumePoint` (default: a new run).
+      resume: where the run continues, see :class:`ResumePoint` (default: a new run).
 
     Returns:
       The trained state and the :data:`History`: losses are means per example, metrics
-      fractions in [0, 1], ``epoch_seconds`` wall time including validation. Train values
+      fractions in [0, 1], ``epoch_seconds`` wall time including validation; train values
       are averaged over the epoch while the parameters change.
 
     Raises:
-      ValueError: before the first step, for non-positive sizes, a ``batch_size``
-        larger than the training set or not a multiple of the device count, a
-        ``resume.epoch`` outside ``[0, epochs]``, a ``resume.history`` or
-        ``resume.progress`` that does not match it, an ``rng`` that is neither a key nor
-        a seed in ``[0, MAX_SEED]``, or labels the objective refuses.
-      NonFiniteLossError: when a training loss is NaN or infinite; the epoch is not
-        recorded and ``on_epoch_end`` is not called for it.
+      ValueError: before the first step: for non-positive sizes, a ``batch_size`` larger
+        than the training set or not a multiple of the device count, a ``resume`` that
+        does not fit ``epochs``, an ``rng`` neither a key nor a seed in ``[0, MAX_SEED]``,
+        or labels the objective refuses.
+      NonFiniteLossError: for a NaN or infinite training loss; the epoch is not recorded.
       TrainingStopped: when ``should_stop()`` is true; inside an epoch after ``on_stop``,
         at an epoch's end after ``on_epoch_end``.
 

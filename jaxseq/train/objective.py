@@ -81,15 +81,9 @@ def mean_sums(sums: Mapping[str, jax.Array], nonfinite: bool = False) -> dict[st
 
 def check_labels(state: TrainState, dataset: Dataset, objective: Objective,
                  where: str) -> None:
-    """Run ``objective.check_labels`` on ``dataset`` once, on the host.
-
-    The output shape of one example comes from ``jax.eval_shape`` of ``state.apply_fn``.
-
-    Args:
-      state: the parameters and ``apply_fn``.
-      dataset: inputs and labels ``[N, ...]``.
-      objective: its ``check_labels`` is called (nothing happens when it is ``None``).
-      where: the data's name for the message (``"training set"``).
+    """Run ``objective.check_labels`` (if any) on ``dataset``'s labels once, on the host,
+    with the output shape of one example (``jax.eval_shape`` of ``state.apply_fn``);
+    ``where`` names the data (``"training set"``).
 
     Raises:
       ValueError: from ``objective.check_labels``, e.g. class ids outside

@@ -16,14 +16,8 @@ DATA_AXIS = "data"
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A one-axis mesh, axis :data:`DATA_AXIS` (an "Auto" axis), for data parallelism.
-
-    Args:
-      devices: the devices to split batches over, in order; default ``jax.devices()``
-        (every device of every process after ``jax.distributed.initialize()``).
-
-    Returns:
-      A 1-D :class:`jax.sharding.Mesh` of shape ``(len(devices),)``.
+    """A 1-D :class:`jax.sharding.Mesh` over ``devices`` in order (default ``jax.devices()``,
+    every device of every process), its one "Auto" axis named :data:`DATA_AXIS`.
 
     Raises:
       ValueError: for an empty device list.

@@ -21,26 +21,19 @@ from jaxseq.train.objective import NONFINITE, NONFINITE_STEP, Objective
 from jaxseq.train.sharding import split_batch
 
 
-def create_train_state(
-    model: nn.Module,
-    rng: jax.Array,
-    example_inputs: jax.Array | np.ndarray,
-    learning_rate: float = 1e-3,
-    optimizer: optax.GradientTransformation | None = None,
-) -> TrainState:
-    """Initialise ``model`` on ``example_inputs[:1]`` and pair it with an optimizer.
+def create_train_state(model: nn.Module, rng: jax.Array, example_inputs: jax.Array | np.ndarray,
+                       learning_rate: float = 1e-3,
+                       optimizer: optax.GradientTransformation | None = None) -> TrainState:
+    """A Flax ``TrainState`` at step 0: ``model`` initialised on ``example_inputs[:1]``,
+    ``apply_fn=model.apply`` and an optimizer.
 
     Args:
       model: a Flax Linen module whose ``__call__`` takes the inputs only.
       rng: PRNG key for the parameter initialisers.
-      example_inputs: a batch shaped like the training inputs, e.g. ``[batch, time,
-        features]``; only its shape and dtype matter.
+      example_inputs: shaped like the training inputs, e.g. ``[batch, time, features]``.
       learning_rate: Adam step size; ignored when ``optimizer`` is given.
       optimizer: any optax transformation; default ``optax.adam(learning_rate)``
         (epsilon outside the square root, as ``torch.optim.Adam``).
-
-    Returns:
-      A Flax ``TrainState`` at step 0 with ``apply_fn=model.apply``.
 
     Raises:
       ValueError: for a non-positive or non-finite learning rate (without ``optimizer``).
@@ -107,8 +100,7 @@ def train_step(
 
     Args:
       state: parameters and optimizer state.
-      inputs: ``[batch, ...]`` model inputs.
-      labels: ``[batch, ...]`` targets.
+      inputs, labels: ``[batch, ...]`` model inputs and targets.
       objective: the loss and metrics.
       seq_lengths: optional ``[batch]`` int lengths, passed to the model as ``seq_lengths=``.
       dropout_rng: PRNG key for a model with dropout (:func:`uses_dropout`), called with
@@ -142,20 +134,11 @@ def eval_step(
     state: TrainState, inputs: jax.Array, labels: jax.Array, weights: jax.Array,
     objective: Objective, *, seq_lengths: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
-    """Weighted sums of the loss and metrics over one batch. Pure.
+    """Sums of the loss, the metrics and :data:`NONFINITE` (1 for an example whose
+    predictions hold a NaN or an infinity) over one batch, weighted by ``weights [batch]``
+    (0 for padding), and ``"count"``, the sum of the weights: float32 scalars. Pure.
 
-    Args:
-      state: the parameters to evaluate (``params`` and ``apply_fn``).
-      inputs: ``[batch, ...]`` model inputs.
-      labels: ``[batch, ...]`` targets.
-      weights: ``[batch]`` float32, 1 for a real example, 0 for padding.
-      objective: the loss and metrics.
-      seq_lengths: optional ``[batch]`` int sequence lengths, as for :func:`train_step`.
-
-    Returns:
-      ``{"loss", *metrics, "nonfinite", "count"}`` float32 scalars: the weighted sums of
-      the per-example values (``"nonfinite"``: 1 for an example whose predictions hold a
-      NaN or an infinity) and of the weights.
+    The other arguments are as for :func:`train_step`.
 
     Raises:
       ValueError: if the loss or a metric does not return one value per example.
@@ -180,30 +163,18 @@ def _nonfinite(predictions: Any, batch: int) -> jax.Array:
 
 @partial(jax.jit, static_argnames=("objective", "mesh"), donate_argnames=("state", "sums"))
 def train_chunk(
-    state: TrainState,
-    sums: dict[str, jax.Array],
-    inputs: jax.Array,
-    labels: jax.Array,
-    batch_indices: jax.Array,
-    objective: Objective,
-    mesh: Mesh | None = None,
-    lengths: jax.Array | None = None,
-    dropout_rng: jax.Array | None = None,
+    state: TrainState, sums: dict[str, jax.Array], inputs: jax.Array, labels: jax.Array,
+    batch_indices: jax.Array, objective: Objective, mesh: Mesh | None = None,
+    lengths: jax.Array | None = None, dropout_rng: jax.Array | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """:func:`train_step` over ``batch_indices [steps, batch]`` rows of the on-device data.
+    """:func:`train_step` scanned over ``batch_indices [steps, batch]`` (int32 rows of the
+    on-device ``inputs``, ``labels`` and ``lengths``, ``[N, ...]``); ``state`` and ``sums``
+    (:func:`zero_sums`) are donated.
 
-    Args:
-      state: donated; the updated state is returned.
-      sums: donated running sums (:func:`zero_sums`). Its entry ``"nonfinite_step"``
-        (int32, -1 = none yet), if present, is set to the ``state.step`` of the first
-        step whose loss is not finite.
-      inputs, labels: the whole training set ``[N, ...]``, on the device(s).
-      batch_indices: ``[steps, batch]`` int32 rows of ``inputs`` for each step.
-      objective: loss and metrics (static).
-      mesh: if given (static), every gathered batch is split along its
-        :data:`DATA_AXIS`; ``batch`` must be a multiple of ``mesh.size``.
-      lengths: optional ``[N]`` int sequence lengths, gathered per batch like ``labels``.
-      dropout_rng: PRNG key for a model with dropout, see :func:`train_step`.
+    Every gathered batch is split along the :data:`DATA_AXIS` of ``mesh`` when given
+    (static, as is ``objective``; ``batch`` a multiple of ``mesh.size``). The sums'
+    ``"nonfinite_step"`` entry (-1 = none yet), if present, becomes the ``state.step`` of
+    the first step whose loss is not finite.
 
     Returns:
       The state after ``steps`` updates and the sums plus this chunk's.

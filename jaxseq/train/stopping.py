@@ -73,11 +73,7 @@ class EpochProgress:
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> EpochProgress:
-        """The inverse of :meth:`to_json`.
-
-        Raises:
-          ValueError: if a field is missing or of the wrong kind.
-        """
+        """The inverse of :meth:`to_json`; ``ValueError`` for a missing or wrong field."""
         try:
             return cls(int(value["epoch"]), int(value["step"]),
                        {str(k): v for k, v in value["sums"].items()},
@@ -89,13 +85,11 @@ class EpochProgress:
 
 
 class TrainingStopped(Exception):
-    """:func:`fit` stopped because ``should_stop()`` became true (e.g. SIGTERM), after the
-    chunk in progress and, inside an epoch, after ``on_stop`` saved the
-    :class:`EpochProgress`.
+    """:func:`fit` stopped because ``should_stop()`` became true (e.g. SIGTERM).
 
     Attributes:
-      epoch: the epoch in progress (1-based); ``step`` steps of it are done.
-      step: 0 when fit stopped at the start of ``epoch``.
+      epoch: the epoch in progress (1-based).
+      step: its steps done; 0 when fit stopped at the start of ``epoch``.
       steps_per_epoch: steps in a full epoch.
       where: the model or seed, when known (see :meth:`in_run`).
     """
