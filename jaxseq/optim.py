@@ -1,18 +1,9 @@
-"""Optimizers: one cache of optax transformations, and Adam as Keras applies it.
+"""Optimizers: cached optax transformations, Adam as Keras applies it, and learning-rate
+schedules.
 
-Why a cache: a Flax ``TrainState`` keeps its ``tx`` as static pytree data, so a fresh
-``optax.adam(...)`` per run would make every run recompile the shared loop's jitted
-functions. :func:`make_optimizer` returns the same object for the same arguments.
-
-Keras note: the binary-addition study uses Keras' Adam (lr 1e-3, epsilon 1e-7).
-``optax.adam`` (epsilon 1e-8) adds epsilon to the square root of the *bias-corrected*
-second moment, like PyTorch; Keras adds its epsilon to the square root of the
-*uncorrected* moment (the "epsilon hat" of the Adam paper) with the bias correction
-folded into the step size. :func:`keras_adam` is that Keras update.
-
-Long sequences (pixel-by-pixel MNIST, 784 steps) usually need gradient-norm clipping and a
-learning-rate schedule: :func:`make_optimizer` chains ``optax.clip_by_global_norm`` before
-the optimizer, and :func:`make_schedule` builds (and caches) a warm-up / cosine schedule.
+A Flax ``TrainState`` keeps its ``tx`` as static pytree data, so the same settings must give
+the same transformation object for runs to share the loop's compiled functions:
+:func:`make_optimizer` and :func:`make_schedule` cache what they build.
 """
 
 from __future__ import annotations
@@ -48,13 +39,10 @@ class KerasAdamState(NamedTuple):
     nu: Any
 
 
-def keras_adam(
-    learning_rate: LearningRate = 1e-3,
-    beta_1: float = 0.9,
-    beta_2: float = 0.999,
-    epsilon: float = 1e-7,
-) -> optax.GradientTransformation:
-    """Adam exactly as Keras applies it (``keras.optimizers.Adam``, TF2 and Keras 3).
+def keras_adam(learning_rate: LearningRate = 1e-3, beta_1: float = 0.9, beta_2: float = 0.999,
+               epsilon: float = 1e-7) -> optax.GradientTransformation:
+    """Adam as ``keras.optimizers.Adam`` applies it (Kingma & Ba 2015, Algorithm 1 with the
+    reordering of its section 2: the "epsilon hat" variant).
 
     At step ``t = 1, 2, ...`` with gradient ``g``::
 
@@ -63,26 +51,10 @@ def keras_adam(
         alpha = learning_rate * sqrt(1 - beta_2**t) / (1 - beta_1**t)
         param -= alpha * m / (sqrt(v) + epsilon)
 
-    ``optax.adam`` instead uses ``m_hat / (sqrt(v_hat) + eps)`` with the bias-corrected
-    ``v_hat = v / (1 - beta_2**t)``, i.e. its epsilon is larger relative to Keras' by
-    ``1 / sqrt(1 - beta_2**t)`` (31.6x at step 1, 1x after a few thousand steps), and
-    its default epsilon is 1e-8 rather than 1e-7.
+    ``optax.adam`` adds its epsilon (1e-8) to ``sqrt(v / (1 - beta_2**t))`` instead.
 
-    Source: ``keras.optimizers.Adam.update_step`` (Keras 3; TF2's ``ResourceApplyAdam``
-    computes the same), after Kingma & Ba (2015), "Adam: a method for stochastic
-    optimization", Algorithm 1 with the efficiency reordering of its section 2.
-
-    Args:
-      learning_rate: step size ``alpha`` before bias correction: a positive finite
-        number, or an optax schedule called with the step count before this update
-        (0 at the first step), as optax's own optimizers call it.
-      beta_1: decay of the first moment estimate ``m``.
-      beta_2: decay of the second moment estimate ``v``.
-      epsilon: added to ``sqrt(v)``, the uncorrected second moment (Keras' 1e-7).
-
-    Returns:
-      A stateless ``optax.GradientTransformation`` whose state is a
-      :class:`KerasAdamState`.
+    ``learning_rate`` is a positive finite number, or an optax schedule called with the
+    update count (0 at the first update). The state is a :class:`KerasAdamState`.
 
     Raises:
       ValueError: for a non-positive or non-finite learning rate.
@@ -116,30 +88,33 @@ OPTIMIZERS: dict[str, Callable[[LearningRate], optax.GradientTransformation]] = 
 
 def make_optimizer(name: str, learning_rate: LearningRate,
                    clip_grad_norm: float | None = None) -> optax.GradientTransformation:
-    """``optax.adam`` (``"adam"``) or :func:`keras_adam` (``"keras_adam"``), cached.
-
-    The same ``(name, learning_rate, clip_grad_norm)`` returns the same (stateless)
-    transformation object, so runs that share settings share the loop's compiled
-    functions; ``clip_grad_norm=None`` gives exactly the unclipped optimizer of earlier
-    versions (the same object as ``make_optimizer(name, learning_rate)``).
+    """An optimizer of :data:`OPTIMIZERS` by name; the same arguments give the same object.
 
     Args:
-      name: a key of :data:`OPTIMIZERS`.
-      learning_rate: the step size, positive and finite, or an optax schedule (cached
-        by identity: pass the same schedule object, e.g. from :func:`make_schedule`, to
-        reuse the compilation).
-      clip_grad_norm: if given, ``optax.chain(optax.clip_by_global_norm(clip_grad_norm),
-        optimizer)``: before each update the gradients are scaled by
-        ``min(1, clip_grad_norm / ||g||)`` with ``||g||`` the L2 norm over all parameters
-        together (Pascanu, Mikolov & Bengio 2013, "On the difficulty of training recurrent
-        neural networks", section 3.2). A positive finite number.
+      name: ``"adam"`` (``optax.adam``) or ``"keras_adam"`` (:func:`keras_adam`).
+      learning_rate: a positive finite number, or an optax schedule (cached by identity:
+        pass the same object, e.g. from :func:`make_schedule`).
+      clip_grad_norm: if given, a positive finite number: the optimizer is preceded by
+        ``optax.clip_by_global_norm(clip_grad_norm)``, scaling the gradients by
+        ``min(1, clip_grad_norm / ||g||)`` over all parameters together (Pascanu et al.
+        2013, "On the difficulty of training recurrent neural networks").
 
     Returns:
       The optax transformation.
 
     Raises:
-      ValueError: for an unknown name, a non-positive learning rate, or a non-positive
-        or non-finite ``clip_grad_norm``.
+      ValueError: for an unknown name, a bad learning rate or ``clip_grad_norm``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxseq.optim import make_optimizer
+      >>> make_optimizer("adam", 1e-3) is make_optimizer("adam", 1e-3)
+      True
+      >>> tx = make_optimizer("adam", 0.1, clip_grad_norm=1.0)
+      >>> params = {"w": jnp.zeros(2)}
+      >>> updates, _ = tx.update({"w": jnp.array([3.0, -4.0])}, tx.init(params))
+      >>> [round(float(u), 4) for u in updates["w"]]  # the first step: -0.1 * sign(g)
+      [-0.1, 0.1]
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
@@ -164,35 +139,25 @@ SCHEDULES = ("constant", "cosine")
 
 def make_schedule(learning_rate: float, schedule: str = "constant", warmup_steps: int = 0,
                   total_steps: int | None = None) -> LearningRate:
-    """A learning-rate schedule by name, cached (same settings, same object).
+    """A learning-rate schedule of :data:`SCHEDULES` by name, cached.
 
-    * ``"constant"`` with ``warmup_steps=0``: ``learning_rate`` itself (a float, so
-      :func:`make_optimizer` gives the optimizer of earlier versions, bit for bit);
-    * ``"constant"`` with ``warmup_steps=W > 0``: ``optax.warmup_constant_schedule(0,
-      learning_rate, W)``, a linear ramp from 0 at step 0 to ``learning_rate`` at step
-      ``W``, constant afterwards;
-    * ``"cosine"``: ``optax.warmup_cosine_decay_schedule(0, learning_rate, W,
-      total_steps, end_value=0)``: the same linear warm-up (none for ``W = 0``), then
-      ``learning_rate * (1 + cos(pi * (t - W) / (total_steps - W))) / 2`` down to 0 at
-      ``total_steps`` (Loshchilov & Hutter 2017, "SGDR", without restarts).
+    With ``W = warmup_steps`` and ``t`` the update count (0 at the first update):
+    ``"constant"`` is ``learning_rate`` itself for ``W = 0``, else
+    ``optax.warmup_constant_schedule(0, learning_rate, W)``, a linear ramp from 0 to
+    ``learning_rate`` over ``W`` steps; ``"cosine"`` is
+    ``optax.warmup_cosine_decay_schedule(0, learning_rate, W, total_steps, end_value=0)``,
+    the same ramp, then a cosine decay to 0 at ``total_steps`` (Loshchilov & Hutter 2017,
+    "SGDR", without restarts).
 
-    The step ``t`` is the optimizer's update count, 0 at the first update.
-
-    Args:
-      learning_rate: the peak step size, positive and finite.
-      schedule: a name of :data:`SCHEDULES`.
-      warmup_steps: linear warm-up steps, a non-negative integer.
-      total_steps: the run's number of updates (epochs x steps per epoch); needed for
-        ``"cosine"``, and then larger than ``warmup_steps``. With ``"constant"``, if given,
-        ``warmup_steps`` must not exceed it.
+    ``total_steps``, the run's number of updates, is needed for ``"cosine"`` (and then
+    larger than ``warmup_steps``); for ``"constant"``, if given, at least ``warmup_steps``.
 
     Returns:
-      A float or an optax schedule ``step -> learning rate`` (float32).
+      A float, or an optax schedule ``step -> learning rate`` (float32).
 
     Raises:
-      ValueError: for an unknown schedule, a bad learning rate, a negative or
-        non-integer ``warmup_steps``, or a ``total_steps`` missing, non-positive or not
-        longer than the warm-up.
+      ValueError: for an unknown schedule, a learning rate that is not positive and finite,
+        a negative ``warmup_steps`` or a bad ``total_steps``.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; valid schedules: "

@@ -1,7 +1,5 @@
-"""Matplotlib figures of training histories, written as PNG files.
-
-Uses the non-interactive Agg backend so that plots work on headless machines.
-"""
+"""Matplotlib figures of training histories, written as PNG files with the
+non-interactive Agg backend (headless machines)."""
 
 from __future__ import annotations
 
@@ -18,15 +16,8 @@ import matplotlib.ticker  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
-    """Save ``fig`` as PNG atomically (temporary name, then rename) and close it.
-
-    Args:
-      fig: the Matplotlib figure; closed afterwards.
-      path: the PNG file to write (120 dpi); missing parent folders are created.
-
-    Returns:
-      ``path`` as a :class:`pathlib.Path`.
-    """
+    """Save ``fig`` as a 120 dpi PNG at ``path`` atomically (a temporary name, then a
+    rename), creating missing folders, and close it; return ``path`` as a ``Path``."""
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -36,40 +27,23 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
     return path
 
 
-def plot_history(
-    history: Mapping[str, Sequence[float]],
-    quantity: str,
-    path: str | os.PathLike,
-    title: str = "",
-    percent: bool | None = None,
-    loss_name: str | None = None,
-    test_value: float | None = None,
-) -> Path:
-    """Training and validation ``quantity`` ("loss", "accuracy", ...) per epoch, like the study.
-
-    Reads ``history["train_<quantity>"]`` and, when present, ``history["val_<quantity>"]``.
-    Metrics other than losses are drawn in percent unless ``percent=False``.
+def plot_history(history: Mapping[str, Sequence[float]], quantity: str, path: str | os.PathLike,
+                 title: str = "", percent: bool | None = None, loss_name: str | None = None,
+                 test_value: float | None = None) -> Path:
+    """Training and validation ``quantity`` per epoch: ``history["train_<quantity>"]``
+    and, when present, ``history["val_<quantity>"]``.
 
     Args:
-      history: a history as :func:`jaxseq.train.fit` returns it (lists per epoch;
-        ``history["epoch"]`` gives the x axis when present, else 1, 2, ...).
-      quantity: the name after ``train_``/``val_``, e.g. ``"loss"``, ``"accuracy"``,
-        ``"bit_accuracy"``.
-      path: the PNG file to write.
+      history: as :func:`jaxseq.train.fit` returns it; ``"epoch"`` is the x axis.
+      quantity: the name after ``train_``/``val_``: ``"loss"``, ``"accuracy"``, ...
+      path: the PNG file to write; returned as a :class:`pathlib.Path`.
       title: figure title (default ``quantity``).
-      percent: scale values by 100 and label the axis "(%)"; default: for everything
-        but ``"loss"``.
-      loss_name: which loss, for the axis label of ``quantity="loss"`` (e.g.
-        ``"softmax cross-entropy, nats"``).
-      test_value: the final test score of ``quantity`` (a fraction for metrics, the loss
-        as is), drawn as a dashed line and written in the legend.
-
-    Returns:
-      ``path`` as a :class:`pathlib.Path`.
+      percent: scale by 100 and label the axis "(%)"; default: for all but ``"loss"``.
+      loss_name: which loss, for the axis label of ``"loss"``.
+      test_value: the test score (a fraction for metrics), a dashed line in the legend.
 
     Raises:
-      KeyError: if ``history`` has neither an ``"epoch"`` nor a ``"train_<quantity>"``
-        entry.
+      KeyError: if ``history`` has neither ``"epoch"`` nor ``"train_<quantity>"``.
     """
     if percent is None:
         percent = quantity != "loss"
@@ -97,32 +71,21 @@ def plot_history(
 History = Mapping[str, Sequence[float]]
 
 
-def plot_comparison(
-    histories: Mapping[str, History | Sequence[History]],
-    path: str | os.PathLike,
-    title: str = "",
-    loss_name: str = "softmax cross-entropy, nats",
-    test_accuracy: Mapping[str, float] | None = None,
-) -> Path:
-    """Validation accuracy (%) and loss per epoch of several models side by side.
-
-    A model given several histories (one per seed) is drawn as the mean curve over them
-    with a shaded band and error bars of plus/minus one sample standard deviation
-    (``ddof=1``) around it.
+def plot_comparison(histories: Mapping[str, History | Sequence[History]],
+                    path: str | os.PathLike, title: str = "",
+                    loss_name: str = "softmax cross-entropy, nats",
+                    test_accuracy: Mapping[str, float] | None = None) -> Path:
+    """Validation accuracy (%) and loss per epoch of several models side by side; several
+    seeds of a model are drawn as their mean with a band and error bars of one sample
+    standard deviation (``ddof=1``).
 
     Args:
-      histories: ``{model name: history}`` or ``{model name: [history per seed]}``, each
-        history as :func:`jaxseq.train.fit` returns it, with ``"epoch"``,
-        ``"val_accuracy"`` and ``"val_loss"`` entries (the seeds of a model with the same
-        epochs).
-      path: the PNG file to write.
+      histories: ``{model name: history or [history per seed]}``, each with ``"epoch"``,
+        ``"val_accuracy"`` and ``"val_loss"``.
+      path: the PNG file to write; returned as a :class:`pathlib.Path`.
       title: figure title (default ``"validation curves"``).
       loss_name: which loss, for the loss axis.
-      test_accuracy: ``{model name: test accuracy}`` (a fraction; the mean over seeds),
-        written in the legend.
-
-    Returns:
-      ``path`` as a :class:`pathlib.Path`.
+      test_accuracy: ``{model name: test accuracy}`` (fractions), written in the legend.
 
     Raises:
       KeyError: if a history lacks one of those entries.
@@ -162,21 +125,15 @@ def plot_comparison(
 
 def plot_adder_lengths(runs: Sequence[Mapping], loss: str, bits: int,
                        path: str | os.PathLike) -> Path:
-    """Per-bit and exact-sum accuracy (%) against bit length, for the binary-addition runs.
-
-    One panel with both curves for a single seed; two panels (per-bit, exact sum) with a
-    curve per seed for several.
+    """Per-bit and exact-sum accuracy (%) against bit length of binary-addition runs: one
+    panel with both curves for one seed, else two panels with a curve per seed.
 
     Args:
-      runs: the seeds' results, each with ``"seed"`` and ``"lengths"`` (rows ``{"bits",
-        "bit_accuracy", "exact_accuracy"}``, fractions), as
-        :func:`jaxseq.tasks.adder.task.run_seed` returns.
+      runs: each seed's ``{"seed", "lengths": [{"bits", "bit_accuracy",
+        "exact_accuracy"}, ...]}`` (fractions), as the adder task's ``run_seed`` returns.
       loss: the training loss' name, for the title (``"bce"``).
       bits: the training length, marked by a vertical line.
-      path: the PNG to write.
-
-    Returns:
-      ``path`` as a :class:`~pathlib.Path`.
+      path: the PNG to write; returned as a :class:`~pathlib.Path`.
     """
     title = f"full-adder cell, {loss.upper()}, trained on {bits} bits"
     metrics = (("bit_accuracy", "per-bit"), ("exact_accuracy", "exact sum"))
@@ -186,9 +143,8 @@ def plot_adder_lengths(runs: Sequence[Mapping], loss: str, bits: int,
     else:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
         title += f", {len(runs)} seeds"
-    # Where the per-bit and exact-sum curves coincide (100% at every length), the exact-sum
-    # curve is drawn over the per-bit one with hollow, larger markers and a dashed line, so
-    # both stay visible.
+    # The exact-sum curve is drawn over the per-bit one with hollow, larger markers and a
+    # dashed line, so both stay visible where they coincide.
     styles = ({"marker": "o", "ms": 4, "ls": "-", "lw": 2.5, "zorder": 2},
               {"marker": "s", "ms": 8, "ls": "--", "lw": 1.2, "mfc": "none", "zorder": 3})
     for i, result in enumerate(runs):

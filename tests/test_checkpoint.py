@@ -15,7 +15,7 @@ from jaxseq.runs.checkpoint import Checkpointer
 from jaxseq.runs.folder import checkpoint_dir, checkpoint_names, latest_epoch
 from jaxseq.runs.predictor import load_run
 from jaxseq.tasks import adder
-from jaxseq.train import create_train_state, evaluate, fit
+from jaxseq.train import Callbacks, ResumePoint, create_train_state, evaluate, fit
 
 MODEL = RecurrentClassifier(cell="gru", features=8, num_classes=3)
 
@@ -33,9 +33,9 @@ def new_state(toy):
     return create_train_state(MODEL, jax.random.key(0), toy[0].inputs[:1], 1e-2)
 
 
-def run_fit(state, toy, epochs, **kwargs):
-    return fit(state, *toy, epochs=epochs, batch_size=32, progress=False, log=None,
-               progress_updates=3, **kwargs)
+def run_fit(state, toy, epochs, on_epoch_end=None, **kwargs):
+    return fit(state, *toy, epochs=epochs, batch_size=32, progress=False, progress_updates=3,
+               callbacks=Callbacks(log=None, on_epoch_end=on_epoch_end), **kwargs)
 
 
 def without_seconds(history):
@@ -61,7 +61,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(toy, uninterrupted, tmp
         assert restored.epoch == 2 and int(restored.state.step) == 2 * (280 // 32)
         assert np.array_equal(jax.random.key_data(restored.rng), jax.random.key_data(rng))
         state, history = run_fit(restored.state, toy, 4, rng=restored.rng,
-                                 initial_epoch=restored.epoch, history=restored.history,
+                                 resume=ResumePoint(restored.epoch, restored.history),
                                  on_epoch_end=saver.on_epoch_end(restored.rng))
         assert saver.epochs() == [2, 3, 4]
     full_state, full_history = uninterrupted

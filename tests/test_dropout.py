@@ -23,7 +23,17 @@ from jaxseq.data.dataset import Dataset
 from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.nn.fused import FusedRNN
 from jaxseq.tasks.mnist.task import MnistConfig
-from jaxseq.train import CLASSIFICATION, create_train_state, fit, train_step, uses_dropout
+from jaxseq.train import (
+    CLASSIFICATION,
+    Callbacks,
+    ResumePoint,
+    create_train_state,
+    fit,
+    train_step,
+    uses_dropout,
+)
+
+QUIET = Callbacks(log=None)  # fit without its per-epoch line
 
 BATCH, TIME, INPUT, HIDDEN, CLASSES = 64, 6, 3, 8, 4
 
@@ -51,8 +61,8 @@ def test_dropout_zero_is_the_model_without_dropout():
     state = create_train_state(model, jax.random.key(0), x[:1])
     plain = state.replace(apply_fn=lambda variables, inputs: model.apply(variables, inputs))
     a, _ = fit(jax.tree.map(jnp.copy, state), Dataset(x, y), epochs=1, batch_size=16,
-               progress=False, log=None)
-    b, _ = fit(plain, Dataset(x, y), epochs=1, batch_size=16, progress=False, log=None)
+               progress=False, callbacks=QUIET)
+    b, _ = fit(plain, Dataset(x, y), epochs=1, batch_size=16, progress=False, callbacks=QUIET)
     jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
 
 
@@ -129,10 +139,10 @@ def test_fit_with_dropout_resumes_bit_for_bit():
     x, y = data(32)
     model = RecurrentClassifier("gru", HIDDEN, 2, num_classes=CLASSES, dropout=0.3)
     start = create_train_state(model, jax.random.key(0), x[:1])
-    kwargs = dict(batch_size=8, rng=5, progress=False, log=None)
+    kwargs = dict(batch_size=8, rng=5, progress=False, callbacks=QUIET)
     whole, history = fit(jax.tree.map(jnp.copy, start), Dataset(x, y), epochs=2, **kwargs)
     first, part = fit(jax.tree.map(jnp.copy, start), Dataset(x, y), epochs=1, **kwargs)
-    resumed, _ = fit(first, Dataset(x, y), epochs=2, initial_epoch=1, history=part, **kwargs)
+    resumed, _ = fit(first, Dataset(x, y), epochs=2, resume=ResumePoint(1, part), **kwargs)
     jax.tree.map(np.testing.assert_array_equal, whole.params, resumed.params)
     no_dropout = create_train_state(RecurrentClassifier("gru", HIDDEN, 2, num_classes=CLASSES),
                                     jax.random.key(0), x[:1])

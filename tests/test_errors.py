@@ -22,7 +22,7 @@ from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.runs import folder
 from jaxseq.runs.checkpoint import Checkpointer
 from jaxseq.runs.folder import latest_epoch
-from jaxseq.train import NonFiniteLossError, create_train_state, fit
+from jaxseq.train import Callbacks, NonFiniteLossError, ResumePoint, create_train_state, fit
 
 MNIST = REPO_ROOT / "experiments" / "mnist.py"
 ADDER = REPO_ROOT / "experiments" / "adder.py"
@@ -79,8 +79,9 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_checkpoint(tmp_path,
             save(epoch, state, history)
 
         with pytest.raises(NonFiniteLossError) as caught:
-            fit(state, data, epochs=3, batch_size=32, rng=seed, progress=False, log=None,
-                progress_updates=progress_updates, on_epoch_end=on_epoch_end)
+            fit(state, data, epochs=3, batch_size=32, rng=seed, progress=False,
+                progress_updates=progress_updates,
+                callbacks=Callbacks(log=None, on_epoch_end=on_epoch_end))
         error = caught.value
         assert (error.epoch, error.step, error.steps_per_epoch) == (2, step, 10)
         assert str(error) == (f"non-finite training loss (NaN or infinity) at epoch 2, "
@@ -103,18 +104,19 @@ def test_diverging_mnist_run_exits_3_naming_epoch_and_step(mnist_dir, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
-    [({"initial_epoch": 4}, r"initial_epoch must be an integer in \[0, epochs=3\]"),
-     ({"initial_epoch": -1}, "initial_epoch must be an integer"),
-     ({"initial_epoch": 2, "history": {"epoch": [1]}}, "one value per completed epoch"),
-     ({"initial_epoch": 1, "history": {"epoch": [2]}}, r"history\['epoch'\] must be 1..1")],
+    "resume, message",
+    [(ResumePoint(4), r"initial_epoch must be an integer in \[0, epochs=3\]"),
+     (ResumePoint(-1), "initial_epoch must be an integer"),
+     (ResumePoint(2, {"epoch": [1]}), "one value per completed epoch"),
+     (ResumePoint(1, {"epoch": [2]}), r"history\['epoch'\] must be 1..1")],
 )
-def test_fit_rejects_inconsistent_resume_arguments(kwargs, message):
+def test_fit_rejects_inconsistent_resume_arguments(resume, message):
     data = Dataset(np.zeros((64, 6, 4), np.float32), np.zeros(64, np.int32))
     model = RecurrentClassifier(cell="rnn", features=4, num_classes=3)
     state = create_train_state(model, jax.random.key(0), data.inputs[:1])
     with pytest.raises(ValueError, match=message):
-        fit(state, data, epochs=3, batch_size=32, progress=False, log=None, **kwargs)
+        fit(state, data, epochs=3, batch_size=32, progress=False,
+            callbacks=Callbacks(log=None), resume=resume)
 
 
 # --- atomic result files ------------------------------------------------------------

@@ -23,7 +23,7 @@ from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.nn.fused import FUSED_CELLS, FusedCellParams, FusedRNN, fused_bidirectional
 from jaxseq.runs.predictor import Predictor
 from jaxseq.tasks.adder.model import BinaryAdder
-from jaxseq.train import Objective, create_train_state, evaluate, fit
+from jaxseq.train import Callbacks, Objective, ResumePoint, create_train_state, evaluate, fit
 
 # --- 1. input dtypes ----------------------------------------------------------------------
 
@@ -290,21 +290,22 @@ def test_fit_refuses_bad_training_and_validation_labels_before_any_step():
                                       (good, toy_data([0, -1, 2]), "validation")]:
         with pytest.raises(ValueError, match=rf"{where} set labels .*\[0, 3\)"):
             fit(tiny_state(), train_set, val_set, epochs=1, batch_size=4, progress=False,
-                log=calls.append, on_epoch_end=lambda *a: calls.append(a))
+                callbacks=Callbacks(log=calls.append, on_epoch_end=lambda *a: calls.append(a)))
     assert calls == []  # no epoch ran
     # The message lists the distinct bad values.
     with pytest.raises(ValueError, match=r"3 of 8 are not: 3, 5;"):
         fit(tiny_state(), toy_data([0, 1, 2, 3, 5, 3, 0, 1]), epochs=1, batch_size=4,
-            progress=False, log=None)
+            progress=False, callbacks=Callbacks(log=None))
 
 
 def test_forgetting_num_classes_is_refused():
     """A 4-class task trained with the default of another size fails, naming num_classes."""
     data = toy_data([0, 1, 2, 3] * 2)
     with pytest.raises(ValueError, match="outputs 3 classes.*num_classes"):
-        fit(tiny_state(3), data, epochs=1, batch_size=4, progress=False, log=None)
+        fit(tiny_state(3), data, epochs=1, batch_size=4, progress=False,
+            callbacks=Callbacks(log=None))
     state, history = fit(tiny_state(4), data, epochs=1, batch_size=4, progress=False,
-                         log=None)
+                         callbacks=Callbacks(log=None))
     assert np.isfinite(history["train_loss"][0])
 
 
@@ -389,9 +390,9 @@ def resume_data():
     return toy_data(labels, seed=4), toy_data(np.arange(9) % 3, seed=5)
 
 
-def short_fit(state, data, epochs, rng, **kwargs):
-    return fit(state, *data, epochs=epochs, batch_size=8, rng=rng, progress=False, log=None,
-               **kwargs)
+def short_fit(state, data, epochs, rng, on_epoch_end=None, **kwargs):
+    return fit(state, *data, epochs=epochs, batch_size=8, rng=rng, progress=False,
+               callbacks=Callbacks(log=None, on_epoch_end=on_epoch_end), **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -419,7 +420,7 @@ def test_every_key_form_saves_and_resumes_like_the_uninterrupted_run(
                                          else restored.rng),
                               np.asarray(jax.random.PRNGKey(1)))
         state, history = short_fit(restored.state, data, 3, restored.rng,
-                                   initial_epoch=restored.epoch, history=restored.history)
+                                   resume=ResumePoint(restored.epoch, restored.history))
     # fit(rng=1) shuffles with jax.random.key(1), the same bits as PRNGKey(1): one reference.
     full_state, full_history = uninterrupted_seed_1
     for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):

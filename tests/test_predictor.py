@@ -12,7 +12,7 @@ from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.runs import folder
 from jaxseq.runs.checkpoint import Checkpointer
 from jaxseq.runs.predictor import load_run
-from jaxseq.train import create_train_state, fit
+from jaxseq.train import Callbacks, create_train_state, fit
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.integers(0, 256, size=(6, 28, 28), dtype=np.uint8)  # raw grey levels
@@ -29,8 +29,8 @@ def saved_run(tmp_path, order: str, seed: int = 3):
     run = tmp_path / f"run-{order}"
     with Checkpointer(folder.checkpoint_dir(run, "gru"), model=model,
                       example_inputs=x[:1]) as checkpointer:
-        fit(state, Dataset(x, y), epochs=1, batch_size=2, progress=False, log=None,
-            on_epoch_end=checkpointer.on_epoch_end(0))
+        fit(state, Dataset(x, y), epochs=1, batch_size=2, progress=False,
+            callbacks=Callbacks(log=None, on_epoch_end=checkpointer.on_epoch_end(0)))
     folder.write_json_atomic(run / "config.json", {"cell": "gru", "hidden_size": 4,
                                                    "order": order, "seed": seed})
     return run, x

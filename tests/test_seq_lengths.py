@@ -21,7 +21,7 @@ from jaxseq.nn.fused import FusedCellParams, FusedRNN, fused_bidirectional
 from jaxseq.nn.lengths import reverse_valid
 from jaxseq.runs.predictor import Predictor
 from jaxseq.tasks.adder.data import train_test_split
-from jaxseq.train import EvalData, create_train_state, evaluate, fit
+from jaxseq.train import Callbacks, EvalData, create_train_state, evaluate, fit
 
 BATCH, TIME, INPUT, HIDDEN, CLASSES = 3, 6, 3, 5, 4
 LENGTHS = np.array([6, 3, 1])
@@ -259,7 +259,7 @@ def test_fit_with_lengths_is_adam_on_the_rows_alone(trained):
     model, state, x, y = trained
     start = jax.tree.map(jnp.copy, state)
     new, _ = fit(jax.tree.map(jnp.copy, state), Dataset(x, y, LENGTHS), epochs=1,
-                 batch_size=BATCH, progress=False, log=None)
+                 batch_size=BATCH, progress=False, callbacks=Callbacks(log=None))
 
     def mean_loss(p):
         return jnp.mean(jnp.stack(per_row_loss(model, p, x, y)))

@@ -26,8 +26,8 @@ CHECKS = textwrap.dedent('''
     from jaxseq.runs.predictor import load_run
     from jaxseq.data import Dataset
     from jaxseq.nn.classifier import RecurrentClassifier
-    from jaxseq.train import (CLASSIFICATION, zero_sums, create_train_state, data_mesh,
-                              evaluate, fit, train_chunk)
+    from jaxseq.train import (CLASSIFICATION, Callbacks, zero_sums, create_train_state,
+                              data_mesh, evaluate, fit, train_chunk)
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(450, 6, 4)).astype(np.float32)
@@ -38,7 +38,7 @@ CHECKS = textwrap.dedent('''
     for name, mesh in (("one", data_mesh(jax.devices()[:1])), ("four", None)):  # None: all
         state = create_train_state(model, jax.random.key(0), x[:1], 1e-2)
         state, history = fit(state, train, val, epochs=2, batch_size=32, rng=1, progress=False,
-                             log=None, mesh=mesh)
+                             callbacks=Callbacks(log=None), mesh=mesh)
         leaves = jax.tree.leaves(state.params)
         out[name] = {
             "history": {k: v for k, v in history.items() if k != "epoch_seconds"},
@@ -68,7 +68,7 @@ CHECKS = textwrap.dedent('''
     out["all_reduces"] = hlo.count("all-reduce(")
     try:
         fit(create_train_state(model, jax.random.key(0), x[:1]), train, epochs=1, batch_size=30,
-            progress=False, log=None)
+            progress=False, callbacks=Callbacks(log=None))
     except ValueError as error:
         out["batch_30_error"] = str(error)
     print(json.dumps(out))

@@ -20,7 +20,14 @@ from jaxseq.data import Dataset
 from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.runs import interrupt
 from jaxseq.runs.checkpoint import Checkpointer
-from jaxseq.train import EpochProgress, TrainingStopped, create_train_state, fit
+from jaxseq.train import (
+    Callbacks,
+    EpochProgress,
+    ResumePoint,
+    TrainingStopped,
+    create_train_state,
+    fit,
+)
 
 MNIST = REPO_ROOT / "experiments" / "mnist.py"
 TIMING = {"epoch_seconds", "mean_epoch_seconds", "total_seconds"}
@@ -99,11 +106,12 @@ def test_fit_stopped_inside_an_epoch_resumes_bit_for_bit(tmp_path, stop_after):
     parameters, same step-level metric points as one uninterrupted run."""
     train, val = _task()
     model = RecurrentClassifier(cell="gru", features=8, num_classes=3)
-    kwargs = dict(epochs=3, batch_size=20, rng=jax.random.key(4), progress=False, log=None,
+    kwargs = dict(epochs=3, batch_size=20, rng=jax.random.key(4), progress=False,
                   progress_updates=15, log_every_steps=4)
     reference_writer = Writer()
     state, history = fit(create_train_state(model, jax.random.key(0), train.inputs[:1]), train,
-                         val, metric_writer=reference_writer, **kwargs)
+                         val, callbacks=Callbacks(log=None, metric_writer=reference_writer),
+                         **kwargs)
     expected = jax.tree.map(np.asarray, jax.device_get(state.params))
 
     calls = {"n": 0}
@@ -115,19 +123,23 @@ def test_fit_stopped_inside_an_epoch_resumes_bit_for_bit(tmp_path, stop_after):
     writer = Writer()
     with Checkpointer(tmp_path / "ck", model=model, example_inputs=train.inputs[:1]) as saver:
         with pytest.raises(TrainingStopped) as stopped:
+            callbacks = Callbacks(log=None,
+                                  on_epoch_end=interrupt.on_epoch_end(saver, kwargs["rng"]),
+                                  should_stop=should_stop,
+                                  on_stop=interrupt.saver(saver, kwargs["rng"]),
+                                  metric_writer=writer)
             fit(create_train_state(model, jax.random.key(0), train.inputs[:1]), train, val,
-                should_stop=should_stop, on_stop=interrupt.saver(saver, kwargs["rng"]),
-                on_epoch_end=interrupt.on_epoch_end(saver, kwargs["rng"]),
-                metric_writer=writer, **kwargs)
+                callbacks=callbacks, **kwargs)
         error = stopped.value
         assert 0 < error.step < 15 and error.steps_per_epoch == 15
         fresh = create_train_state(model, jax.random.key(0), train.inputs[:1])
         restored, progress = interrupt.restore(saver, fresh)
     assert (progress.epoch, progress.step) == (error.epoch, error.step)
     assert isinstance(progress, EpochProgress) and progress.sums["count"] == 20 * error.step
-    state, resumed = fit(restored.state, train, val, initial_epoch=progress.epoch - 1,
-                         history=restored.history, resume_progress=progress,
-                         metric_writer=writer, **{**kwargs, "rng": restored.rng})
+    state, resumed = fit(restored.state, train, val,
+                         resume=ResumePoint(progress.epoch - 1, restored.history, progress),
+                         callbacks=Callbacks(log=None, metric_writer=writer),
+                         **{**kwargs, "rng": restored.rng})
     for key in history:
         if key != "epoch_seconds":
             assert resumed[key] == history[key], key  # exact
@@ -147,8 +159,8 @@ def test_resume_progress_is_checked():
     bad = EpochProgress(epoch=3, step=2, sums={"loss": 0.0, "accuracy": 0.0, "count": 40.0,
                                                "nonfinite_step": -1})
     with pytest.raises(ValueError, match="resume_progress must continue epoch"):
-        fit(state, train, epochs=3, batch_size=20, initial_epoch=0, resume_progress=bad,
-            progress=False, log=None)
+        fit(state, train, epochs=3, batch_size=20, resume=ResumePoint(0, None, bad),
+            progress=False, callbacks=Callbacks(log=None))
     assert EpochProgress.from_json(bad.to_json()) == bad
     with pytest.raises(ValueError, match="not a saved epoch progress"):
         EpochProgress.from_json({"epoch": 1})

@@ -30,7 +30,7 @@ from jaxseq.data import Dataset
 from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.runs import folder, interrupt, storage
 from jaxseq.runs.checkpoint import Checkpointer
-from jaxseq.train import create_train_state, fit
+from jaxseq.train import Callbacks, create_train_state, fit
 
 MNIST = REPO_ROOT / "experiments" / "mnist.py"
 
@@ -89,7 +89,8 @@ def test_failed_checkpoint_write_keeps_the_previous_one_restorable(tmp_path, mon
 
         with pytest.raises(storage.StorageError) as caught:
             fit(create_train_state(model, jax.random.key(0), x[:1]), data, epochs=4,
-                batch_size=20, rng=key, progress=False, log=None, on_epoch_end=on_epoch_end)
+                batch_size=20, rng=key, progress=False,
+                callbacks=Callbacks(log=None, on_epoch_end=on_epoch_end))
     message = str(caught.value)
     assert "\n" not in message and caught.value.errno == code
     assert message.startswith(f"cannot write the checkpoint of epoch 3 to {tmp_path}: "

@@ -24,6 +24,8 @@ from jaxseq.nn.classifier import RecurrentClassifier  # noqa: E402
 from jaxseq.runs.tensorboard import TensorBoardWriter  # noqa: E402
 from jaxseq.train import (  # noqa: E402
     CLASSIFICATION,
+    Callbacks,
+    ResumePoint,
     create_train_state,
     fit,
     train_step,
@@ -94,8 +96,8 @@ def test_epoch_and_step_scalars_match_history(tmp_path, model, toy):
     every = 7  # progress_updates=2: the default chunk is 10 steps; it becomes 7
     with TensorBoardWriter(tmp_path / "run") as writer:
         _, history = fit(new_state(model, toy), train, val, epochs=EPOCHS, batch_size=BATCH,
-                         rng=3, progress=False, log=None, progress_updates=2,
-                         metric_writer=writer, log_every_steps=every)
+                         rng=3, progress=False, progress_updates=2, log_every_steps=every,
+                         callbacks=Callbacks(log=None, metric_writer=writer))
     scalars = read_scalars(tmp_path / "run")
 
     # Per epoch: every history value at the step of the epoch's end.
@@ -137,12 +139,12 @@ def test_epoch_and_step_scalars_match_history(tmp_path, model, toy):
 
 def test_writing_does_not_change_the_results(tmp_path, model, toy):
     train, val = toy
-    kwargs = dict(epochs=1, batch_size=BATCH, rng=5, progress=False, log=None,
-                  progress_updates=2)
-    state_a, plain = fit(new_state(model, toy), train, val, **kwargs)
+    kwargs = dict(epochs=1, batch_size=BATCH, rng=5, progress=False, progress_updates=2)
+    state_a, plain = fit(new_state(model, toy), train, val, callbacks=Callbacks(log=None),
+                         **kwargs)
     with TensorBoardWriter(tmp_path) as writer:
-        state_b, logged = fit(new_state(model, toy), train, val, metric_writer=writer,
-                              log_every_steps=3, **kwargs)
+        state_b, logged = fit(new_state(model, toy), train, val, log_every_steps=3,
+                              callbacks=Callbacks(log=None, metric_writer=writer), **kwargs)
     plain.pop("epoch_seconds"), logged.pop("epoch_seconds")
     assert plain == logged
     for a, b in zip(jax.tree.leaves(state_a.params), jax.tree.leaves(state_b.params),
@@ -154,12 +156,13 @@ def test_resumed_run_continues_the_steps(tmp_path, model, toy):
     """Epoch 2 after a resume lands at the global steps of an uninterrupted run; a
     log_every_steps longer than an epoch gives one point per epoch (the epoch's end)."""
     train, _ = toy
-    kwargs = dict(batch_size=BATCH, rng=3, progress=False, log=None, log_every_steps=50)
+    kwargs = dict(batch_size=BATCH, rng=3, progress=False, log_every_steps=50)
     with TensorBoardWriter(tmp_path) as writer:
-        state, history = fit(new_state(model, toy), train, epochs=1, metric_writer=writer,
+        callbacks = Callbacks(log=None, metric_writer=writer)
+        state, history = fit(new_state(model, toy), train, epochs=1, callbacks=callbacks,
                              **kwargs)
-        _, history = fit(state, train, epochs=2, initial_epoch=1, history=history,
-                         metric_writer=writer, **kwargs)
+        _, history = fit(state, train, epochs=2, resume=ResumePoint(1, history),
+                         callbacks=callbacks, **kwargs)
     scalars = read_scalars(tmp_path)
     assert scalars["train/loss"] == [(20, f32(history["train_loss"][0])),
                                      (40, f32(history["train_loss"][1]))]
@@ -172,7 +175,7 @@ def test_resumed_run_continues_the_steps(tmp_path, model, toy):
 def test_bad_log_every_steps(model, toy):
     with pytest.raises(ValueError, match="log_every_steps must be a positive integer"):
         fit(new_state(model, toy), toy[0], epochs=1, batch_size=BATCH, progress=False,
-            log=None, log_every_steps=0)
+            callbacks=Callbacks(log=None), log_every_steps=0)
 
 
 def test_writer_checks_and_home_expansion(tmp_path, monkeypatch):

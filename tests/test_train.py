@@ -13,6 +13,7 @@ from jaxseq.data import Dataset
 from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.train import (
     CLASSIFICATION,
+    Callbacks,
     Objective,
     create_train_state,
     evaluate,
@@ -21,6 +22,8 @@ from jaxseq.train import (
     train_step,
 )
 from jaxseq.train.loop import _epoch_indices
+
+QUIET = Callbacks(log=None)  # fit without its per-epoch line
 
 
 def numpy_log_softmax(logits):
@@ -113,7 +116,7 @@ def test_fit_lowers_loss_and_records_history(toy, model):
     train, val = Dataset(toy.inputs[:800], toy.labels[:800]), Dataset(toy.inputs[800:],
                                                                        toy.labels[800:])
     state, history = fit(state, train, val, epochs=4, batch_size=32, rng=0,
-                         progress=False, log=None)
+                         progress=False, callbacks=QUIET)
     assert list(history) == ["epoch", "train_loss", "train_accuracy", "val_loss",
                              "val_accuracy", "epoch_seconds"]
     assert history["epoch"] == [1, 2, 3, 4]
@@ -132,9 +135,10 @@ def test_fit_is_deterministic_and_compiles_once(toy, model):
 
     def run():
         state = create_train_state(model, jax.random.key(0), toy.inputs[:1])
-        return fit(state, train, epochs=3, batch_size=32, rng=7, progress=False, log=None,
-                   progress_updates=4,
-                   on_epoch_end=lambda *_: cache_sizes.append(train_chunk._cache_size()))
+        sizes = Callbacks(log=None,
+                          on_epoch_end=lambda *_: cache_sizes.append(train_chunk._cache_size()))
+        return fit(state, train, epochs=3, batch_size=32, rng=7, progress=False,
+                   progress_updates=4, callbacks=sizes)
 
     _, first = run()
     _, second = run()
@@ -165,7 +169,7 @@ def test_epochs_reshuffle_without_repeats():
 def test_fit_rejects_bad_sizes(toy, model, kwargs, message):
     state = create_train_state(model, jax.random.key(0), toy.inputs[:1])
     with pytest.raises(ValueError, match=message):
-        fit(state, toy, toy, progress=False, log=None, **kwargs)
+        fit(state, toy, toy, progress=False, callbacks=QUIET, **kwargs)
 
 
 @pytest.mark.parametrize("learning_rate", [0.0, -1e-3, float("nan")])
@@ -189,7 +193,7 @@ def test_metric_that_does_not_reduce_per_example_is_rejected(toy, model):
 def test_fit_refuses_an_rng_that_is_neither_key_nor_seed(toy, model, rng, got):
     state = create_train_state(model, jax.random.key(0), toy.inputs[:1])
     with pytest.raises(ValueError, match=rf"rng must be a PRNG key.*got {got}$"):
-        fit(state, toy, epochs=1, batch_size=100, rng=rng, progress=False, log=None)
+        fit(state, toy, epochs=1, batch_size=100, rng=rng, progress=False, callbacks=QUIET)
 
 
 def test_fit_takes_a_new_style_key_an_old_style_key_and_a_seed_alike(toy, model):
@@ -199,6 +203,6 @@ def test_fit_takes_a_new_style_key_an_old_style_key_and_a_seed_alike(toy, model)
     for rng in (5, jax.random.key(5), jax.random.PRNGKey(5), np.asarray(jax.random.PRNGKey(5))):
         state = create_train_state(model, jax.random.key(0), toy.inputs[:1])
         _, history = fit(state, Dataset(toy.inputs[:200], toy.labels[:200]), epochs=1,
-                         batch_size=100, rng=rng, progress=False, log=None)
+                         batch_size=100, rng=rng, progress=False, callbacks=QUIET)
         results.append(history["train_loss"])
     assert results[0] == results[1] == results[2] == results[3]

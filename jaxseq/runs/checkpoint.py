@@ -327,7 +327,7 @@ class Checkpointer:
         train = {"step": jnp.asarray(state.step), "opt_state": state.opt_state,
                  "rng": jax.random.key_data(rng) if typed else rng}
         if jax.process_count() > 1:  # several processes: orbax saves global arrays only
-            from jaxseq.train.sharding import _to_mesh
+            from jaxseq.train.sharding import to_mesh as _to_mesh
 
             train["rng"] = _to_mesh(np.asarray(train["rng"]), NamedSharding(data_mesh(), P()))
         self._manager.save(

@@ -1,5 +1,5 @@
-"""What a finished run should warn about (a diverged loss, non-finite test predictions),
-and the one line :func:`~jaxseq.train.fit` logs per epoch."""
+"""What a finished run warns about (a diverged loss, non-finite test predictions), and the
+line :func:`fit` logs per epoch."""
 
 from __future__ import annotations
 
@@ -7,40 +7,27 @@ from collections.abc import Mapping, Sequence
 
 from jaxseq.train.objective import NONFINITE
 
-#: How many times larger than its reference the training loss must be for
-#: :func:`divergence_warning` to call it diverged (two orders of magnitude).
+#: How many times larger than its reference the training loss of a diverged run is.
 DIVERGENCE_FACTOR = 100.0
 
 
 def divergence_warning(history: Mapping[str, Sequence[float]], chance_loss: float | None = None,
                        factor: float = DIVERGENCE_FACTOR) -> str | None:
-    """A one-line warning when the training loss has grown by orders of magnitude.
+    """A one-line warning when the last epoch's training loss ``L`` grew by orders of magnitude.
 
-    :func:`fit` stops on a NaN or infinite loss (:class:`NonFiniteLossError`) but a
-    learning rate far too large can also send the loss to huge *finite* values, and the
-    run then ends "successfully". The rule, on the last epoch's training loss ``L``:
-
-    * growth: ``L >= factor * min(earlier epochs' training losses)`` (needs two epochs;
-      the loss has grown ``factor``-fold since its best epoch), or
-    * chance: ``L > factor * chance_loss`` when ``chance_loss`` is given, the loss of a
-      predictor that knows nothing (``log(num_classes)`` nats for softmax
-      cross-entropy, ``log(2)`` for binary cross-entropy on bits, 0.25 for the squared
-      error of always predicting 0.5): no trained model is ``factor`` times worse than
-      guessing unless it diverged, which catches divergence within the first epoch.
-
-    A growth from a tiny loss (0.001 to 0.1) counts too: the model got ``factor`` times
-    worse. ``factor`` defaults to :data:`DIVERGENCE_FACTOR` (100).
+    It warns when ``L >= factor * min(earlier epochs' training losses)``, or
+    ``L > factor * chance_loss``, the loss of guessing (``log(num_classes)`` for softmax
+    cross-entropy, ``log(2)`` for binary cross-entropy on bits, 0.25 for the squared
+    error of always predicting 0.5).
 
     Args:
-      history: :func:`fit`'s history (its ``"train_loss"`` list, oldest first; missing or
-        empty: no warning).
-      chance_loss: the loss of guessing (positive), or ``None`` to use the growth rule
-        only.
+      history: :func:`fit`'s history; no ``"train_loss"`` values: no warning.
+      chance_loss: the loss of guessing (positive), or ``None`` for the growth rule only.
       factor: how many times larger counts as diverged (> 1).
 
     Returns:
-      ``None``, or the warning, e.g. ``"training diverged: epoch 2's training loss
-      3.1e+06 is 1.3e+06 times the chance-level loss 2.303; lower the learning rate"``.
+      ``None``, or e.g. ``"training diverged: epoch 2's training loss 3.1e+06 is 1.3e+06
+      times the chance-level loss 2.303; lower the learning rate"``.
 
     Raises:
       ValueError: for a ``factor <= 1`` or a non-positive ``chance_loss``.
@@ -73,17 +60,8 @@ def divergence_warning(history: Mapping[str, Sequence[float]], chance_loss: floa
 def training_warnings(history: Mapping[str, Sequence[float]],
                       test: Mapping[str, float] | None = None,
                       chance_loss: float | None = None) -> list[str]:
-    """Every warning a finished run should print and record (the tasks' ``"warnings"``).
-
-    Args:
-      history: :func:`fit`'s history.
-      test: :func:`evaluate`'s result on the test set, if any.
-      chance_loss: the loss of guessing, see :func:`divergence_warning`.
-
-    Returns:
-      Zero or more one-line warnings: :func:`divergence_warning`'s, and one when ``test``
-      reports non-finite predictions (:data:`NONFINITE`).
-    """
+    """The one-line warnings of a finished run: :func:`divergence_warning`'s, and one when
+    ``test`` (:func:`evaluate`'s result) reports non-finite predictions (:data:`NONFINITE`)."""
     warnings = []
     diverged = divergence_warning(history, chance_loss)
     if diverged is not None:
@@ -95,18 +73,10 @@ def training_warnings(history: Mapping[str, Sequence[float]],
 
 
 def format_epoch(record: Mapping[str, float]) -> str:
-    """One line for an epoch: losses as is, metrics in percent, seconds.
+    """One line for an epoch: losses to 4 decimals, metrics (fractions) in percent, seconds.
 
-    Args:
-      record: one epoch's values, keyed as in :data:`History`: ``"epoch"`` and
-        ``"epoch_seconds"`` (both required), losses (keys ending in ``"loss"``) and
-        metrics (fractions in [0, 1]), in the order they are to be shown.
-
-    Returns:
-      The line, e.g.
-      ``"epoch   3 | train_loss 0.1234 | train_accuracy  96.50% | 12.3 s"``: losses
-      to 4 decimals, metrics as percentages to 2 decimals, the epoch's wall time in
-      seconds to 1 decimal.
+    ``record`` holds one epoch's values keyed as in :data:`History`, in the order to
+    show: ``"epoch   3 | train_loss 0.1234 | train_accuracy  96.50% | 12.3 s"``.
 
     Raises:
       KeyError: if ``"epoch"`` or ``"epoch_seconds"`` is missing.

@@ -1,8 +1,9 @@
 """The training loop, :func:`fit`: epochs of compiled chunks, validation after each,
-logging and metric writing, checkpoint callbacks, stopping and resuming."""
+logging and metric writing, callbacks, stopping and resuming."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -16,28 +17,67 @@ from tqdm.auto import tqdm
 from jaxseq.checks import MAX_SEED, check_batch_size, check_positive_int
 from jaxseq.data.dataset import Dataset
 from jaxseq.train.diagnostics import format_epoch
-from jaxseq.train.evaluation import EvalData, _normalise, evaluate_batches
-from jaxseq.train.metrics import MetricWriter, _epoch_scalars, _log_chunk, _write_steps
-from jaxseq.train.objective import _NONFINITE_STEP, CLASSIFICATION, Objective, check_labels
-from jaxseq.train.sharding import _check_divisible, _replicated, _to_mesh, data_mesh
-from jaxseq.train.steps import train_chunk, train_step, uses_dropout
-from jaxseq.train.stopping import (
-    EpochProgress,
-    NonFiniteLossError,
-    TrainingStopped,
-    _check_progress,
-    _host_sums,
-    _stop_agreed,
+from jaxseq.train.evaluation import EvalData, evaluate_batches
+from jaxseq.train.metrics import MetricWriter, epoch_scalars, write_step_means
+from jaxseq.train.objective import (
+    CLASSIFICATION,
+    NONFINITE_STEP,
+    Objective,
+    check_labels,
+    mean_sums,
 )
+from jaxseq.train.sharding import check_divisible, data_mesh, replicated, to_mesh
+from jaxseq.train.steps import train_chunk, train_step, uses_dropout
+from jaxseq.train.stopping import EpochProgress, NonFiniteLossError, TrainingStopped, stop_agreed
 
 #: What :func:`fit` returns and continues: one list per key (``"epoch"``,
 #: ``"train_loss"``, ``"train_<metric>"``, ``"val_loss"``, ``"val_<metric>"``,
 #: ``"epoch_seconds"``), one value per completed epoch, oldest first.
 History = dict[str, list[float]]
 
-#: ``fit`` draws its dropout keys from ``fold_in(rng, _DROPOUT_STREAM)``; the shuffles use
+#: The dropout keys come from ``fold_in(rng, _DROPOUT_STREAM)``; the shuffles use
 #: ``fold_in(rng, epoch)`` with epochs counted from 1, so 0 is free.
 _DROPOUT_STREAM = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Callbacks:
+    """What :func:`fit` calls while it trains.
+
+    Attributes:
+      log: called with one line per epoch (:func:`format_epoch`); ``None``: silence.
+      on_epoch_end: ``(epoch, state, history)`` after each epoch (1-based), e.g. to save a
+        checkpoint (:meth:`jaxseq.runs.checkpoint.Checkpointer.on_epoch_end`).
+      should_stop: checked before every epoch and after every chunk, e.g.
+        :class:`jaxseq.runs.signals.StopRequest`; on several processes any one stops all.
+      on_stop: ``(state, history, progress)`` when ``should_stop()`` becomes true inside
+        an epoch, before :func:`fit` raises :class:`TrainingStopped`.
+      metric_writer: receives each epoch's history values at the global step of the
+        epoch's end (tags ``train/loss``, ``val/<metric>``, ``time/epoch_seconds``, ...),
+        and is flushed every epoch.
+    """
+
+    log: Callable[[str], None] | None = print
+    on_epoch_end: Callable[[int, TrainState, History], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    on_stop: Callable[[TrainState, History, EpochProgress], None] | None = None
+    metric_writer: MetricWriter | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumePoint:
+    """Where :func:`fit` continues a run: epochs done, their history, and a mid-epoch point.
+
+    Attributes:
+      epoch: epochs already done (0 for a new run), in ``[0, epochs]``.
+      history: the history of those epochs, one value per epoch in every list.
+      progress: an :class:`EpochProgress` saved by ``on_stop`` in epoch ``epoch + 1``,
+        continued after its steps; ``None``: the epoch starts from its first step.
+    """
+
+    epoch: int = 0
+    history: History | None = None
+    progress: EpochProgress | None = None
 
 
 def _as_key(rng: object) -> jax.Array:
@@ -62,6 +102,16 @@ def _epoch_indices(rng: jax.Array, epoch: int, num_examples: int, steps: int,
     return permutation[: steps * batch_size].reshape(steps, batch_size)
 
 
+def _chunk_length(steps: int, progress_updates: int, log_every_steps: int | None) -> int:
+    """Steps per compiled chunk: ``progress_updates`` chunks per epoch, shortened to the
+    largest divisor of ``log_every_steps`` (when below ``steps``) so a chunk ends at
+    every metric point."""
+    chunk = -(-steps // min(progress_updates, steps))
+    if log_every_steps is None or log_every_steps >= steps:
+        return chunk
+    return max(d for d in range(1, min(chunk, log_every_steps) + 1) if log_every_steps % d == 0)
+
+
 def _sum_shapes(state: TrainState, objective: Objective, inputs: jax.Array, labels: jax.Array,
                 lengths: jax.Array | None = None) -> dict[str, jax.ShapeDtypeStruct]:
     """Shapes of the running sums; traces ``train_step`` once, so call it outside loops."""
@@ -75,22 +125,15 @@ def _sum_shapes(state: TrainState, objective: Objective, inputs: jax.Array, labe
 
 def _zeros(shapes: Mapping[str, jax.ShapeDtypeStruct]) -> dict[str, jax.Array]:
     sums = {name: jnp.zeros(s.shape, s.dtype) for name, s in shapes.items()}
-    sums[_NONFINITE_STEP] = jnp.full((), -1, jnp.int32)
+    sums[NONFINITE_STEP] = jnp.full((), -1, jnp.int32)
     return sums
 
 
 def zero_sums(state: TrainState, objective: Objective, inputs: jax.Array,
               labels: jax.Array, lengths: jax.Array | None = None) -> dict[str, jax.Array]:
-    """Zeroed running sums for :func:`train_chunk`, shaped by tracing ``train_step`` once.
-
-    Args:
-      state, objective: as for :func:`train_step`.
-      inputs, labels: the training data ``[N, ...]`` (only shapes and dtypes are used).
-      lengths: its ``[N]`` sequence lengths, if the model is to be called with them.
-
-    Returns:
-      ``{"loss", *metrics, "count"}`` float32 zeros and ``"nonfinite_step"`` int32 -1.
-    """
+    """Zeroed running sums for :func:`train_chunk`: ``{"loss", *metrics, "count"}`` float32
+    zeros and ``"nonfinite_step"`` int32 -1, shaped by tracing :func:`train_step` on
+    ``inputs``, ``labels`` (and ``lengths``) ``[N, ...]``."""
     return _zeros(_sum_shapes(state, objective, inputs, labels, lengths))
 
 
@@ -105,6 +148,17 @@ def _check_history(history: Mapping[str, Sequence[float]], initial_epoch: int) -
     return history
 
 
+def _check_progress(progress: EpochProgress, initial_epoch: int, steps: int,
+                    shapes: Mapping[str, jax.ShapeDtypeStruct]) -> None:
+    if progress.epoch != initial_epoch + 1 or not 0 < progress.step < steps:
+        raise ValueError(f"resume_progress must continue epoch initial_epoch + 1 = "
+                         f"{initial_epoch + 1} at a step in [1, {steps}), got epoch "
+                         f"{progress.epoch} step {progress.step}")
+    if set(progress.sums) != set(shapes) | {NONFINITE_STEP}:
+        raise ValueError(f"resume_progress sums {sorted(progress.sums)} do not match the "
+                         f"objective's {sorted(set(shapes) | {NONFINITE_STEP})}")
+
+
 def fit(
     state: TrainState,
     train: Dataset,
@@ -115,104 +169,75 @@ def fit(
     batch_size: int = 64,
     rng: jax.Array | int = 0,
     eval_batch_size: int = 1000,
-    progress_updates: int = 20,
-    progress: bool = True,
-    log: Callable[[str], None] | None = print,
-    on_epoch_end: Callable[[int, TrainState, History], None] | None = None,
-    initial_epoch: int = 0,
-    history: Mapping[str, Sequence[float]] | None = None,
     mesh: Mesh | None = None,
-    metric_writer: MetricWriter | None = None,
+    progress: bool = True,
+    progress_updates: int = 20,
     log_every_steps: int | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    on_stop: Callable[[TrainState, History, EpochProgress], None] | None = None,
-    resume_progress: EpochProgress | None = None,
+    callbacks: Callbacks | None = None,
+    resume: ResumePoint | None = None,
 ) -> tuple[TrainState, History]:
     """Train ``state`` up to epoch ``epochs`` over ``train``, validating after each epoch.
 
-    Epoch ``e`` (1-based) trains on the shuffle ``fold_in(rng, e)``, so a run resumed
-    with ``initial_epoch=k``, the state and history saved after epoch ``k`` and the
-    same ``rng`` sees the same batches, and on CPU gives the same numbers bit for bit,
-    as the run that was never interrupted.
+    Epoch ``e`` (1-based) trains on ``N // batch_size`` batches of the shuffle
+    ``fold_in(rng, e)``; a run resumed from a state saved after epoch ``k`` (or inside
+    it) with the same ``rng`` gives the same numbers, bit for bit on CPU. The state's
+    buffers are donated: use the state ``fit`` returns, and copy one handed to a callback
+    (``jax.tree.map(jnp.copy, state)``) to keep it beyond the call.
 
     Args:
       state: initial parameters and optimizer, see :func:`create_train_state`.
-      train: training inputs ``[N, ...]`` and labels ``[N, ...]``; with ``lengths``
-        (:class:`~jaxseq.data.dataset.Dataset`), each batch's lengths are passed to the
-        model as ``seq_lengths=``.
-      validation: evaluated after every epoch (all examples, padded and masked).
-      objective: per-example loss and metrics (default softmax cross-entropy and accuracy).
-      epochs: the last epoch to train, counted from the start of the run, including
-        the ``initial_epoch`` ones already done (the reference study: 10).
-      batch_size: examples per step (the reference study: 64); ``N // batch_size``
-        steps per epoch. Must be a multiple of the number of devices in ``mesh``.
-      rng: PRNG key or integer seed for the per-epoch shuffles (and, for a model with
-        dropout, the dropout masks: ``fold_in(fold_in(rng, 0), step)`` at each step).
-      eval_batch_size: examples per validation batch (memory only, not results),
-        rounded up to a multiple of the number of devices.
-      progress_updates: how many times per epoch the host syncs to move the progress
-        bar and check the loss (the steps in between run as one compiled scan).
+      train: inputs and labels ``[N, ...]`` (and ``lengths``, passed as ``seq_lengths=``).
+      validation: evaluated after every epoch (every example, padded and masked).
+      objective: per-example loss and metrics (default softmax cross-entropy, accuracy).
+      epochs: the last epoch to train, counting the ``resume.epoch`` ones already done.
+      batch_size: examples per step, a multiple of the number of devices in ``mesh``.
+      rng: PRNG key or integer seed of the shuffles and dropout masks.
+      eval_batch_size: examples per validation batch (memory only, not results).
+      mesh: devices to split every batch over (default :func:`data_mesh`).
       progress: show a tqdm progress bar during each epoch.
-      log: called with one line per epoch; ``None`` for silence.
-      on_epoch_end: called as ``on_epoch_end(epoch, state, history)`` after each
-        epoch (1-based), e.g. to save a checkpoint (:mod:`jaxseq.runs.checkpoint`).
-      initial_epoch: epochs already done (0 for a new run): training starts at epoch
-        ``initial_epoch + 1``; ``0 <= initial_epoch <= epochs``.
-      history: the history of those epochs (as returned by ``fit``), continued; every
-        list must hold ``initial_epoch`` values. Default empty.
-      mesh: devices to split every batch over (default :func:`data_mesh`: all devices).
-        Data and state are replicated on it; each step's batch is sharded along its
-        data axis.
-      metric_writer: if given, each epoch's history values are written to it at the
-        global step (``state.step``) of the epoch's end, tagged ``train/loss``,
-        ``train/<metric>``, ``val/loss``, ``val/<metric>`` and ``time/epoch_seconds``
-        (e.g. a :class:`jaxseq.runs.tensorboard.TensorBoardWriter`); flushed every epoch.
-      log_every_steps: also write ``train_steps/loss`` and ``train_steps/<metric>``, the
-        means over the last ``log_every_steps`` training steps, every ``log_every_steps``
-        steps of an epoch (counted from its start) and at its end for the steps left. It
-        sets the compiled chunk length to the largest divisor of ``log_every_steps`` not
-        above ``steps / progress_updates`` (rounded up), so that a chunk ends where a
-        point is due and the host syncs no more than once per chunk; a ``log_every_steps``
-        with small factors (e.g. 100) keeps the chunks long. The chunking follows
-        ``log_every_steps`` with or without a writer, so in a multi-process run every
-        process passes it and only one passes the writer. Each step computes the same
-        as without it (the tests find bit-identical results on CPU).
-      should_stop: checked after every chunk (where the host syncs anyway) and before
-        every epoch, e.g. :class:`jaxseq.runs.signals.StopRequest` (SIGTERM); in a
-        multi-process run the processes agree (any one stops all, at the same chunk).
-        When true inside an epoch, fit calls ``on_stop(state, history, progress)``
-        with the :class:`EpochProgress` so far (to checkpoint it) and raises
-        :class:`TrainingStopped`; at an epoch's end, the epoch is finished first
-        (``on_epoch_end``), then it raises.
-      on_stop: see ``should_stop``; copy the state if you keep it beyond the call.
-      resume_progress: continue epoch ``initial_epoch + 1`` after the steps it records
-        (an :class:`EpochProgress` saved by ``on_stop``, with the state and history
-        saved with it): the result equals the uninterrupted run's.
-
-    The state's buffers are donated to the compiled steps: after ``fit`` use the state
-    it returns, not the one passed in, and copy a state handed to ``on_epoch_end``
-    (``jax.tree.map(jnp.copy, state)``) if you keep it beyond the call.
+      progress_updates: chunks per epoch; the host syncs once per chunk.
+      log_every_steps: also write ``train_steps/<name>``, the means over every
+        ``log_every_steps`` steps of an epoch and over its last steps.
+      callbacks: what ``fit`` calls, see :class:`Callbacks` (default: ``log=print``).
+      resume: where the run continues, see :class:`ResumePoint` (default: a new run).
 
     Returns:
-      The trained state and the history: ``{"epoch", "train_loss",
-      "train_<metric>", "val_loss", "val_<metric>", "epoch_seconds"}``, one entry per
-      epoch; losses are means per example, metrics fractions in [0, 1], seconds wall
-      time of the epoch including validation. Train values are averaged over the
-      epoch while the parameters change, as PyTorch loops usually report them.
+      The trained state and the :data:`History`: losses are means per example, metrics
+      fractions in [0, 1], ``epoch_seconds`` wall time including validation; train values
+      are averaged over the epoch while the parameters change.
 
     Raises:
-      ValueError: for non-positive sizes, a ``batch_size`` larger than the training set
-        or not a multiple of the device count, an ``initial_epoch`` outside
-        ``[0, epochs]``, a ``history`` that does not match it, a non-positive
-        ``log_every_steps``, an ``rng`` that is neither a key nor a seed in
-        ``[0, MAX_SEED]``, or labels of ``train`` or ``validation`` that the objective
-        refuses (:data:`CLASSIFICATION`: class ids outside ``[0, num_classes)``, where
-        ``num_classes`` is the model's output size), all before the first step.
-      NonFiniteLossError: when a training loss is NaN or infinite; it names the epoch
-        and step. The failing epoch is not recorded and ``on_epoch_end`` is not called
-        for it.
-      TrainingStopped: when ``should_stop()`` became true (see there).
+      ValueError: before the first step: for non-positive sizes, a ``batch_size`` larger
+        than the training set or not a multiple of the device count, a ``resume`` that
+        does not fit ``epochs``, an ``rng`` neither a key nor a seed in ``[0, MAX_SEED]``,
+        or labels the objective refuses.
+      NonFiniteLossError: for a NaN or infinite training loss; the epoch is not recorded.
+      TrainingStopped: when ``should_stop()`` is true; inside an epoch after ``on_stop``,
+        at an epoch's end after ``on_epoch_end``.
+
+    Example:
+      >>> import jax, numpy as np
+      >>> from jaxseq.data import Dataset
+      >>> from jaxseq.nn import RecurrentClassifier
+      >>> from jaxseq.train import Callbacks, ResumePoint, create_train_state, fit
+      >>> x = np.random.default_rng(0).normal(size=(64, 5, 3)).astype(np.float32)
+      >>> data = Dataset(x, (x[:, :, 0].sum(axis=1) > 0).astype(np.int32))
+      >>> model = RecurrentClassifier(cell="gru", features=8, num_classes=2)
+      >>> state = create_train_state(model, jax.random.key(0), data.inputs, 1e-2)
+      >>> quiet = Callbacks(log=None)
+      >>> state, history = fit(state, data, data, epochs=2, batch_size=16, rng=0,
+      ...                      progress=False, callbacks=quiet)
+      >>> history["epoch"], int(state.step), sorted(history)[-2:]
+      ([1, 2], 8, ['val_accuracy', 'val_loss'])
+      >>> state, history = fit(state, data, data, epochs=3, batch_size=16, rng=0,
+      ...                      progress=False, callbacks=quiet, resume=ResumePoint(2, history))
+      >>> history["epoch"], int(state.step)
+      ([1, 2, 3], 12)
     """
+    callbacks = Callbacks() if callbacks is None else callbacks
+    resume = ResumePoint() if resume is None else resume
+    initial_epoch, resume_progress = resume.epoch, resume.progress
+    should_stop, writer = callbacks.should_stop, callbacks.metric_writer
     for name, value in (("epochs", epochs), ("batch_size", batch_size),
                         ("progress_updates", progress_updates)):
         check_positive_int(name, value)
@@ -222,59 +247,52 @@ def fit(
             or not 0 <= initial_epoch <= epochs):
         raise ValueError(f"initial_epoch must be an integer in [0, epochs={epochs}], "
                          f"got {initial_epoch!r}")
-    history = _check_history(history or {}, int(initial_epoch))
+    history = _check_history(resume.history or {}, int(initial_epoch))
     num_examples = train.num_examples
     check_batch_size(batch_size, num_examples)
     mesh = data_mesh() if mesh is None else mesh
-    _check_divisible("batch_size", batch_size, mesh)
+    check_divisible("batch_size", batch_size, mesh)
     rng = _as_key(rng)
     check_labels(state, train, objective, "training set")
     if validation:
         check_labels(state, validation, objective, "validation set")
-    dropout_rng = (jax.random.fold_in(rng, _DROPOUT_STREAM)  # dropout (issue 12.6)
+    dropout_rng = (jax.random.fold_in(rng, _DROPOUT_STREAM)
                    if uses_dropout(state.apply_fn) else None)
     if dropout_rng is not None and jax.process_count() == 1:
-        dropout_rng = jax.device_put(dropout_rng, _replicated(mesh))
+        dropout_rng = jax.device_put(dropout_rng, replicated(mesh))
 
-    replicated = _replicated(mesh)
-    inputs, labels = _to_mesh((train.inputs, train.labels), replicated)
-    lengths = (None if train.lengths is None  # sequence lengths (issue 12.1)
-               else _to_mesh(np.asarray(train.lengths, np.int32), replicated))
+    on_mesh = replicated(mesh)
+    inputs, labels = to_mesh((train.inputs, train.labels), on_mesh)
+    lengths = (None if train.lengths is None
+               else to_mesh(np.asarray(train.lengths, np.int32), on_mesh))
     val_data = (EvalData.from_dataset(validation, eval_batch_size, mesh)
                 if validation else None)
-    state = _to_mesh(state, replicated)
+    state = to_mesh(state, on_mesh)
     first_step = int(jax.device_get(state.step))
     steps = num_examples // batch_size
-    chunk = -(-steps // min(progress_updates, steps))
-    if log_every_steps is not None:  # metric writing: chunk boundaries every N steps
-        chunk = _log_chunk(chunk, steps, log_every_steps)
-    step_writes = metric_writer is not None and log_every_steps is not None
+    chunk = _chunk_length(steps, progress_updates, log_every_steps)
+    step_writes = writer is not None and log_every_steps is not None
 
     sum_shapes = _sum_shapes(state, objective, inputs, labels, lengths)  # traced once
-    # --- resuming mid-epoch (EpochProgress) ---
     resumed_steps = 0
     if resume_progress is not None:
         _check_progress(resume_progress, int(initial_epoch), steps, sum_shapes)
         resumed_steps = resume_progress.step
-    # --- end of resuming mid-epoch ---
     for epoch in range(initial_epoch + 1, epochs + 1):
         start = time.perf_counter()
-        indices = _to_mesh(_epoch_indices(rng, epoch, num_examples, steps, batch_size),
-                           replicated)
-        sums = _to_mesh(_zeros(sum_shapes), replicated)
-        written = None  # metric writing: the host copy of the sums at the last point
-        # --- resuming mid-epoch: the sums, timer and metric points so far ---
+        indices = to_mesh(_epoch_indices(rng, epoch, num_examples, steps, batch_size), on_mesh)
+        sums = to_mesh(_zeros(sum_shapes), on_mesh)
+        written = None  # the host copy of the sums at the last metric point
         done_before = 0
         if resume_progress is not None and epoch == resume_progress.epoch:
             done_before = resume_progress.step
-            sums = _to_mesh({k: jnp.asarray(v, sums[k].dtype)
-                             for k, v in resume_progress.sums.items()}, replicated)
+            sums = to_mesh({k: jnp.asarray(v, sums[k].dtype)
+                            for k, v in resume_progress.sums.items()}, on_mesh)
             start -= resume_progress.seconds
             if resume_progress.written is not None:
                 written = {k: np.float64(v) for k, v in resume_progress.written.items()}
-        if _stop_agreed(should_stop):  # at the epoch's start: its state is already saved
+        if stop_agreed(should_stop):  # at the epoch's start: its state is already saved
             raise TrainingStopped(epoch, done_before, steps)
-        # --- end of resuming mid-epoch ---
         bar = tqdm(total=steps, initial=done_before, desc=f"epoch {epoch}/{epochs}",
                    unit="step", disable=not progress, leave=False)
         epoch_start_step = first_step - resumed_steps + (epoch - initial_epoch - 1) * steps
@@ -283,41 +301,43 @@ def fit(
                 state, sums, inputs, labels, indices[first : first + chunk], objective, mesh,
                 lengths, dropout_rng,
             )
-            # One host sync per chunk: it lets the bar show real progress and checks the loss.
-            bad_step = int(jax.device_get(sums[_NONFINITE_STEP]))
+            # The one host sync per chunk: it moves the bar and checks the loss.
+            bad_step = int(jax.device_get(sums[NONFINITE_STEP]))
             if bad_step >= 0:
                 bar.close()
                 raise NonFiniteLossError(epoch, bad_step - epoch_start_step + 1, steps)
             done = min(first + chunk, steps)
             if step_writes and (done % log_every_steps == 0 or done == steps):
-                written = _write_steps(metric_writer, epoch_start_step + done, sums, written)
+                written = write_step_means(writer, epoch_start_step + done, sums, written)
             bar.update(done - first)
-            if done < steps and _stop_agreed(should_stop):  # SIGTERM: save and stop here
+            if done < steps and stop_agreed(should_stop):  # save and stop here
                 bar.close()
-                if on_stop is not None:
+                if callbacks.on_stop is not None:
                     seconds = time.perf_counter() - start
-                    on_stop(state, history, EpochProgress(
-                        epoch, done, _host_sums(sums),
+                    host_sums = {k: (int(v) if k == NONFINITE_STEP else float(v))
+                                 for k, v in jax.device_get(dict(sums)).items()}
+                    callbacks.on_stop(state, history, EpochProgress(
+                        epoch, done, host_sums,
                         None if written is None else {k: float(v) for k, v in written.items()},
                         seconds))
                 raise TrainingStopped(epoch, done, steps)
         bar.close()
         record = {"epoch": epoch}
-        record.update({f"train_{k}": v for k, v in _normalise(sums).items()})
+        record.update({f"train_{k}": v for k, v in mean_sums(sums).items()})
         if val_data is not None:
             val = evaluate_batches(
                 state, val_data.inputs, val_data.labels, val_data.weights, objective, mesh,
                 val_data.lengths,
             )
-            record.update({f"val_{k}": v for k, v in _normalise(val).items()})
+            record.update({f"val_{k}": v for k, v in mean_sums(val).items()})
         record["epoch_seconds"] = time.perf_counter() - start
         for key, value in record.items():
             history.setdefault(key, []).append(value)
-        if metric_writer is not None:
-            metric_writer.write_scalars(epoch_start_step + steps, _epoch_scalars(record))
-            metric_writer.flush()
-        if log is not None:
-            log(format_epoch(record))
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, state, history)
+        if writer is not None:
+            writer.write_scalars(epoch_start_step + steps, epoch_scalars(record))
+            writer.flush()
+        if callbacks.log is not None:
+            callbacks.log(format_epoch(record))
+        if callbacks.on_epoch_end is not None:
+            callbacks.on_epoch_end(epoch, state, history)
     return state, history

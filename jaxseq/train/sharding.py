@@ -1,5 +1,5 @@
-"""Data parallelism with JAX's own sharding: a one-axis mesh, :data:`DATA_AXIS`, over the
-devices. The data and the state are replicated on it; every batch is split along it."""
+"""Data parallelism with JAX's own sharding: a one-axis mesh over the devices, with the
+data and the state replicated on it and every batch split along its axis."""
 
 from __future__ import annotations
 
@@ -16,17 +16,8 @@ DATA_AXIS = "data"
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A one-axis mesh, axis :data:`DATA_AXIS`, for data parallelism.
-
-    Args:
-      devices: the devices to split batches over; default ``jax.devices()``, i.e. every
-        local device, and every device of every process after
-        ``jax.distributed.initialize()``.
-
-    Returns:
-      A 1-D :class:`jax.sharding.Mesh` of shape ``(len(devices),)`` over the devices in
-      the given order, its one axis named :data:`DATA_AXIS` (an "Auto" axis where JAX
-      has axis types: sharding is propagated by XLA).
+    """A 1-D :class:`jax.sharding.Mesh` over ``devices`` in order (default ``jax.devices()``,
+    every device of every process), its one "Auto" axis named :data:`DATA_AXIS`.
 
     Raises:
       ValueError: for an empty device list.
@@ -34,21 +25,21 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     devices = jax.devices() if devices is None else list(devices)
     if not devices:
         raise ValueError("data_mesh needs at least one device")
-    # "Auto" axes: sharding is propagated by XLA from the constraints (not part of the
-    # array types, as with "Explicit" axes, the default of jax.make_mesh).
+    # "Auto" axes: XLA propagates the sharding from the constraints ("Explicit" axes, the
+    # default of jax.make_mesh, would make it part of the array types).
     axis_type = getattr(jax.sharding, "AxisType", None)
     auto = {"axis_types": (axis_type.Auto,)} if axis_type is not None else {}
     return Mesh(np.array(devices), (DATA_AXIS,), **auto)
 
 
-def _replicated(mesh: Mesh) -> NamedSharding:
+def replicated(mesh: Mesh) -> NamedSharding:
+    """The sharding that holds a whole copy of an array on every device of ``mesh``."""
     return NamedSharding(mesh, P())
 
 
-def _to_mesh(tree: Any, sharding: NamedSharding) -> Any:
-    """Place ``tree`` with ``sharding``. On several processes every process must hold
-    the same host values (they do here: the data and the seeds are the same), and
-    each contributes the shards of its own devices."""
+def to_mesh(tree: Any, sharding: NamedSharding) -> Any:
+    """``tree`` placed with ``sharding``; on several processes each gives its own shards
+    of the same host values."""
     if jax.process_count() == 1:
         return jax.device_put(tree, sharding)
 
@@ -59,7 +50,8 @@ def _to_mesh(tree: Any, sharding: NamedSharding) -> Any:
     return jax.tree.map(put, tree)
 
 
-def _check_divisible(name: str, batch_size: int, mesh: Mesh) -> None:
+def check_divisible(name: str, batch_size: int, mesh: Mesh) -> None:
+    """Raise ``ValueError`` unless ``batch_size`` is a multiple of ``mesh.size``."""
     if batch_size % mesh.size:
         raise ValueError(
             f"{name} {batch_size} must be a multiple of the number of devices ({mesh.size}), "
@@ -68,8 +60,8 @@ def _check_divisible(name: str, batch_size: int, mesh: Mesh) -> None:
         )
 
 
-def _split_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
-    """Constrain a ``[batch, ...]`` array to be split along the mesh's data axis."""
+def split_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
+    """``x [batch, ...]`` constrained to be split along the mesh's data axis (as is without one)."""
     if mesh is None:
         return x
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(DATA_AXIS)))

@@ -1,7 +1,6 @@
 """The steps: a new state, the pure :func:`train_step` and :func:`eval_step` on one batch,
-and :func:`train_chunk`, which scans :func:`train_step` over many batches gathered on the
-device inside one ``jax.jit``. A model with dropout gets ``train=True`` and a key per step.
-"""
+and :func:`train_chunk`, a ``lax.scan`` of :func:`train_step` over batches gathered on the
+device inside one ``jax.jit``."""
 
 from __future__ import annotations
 
@@ -18,37 +17,34 @@ from flax.training.train_state import TrainState
 from jax.sharding import Mesh
 
 from jaxseq.optim import make_optimizer
-from jaxseq.train.objective import _NONFINITE_STEP, NONFINITE, Objective
-from jaxseq.train.sharding import _split_batch
+from jaxseq.train.objective import NONFINITE, NONFINITE_STEP, Objective
+from jaxseq.train.sharding import split_batch
 
 
-def create_train_state(
-    model: nn.Module,
-    rng: jax.Array,
-    example_inputs: jax.Array | np.ndarray,
-    learning_rate: float = 1e-3,
-    optimizer: optax.GradientTransformation | None = None,
-) -> TrainState:
-    """Initialise ``model`` and pair it with an optimizer in a Flax ``TrainState``.
+def create_train_state(model: nn.Module, rng: jax.Array, example_inputs: jax.Array | np.ndarray,
+                       learning_rate: float = 1e-3,
+                       optimizer: optax.GradientTransformation | None = None) -> TrainState:
+    """A Flax ``TrainState`` at step 0: ``model`` initialised on ``example_inputs[:1]``,
+    ``apply_fn=model.apply`` and an optimizer.
 
     Args:
       model: a Flax Linen module whose ``__call__`` takes the inputs only.
       rng: PRNG key for the parameter initialisers.
-      example_inputs: one batch shaped like the training inputs, e.g.
-        ``[batch, time, features]``; only its shape and dtype matter.
-      learning_rate: Adam step size (the reference study's 1e-3). Ignored when
-        ``optimizer`` is given.
-      optimizer: any optax transformation; default ``optax.adam(learning_rate)``,
-        which puts epsilon outside the square root exactly like ``torch.optim.Adam``.
-
-    Returns:
-      A ``TrainState`` at step 0 with ``apply_fn=model.apply``, the initial
-      ``params`` (initialised on the first example of ``example_inputs``) and the
-      optimizer's initial state.
+      example_inputs: shaped like the training inputs, e.g. ``[batch, time, features]``.
+      learning_rate: Adam step size; ignored when ``optimizer`` is given.
+      optimizer: any optax transformation; default ``optax.adam(learning_rate)``
+        (epsilon outside the square root, as ``torch.optim.Adam``).
 
     Raises:
-      ValueError: for a non-positive or non-finite learning rate (checked only when
-        ``optimizer`` is not given).
+      ValueError: for a non-positive or non-finite learning rate (without ``optimizer``).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxseq.nn import RecurrentClassifier
+      >>> model = RecurrentClassifier(cell="gru", features=4, num_classes=2)
+      >>> state = create_train_state(model, jax.random.key(0), jnp.zeros((8, 5, 3)))
+      >>> int(state.step), sum(x.size for x in jax.tree.leaves(state.params))
+      (0, 110)
     """
     if optimizer is None:
         optimizer = make_optimizer("adam", learning_rate)
@@ -64,13 +60,8 @@ def _check_per_example(values: jax.Array, batch: int, what: str) -> None:
         )
 
 
-def _weighted_sums(
-    objective: Objective,
-    predictions: jax.Array,
-    labels: jax.Array,
-    per_example_loss: jax.Array,
-    weights: jax.Array,
-) -> dict[str, jax.Array]:
+def _weighted_sums(objective: Objective, predictions: jax.Array, labels: jax.Array,
+                   per_example_loss: jax.Array, weights: jax.Array) -> dict[str, jax.Array]:
     batch = labels.shape[0]
     sums = {"loss": jnp.sum(per_example_loss * weights)}
     for name, values in objective.metrics_fn(predictions, labels).items():
@@ -81,33 +72,18 @@ def _weighted_sums(
 
 
 def _lengths_kwargs(seq_lengths: jax.Array | None) -> dict[str, jax.Array]:
-    """``{"seq_lengths": ...}`` for the model call, or nothing (jaxseq issue 12.1)."""
     return {} if seq_lengths is None else {"seq_lengths": seq_lengths}
 
 
-# --- dropout (jaxseq issue 12.6) --------------------------------------------------------------
-
-
 def uses_dropout(apply_fn: Callable[..., Any]) -> bool:
-    """Whether ``apply_fn`` is the ``apply`` of a module with a ``dropout`` rate above 0.
-
-    Such a model is trained with ``train=True`` and a ``"dropout"`` PRNG key per step
-    (:func:`train_step`); every other model is called with its inputs only.
-
-    Args:
-      apply_fn: a ``TrainState.apply_fn``, normally ``model.apply``.
-
-    Returns:
-      ``True`` for the bound ``apply`` of a Flax module whose ``dropout`` attribute is a
-      number above 0 (e.g. ``RecurrentClassifier(dropout=0.2)``).
-    """
+    """Whether ``apply_fn`` is the bound ``apply`` of a Flax module whose ``dropout``
+    attribute is a number above 0 (e.g. ``RecurrentClassifier(dropout=0.2)``)."""
     module = getattr(apply_fn, "__self__", None)
     rate = getattr(module, "dropout", 0.0) if isinstance(module, nn.Module) else 0.0
     return isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0
 
 
 def _dropout_kwargs(state: TrainState, dropout_rng: jax.Array | None) -> dict[str, Any]:
-    """``train=True`` and this step's dropout key for a dropout model, else nothing."""
     if not uses_dropout(state.apply_fn):
         return {}
     if dropout_rng is None:
@@ -116,30 +92,23 @@ def _dropout_kwargs(state: TrainState, dropout_rng: jax.Array | None) -> dict[st
     return {"train": True, "rngs": {"dropout": jax.random.fold_in(dropout_rng, state.step)}}
 
 
-# --- end dropout ------------------------------------------------------------------------------
-
-
 def train_step(
     state: TrainState, inputs: jax.Array, labels: jax.Array, objective: Objective,
     *, seq_lengths: jax.Array | None = None, dropout_rng: jax.Array | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One Adam step on the batch mean of ``objective.loss_fn``. Pure; jit it or scan it.
+    """One optimizer step on the batch mean of ``objective.loss_fn``. Pure.
 
     Args:
       state: parameters and optimizer state.
-      inputs: ``[batch, ...]`` model inputs.
-      labels: ``[batch, ...]`` targets.
+      inputs, labels: ``[batch, ...]`` model inputs and targets.
       objective: the loss and metrics.
-      seq_lengths: optional ``[batch]`` int lengths of right-padded sequences, passed to
-        the model as ``seq_lengths=``; ``None``: the model is called with the inputs only.
-      dropout_rng: PRNG key for a model with dropout (:func:`uses_dropout`): it is then
-        called with ``train=True`` and ``rngs={"dropout": fold_in(dropout_rng,
-        state.step)}``. Ignored for other models.
+      seq_lengths: optional ``[batch]`` int lengths, passed to the model as ``seq_lengths=``.
+      dropout_rng: PRNG key for a model with dropout (:func:`uses_dropout`), called with
+        ``train=True, rngs={"dropout": fold_in(dropout_rng, state.step)}``.
 
     Returns:
-      The new state and the batch's sums ``{"loss", *metrics, "count"}`` (float32
-      scalars), computed with the parameters before the update (and, for a dropout
-      model, with this step's dropout masks).
+      The new state and the batch's float32 sums ``{"loss", *metrics, "count"}``, computed
+      with the parameters before the update.
 
     Raises:
       ValueError: for a dropout model without ``dropout_rng``, or a loss or metric that
@@ -162,33 +131,14 @@ def train_step(
 
 
 def eval_step(
-    state: TrainState,
-    inputs: jax.Array,
-    labels: jax.Array,
-    weights: jax.Array,
-    objective: Objective,
-    *,
-    seq_lengths: jax.Array | None = None,
+    state: TrainState, inputs: jax.Array, labels: jax.Array, weights: jax.Array,
+    objective: Objective, *, seq_lengths: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
-    """Sums of the loss and metrics over one batch; ``weights [batch]`` is 0 on padding.
+    """Sums of the loss, the metrics and :data:`NONFINITE` (1 for an example whose
+    predictions hold a NaN or an infinity) over one batch, weighted by ``weights [batch]``
+    (0 for padding), and ``"count"``, the sum of the weights: float32 scalars. Pure.
 
-    Pure; no parameter update.
-
-    Args:
-      state: the parameters to evaluate (only ``params`` and ``apply_fn`` are used).
-      inputs: ``[batch, ...]`` model inputs.
-      labels: ``[batch, ...]`` targets.
-      weights: ``[batch]`` float weight of each example: 1 for a real one, 0 for
-        padding.
-      objective: the loss and metrics.
-      seq_lengths: optional ``[batch]`` int sequence lengths for the model, as for
-        :func:`train_step`.
-
-    Returns:
-      ``{"loss", *metrics, "nonfinite", "count"}``: float32 scalars, each the weighted
-      sum over the batch of the per-example values (``"nonfinite"``: 1 for an example
-      whose predictions hold a NaN or an infinity), and ``"count"`` the sum of the weights;
-      divide by ``"count"`` for means.
+    The other arguments are as for :func:`train_step`.
 
     Raises:
       ValueError: if the loss or a metric does not return one value per example.
@@ -211,57 +161,40 @@ def _nonfinite(predictions: Any, batch: int) -> jax.Array:
     return bad.astype(jnp.float32)
 
 
-def _add(a: dict[str, jax.Array], b: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    return jax.tree.map(jnp.add, a, b)
-
-
 @partial(jax.jit, static_argnames=("objective", "mesh"), donate_argnames=("state", "sums"))
 def train_chunk(
-    state: TrainState,
-    sums: dict[str, jax.Array],
-    inputs: jax.Array,
-    labels: jax.Array,
-    batch_indices: jax.Array,
-    objective: Objective,
-    mesh: Mesh | None = None,
-    lengths: jax.Array | None = None,
-    dropout_rng: jax.Array | None = None,
+    state: TrainState, sums: dict[str, jax.Array], inputs: jax.Array, labels: jax.Array,
+    batch_indices: jax.Array, objective: Objective, mesh: Mesh | None = None,
+    lengths: jax.Array | None = None, dropout_rng: jax.Array | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """``train_step`` over ``batch_indices [steps, batch]`` rows of the on-device data.
+    """:func:`train_step` scanned over ``batch_indices [steps, batch]`` (int32 rows of the
+    on-device ``inputs``, ``labels`` and ``lengths``, ``[N, ...]``); ``state`` and ``sums``
+    (:func:`zero_sums`) are donated.
 
-    Args:
-      state: donated; the updated state is returned.
-      sums: donated running sums, as made by :func:`zero_sums`. If it holds the reserved
-        entry ``"nonfinite_step"`` (int32, -1 = none yet), that entry is set to the
-        ``state.step`` of the first step whose loss is not finite.
-      inputs, labels: the whole training set ``[N, ...]``, on the device(s).
-      batch_indices: ``[steps, batch]`` int32 rows of ``inputs`` for each step.
-      objective: loss and metrics (static).
-      mesh: if given (static), every gathered batch is split along its
-        :data:`DATA_AXIS`; ``batch`` must then be a multiple of ``mesh.size``.
-      lengths: optional ``[N]`` int sequence lengths of the whole training set, gathered
-        per batch like ``labels`` and passed to the model as ``seq_lengths=``.
-      dropout_rng: PRNG key for a model with dropout, see :func:`train_step`.
+    Every gathered batch is split along the :data:`DATA_AXIS` of ``mesh`` when given
+    (static, as is ``objective``; ``batch`` a multiple of ``mesh.size``). The sums'
+    ``"nonfinite_step"`` entry (-1 = none yet), if present, becomes the ``state.step`` of
+    the first step whose loss is not finite.
 
     Returns:
       The state after ``steps`` updates and the sums plus this chunk's.
     """
     sums = dict(sums)
-    bad_step = sums.pop(_NONFINITE_STEP, None)
+    bad_step = sums.pop(NONFINITE_STEP, None)
 
     def body(carry, indices):
         state, sums, bad_step = carry
-        batch_lengths = None if lengths is None else _split_batch(lengths[indices], mesh)
+        batch_lengths = None if lengths is None else split_batch(lengths[indices], mesh)
         new_state, batch_sums = train_step(
-            state, _split_batch(inputs[indices], mesh), _split_batch(labels[indices], mesh),
+            state, split_batch(inputs[indices], mesh), split_batch(labels[indices], mesh),
             objective, seq_lengths=batch_lengths, dropout_rng=dropout_rng,
         )
         if bad_step is not None:
             first_bad = (bad_step < 0) & ~jnp.isfinite(batch_sums["loss"])
             bad_step = jnp.where(first_bad, jnp.asarray(state.step, bad_step.dtype), bad_step)
-        return (new_state, _add(sums, batch_sums), bad_step), None
+        return (new_state, jax.tree.map(jnp.add, sums, batch_sums), bad_step), None
 
     (state, sums, bad_step), _ = jax.lax.scan(body, (state, sums, bad_step), batch_indices)
     if bad_step is not None:
-        sums[_NONFINITE_STEP] = bad_step
+        sums[NONFINITE_STEP] = bad_step
     return state, sums
