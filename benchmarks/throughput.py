@@ -82,11 +82,10 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from torch_baseline import MODE_LABELS, MODES, cpu_name  # benchmarks/torch_baseline.py
 
-from jaxseq.app import runtime
+from jaxseq.app import cli, folder, runtime
 from jaxseq.data import Dataset
 from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.nn.registry import CELLS, IMPLEMENTATIONS
-from jaxseq.app import cli, folder
 from jaxseq.train import (
     CLASSIFICATION,
     EvalData,

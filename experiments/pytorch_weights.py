@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import sys
 
-from jaxseq.nn.registry import CELLS
 from jaxseq.app import cli
+from jaxseq.nn.registry import CELLS
 
 
 def main(argv: list[str] | None = None) -> int:

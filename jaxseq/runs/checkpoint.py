@@ -30,7 +30,6 @@ for bit on CPU, as the run that was never interrupted).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -46,8 +45,11 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxseq.checks import check_positive_int
-from jaxseq.runs.folder import _TMP_MARK
+from jaxseq.nn.adder import BinaryAdder
+from jaxseq.nn.classifier import RecurrentClassifier
+from jaxseq.runs.folder import TMP_MARK
 from jaxseq.train import History, TrainState, data_mesh
+from jaxseq.train.sharding import to_mesh
 
 __all__ = ["Checkpointer", "Restored", "build_model", "checkpoint_key", "model_spec"]
 
@@ -61,7 +63,7 @@ def _remove_unfinished_saves(directory: Path) -> None:
     which runs in the background and is only awaited by the next save."""
     if directory.is_dir():
         for path in directory.iterdir():
-            if _TMP_MARK in path.name and path.is_dir():
+            if TMP_MARK in path.name and path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
 
 
@@ -100,33 +102,30 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "fields": fields}
 
 
-#: Model classes recorded by checkpoints of earlier versions, and where they live now.
-LEGACY_CLASSES = {
-    "jaxseq.models.RecurrentClassifier": "jaxseq.nn.classifier.RecurrentClassifier",
-    "jaxseq.adder.BinaryAdder": "jaxseq.tasks.adder.model.BinaryAdder",
-}
+def _models() -> dict[str, type[nn.Module]]:
+    """The model classes a checkpoint can rebuild, by class name."""
+    return {cls.__name__: cls for cls in (RecurrentClassifier, BinaryAdder)}
 
 
 def build_model(spec: Mapping[str, Any]) -> nn.Module:
-    """Rebuild a model from its :func:`model_spec` (checkpoints of earlier versions too).
+    """Rebuild a model from its :func:`model_spec`, also as older versions recorded it.
 
-    Args:
-      spec: ``{"class": "<module>.<qualname>", "fields": {...}}`` as saved; the class
-        paths of earlier layouts (:data:`LEGACY_CLASSES`) are mapped to today's.
+    The class is looked up by name among jaxseq's models (``RecurrentClassifier``,
+    ``BinaryAdder``), so the module paths of earlier layouts
+    (``jaxseq.models.RecurrentClassifier``, ``jaxseq.tasks.adder.model.BinaryAdder``) work.
 
     Returns:
       ``cls(**fields)``.
 
     Raises:
-      ValueError: if the class is not a Flax module defined in ``jaxseq``.
+      ValueError: if the class is not one of jaxseq's models.
     """
-    class_path = LEGACY_CLASSES.get(str(spec["class"]), str(spec["class"]))
-    module_name, _, class_name = class_path.rpartition(".")
-    if not module_name.startswith("jaxseq."):
+    class_path = str(spec["class"])
+    if not class_path.startswith("jaxseq."):
         raise ValueError(f"checkpoint names model class {spec['class']!r}; only jaxseq "
                          f"classes are loaded")
-    cls = getattr(importlib.import_module(module_name), class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+    cls = _models().get(class_path.rpartition(".")[2])
+    if cls is None:
         raise ValueError(f"checkpoint names model class {spec['class']!r}, which is not a "
                          f"Flax module")
     return cls(**spec["fields"])
@@ -327,9 +326,7 @@ class Checkpointer:
         train = {"step": jnp.asarray(state.step), "opt_state": state.opt_state,
                  "rng": jax.random.key_data(rng) if typed else rng}
         if jax.process_count() > 1:  # several processes: orbax saves global arrays only
-            from jaxseq.train.sharding import to_mesh as _to_mesh
-
-            train["rng"] = _to_mesh(np.asarray(train["rng"]), NamedSharding(data_mesh(), P()))
+            train["rng"] = to_mesh(np.asarray(train["rng"]), NamedSharding(data_mesh(), P()))
         self._manager.save(
             int(epoch),
             args=ocp.args.Composite(

@@ -45,7 +45,8 @@ def new_run_dir(base: str | os.PathLike = "runs", name: str = "run") -> Path:
 
 #: Sub-folder of a run folder with one checkpoint folder per model (see jaxseq.runs.checkpoint).
 CHECKPOINTS_DIR = "checkpoints"
-_TMP_MARK = ".orbax-checkpoint-tmp"  # orbax's suffix for a checkpoint still being written
+#: Orbax's suffix for a checkpoint still being written.
+TMP_MARK = ".orbax-checkpoint-tmp"
 
 
 def checkpoint_dir(run_dir: str | os.PathLike, name: str) -> Path:

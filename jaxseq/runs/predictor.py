@@ -1,17 +1,15 @@
 """Inference from a saved run: :func:`load_run` rebuilds a model and returns a :class:`Predictor`.
 
-What a prediction is depends on the task that saved the run: each task registers how its
-model's outputs become predictions and probabilities (:func:`register_task`).
-``"classification"`` (the arg-max class and the softmax of ``[batch, classes]`` logits) is
-built in; the adder's model module registers ``"bits"``. A task may also register how raw
-inputs become model inputs (:func:`register_inputs`): the MNIST task turns raw 0-255
-images into the sequences its run was trained on, as the run's ``config.json`` says.
+What a prediction is depends on the task recorded with the checkpoint: ``"classification"``
+(the arg-max class and the softmax of ``[batch, classes]`` logits) or ``"bits"`` (the sum
+bits of the adder, thresholded at 0.5); :func:`register_task` adds others. Raw inputs are
+prepared as the run's were (:func:`register_inputs`; MNIST-task runs turn raw 0-255 images
+into their sequences, :func:`jaxseq.data.orders.raw_image_preparation`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 from collections.abc import Callable
 from functools import partial
@@ -25,24 +23,15 @@ import numpy as np
 import optax
 
 from jaxseq.data.dataset import Dataset
+from jaxseq.data.files import read_json
+from jaxseq.data.orders import raw_image_preparation
 from jaxseq.nn.lengths import check_seq_lengths
 from jaxseq.runs.checkpoint import Checkpointer, build_model
-from jaxseq.runs.folder import (
-    CHECKPOINTS_DIR,
-    checkpoint_dir,
-    checkpoint_names,
-    locate_in_run,
-    read_json,
-)
+from jaxseq.runs.folder import CHECKPOINTS_DIR, checkpoint_dir, checkpoint_names, locate_in_run
 from jaxseq.train import CLASSIFICATION, History, Objective, TrainState, evaluate
 
 __all__ = ["INPUTS", "PROBABILITIES", "TASKS", "Predictor", "load_run", "register_inputs",
            "register_task"]
-
-#: ``outputs -> predictions`` (NumPy int32) per task name, see :func:`register_task`.
-TASKS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "classification": lambda logits: logits.argmax(-1).astype(np.int32),
-}
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -50,27 +39,24 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(-1, keepdims=True)
 
 
-#: ``outputs -> probabilities`` (NumPy float) per task name, see :func:`register_task`.
-PROBABILITIES: dict[str, Callable[[np.ndarray], np.ndarray]] = {"classification": _softmax}
-
+#: ``outputs -> predictions`` (NumPy int32) per task name.
+TASKS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "classification": lambda logits: logits.argmax(-1).astype(np.int32),
+    "bits": lambda probabilities: (probabilities[..., 0] > 0.5).astype(np.int32),
+}
+#: ``outputs -> probabilities`` (NumPy float) per task name.
+PROBABILITIES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "classification": _softmax, "bits": lambda probabilities: probabilities[..., 0]}
 #: ``(config, input spec) -> prepare or None`` hooks, see :func:`register_inputs`.
-INPUTS: list[Callable[[dict, dict], Callable[[np.ndarray], np.ndarray] | None]] = []
-
-#: The tasks' own hooks, ``"module:function"``, imported by :func:`load_run` when needed
-#: (importing the adder's model module registers its ``"bits"`` task).
-_TASK_HOOKS = ("jaxseq.data.orders:raw_image_preparation", "jaxseq.tasks.adder.model:")
+INPUTS: list[Callable[[dict, dict], Callable[[np.ndarray], np.ndarray] | None]] = [
+    raw_image_preparation]
 
 
 def register_task(name: str, predictions: Callable[[np.ndarray], np.ndarray],
                   probabilities: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
-    """Declare how :class:`Predictor` turns a task's model outputs into predictions.
-
-    Args:
-      name: the task name the task's :class:`~jaxseq.runs.checkpoint.Checkpointer` records.
-      predictions: ``outputs (NumPy) -> int32 predictions``, for :meth:`Predictor.predict`.
-      probabilities: ``outputs (NumPy) -> float probabilities``, for
-        :meth:`Predictor.predict_proba`.
-    """
+    """Declare how :class:`Predictor` turns the outputs of a task's model (NumPy) into int32
+    predictions and, optionally, float probabilities; ``name`` is the task its
+    :class:`~jaxseq.runs.checkpoint.Checkpointer` records."""
     TASKS[name] = predictions
     if probabilities is not None:
         PROBABILITIES[name] = probabilities
@@ -78,14 +64,8 @@ def register_task(name: str, predictions: Callable[[np.ndarray], np.ndarray],
 
 def register_inputs(hook: Callable[[dict, dict], Callable[[np.ndarray], np.ndarray] | None]
                     ) -> None:
-    """Declare how a task's raw inputs become model inputs for a saved run.
-
-    Args:
-      hook: ``hook(config, input_spec) -> prepare or None``: given a run's
-        ``config.json`` and the model's input spec (``{"shape", "dtype"}`` of one example),
-        the function that turns raw inputs into model inputs (e.g. 0-255 images into
-        normalised sequences), or ``None`` when the run is not the hook's task.
-    """
+    """Declare how raw inputs become model inputs for a saved run: ``hook(config,
+    input_spec)`` returns ``prepare(raw) -> inputs`` for a run of its task, else ``None``."""
     INPUTS.append(hook)
 
 
@@ -346,12 +326,7 @@ def load_run(
         meta = checkpointer.read_meta(epoch)
         if "model" not in meta or "input" not in meta:
             raise ValueError(f"checkpoint {checkpointer.directory} does not record its model")
-        model = build_model(meta["model"])  # importing its module registers its task
-        for hook in _TASK_HOOKS:  # the tasks' input and output hooks
-            module, _, function = hook.partition(":")
-            function = getattr(importlib.import_module(module), function) if function else None
-            if function is not None and function not in INPUTS:
-                INPUTS.append(function)
+        model = build_model(meta["model"])
         if meta["task"] not in TASKS:
             raise ValueError(f"checkpoint {checkpointer.directory} was saved by task "
                              f"{meta['task']!r}, which is not registered; known tasks: "

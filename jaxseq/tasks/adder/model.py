@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseq.nn.cells import FullAdderCell
-from jaxseq.runs.predictor import register_task
 
 __all__ = ["BinaryAdder", "cell_params", "is_full_adder", "truth_table"]
 
@@ -19,17 +18,6 @@ __all__ = ["BinaryAdder", "cell_params", "is_full_adder", "truth_table"]
 TASK = "bits"
 
 
-def _sum_bits(probabilities: np.ndarray) -> np.ndarray:
-    """``[batch, time, 1]`` probabilities -> int32 ``[batch, time]`` bits (1 where p > 0.5)."""
-    return (probabilities[..., 0] > 0.5).astype(np.int32)
-
-
-def _bit_probabilities(probabilities: np.ndarray) -> np.ndarray:
-    """``[batch, time, 1]`` -> ``[batch, time]``: the probability that each sum bit is 1."""
-    return probabilities[..., 0]
-
-
-register_task(TASK, _sum_bits, _bit_probabilities)
 
 
 class BinaryAdder(nn.Module):
