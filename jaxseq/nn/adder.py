@@ -14,14 +14,10 @@ from jaxseq.nn.cells import Initializer, keras_uniform
 
 __all__ = ["BinaryAdder", "FullAdderCell"]
 
-#: Longest contraction written out as multiply-adds (the study's cell contracts 3 and 5).
-_TINY_CONTRACTION = 16
-
-
 def _tiny_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """``x @ kernel``, as multiply-adds that XLA:CPU fuses with the activation when the
-    contraction is short (a long one would take long to trace)."""
-    if kernel.shape[0] > _TINY_CONTRACTION:
+    contraction is short (the study's: 3 and 5; a long one would take long to trace)."""
+    if kernel.shape[0] > 16:
         return x @ kernel
     return sum(x[..., k, None] * kernel[k] for k in range(kernel.shape[0]))
 
@@ -48,11 +44,12 @@ class FullAdderCell(nn.RNNCellBase):
       ValueError: for ``hidden_features < 1``, bits not ``[*batch, 2]`` or a carry not
         ``[*batch, 1]``.
 
-    >>> import jax, jax.numpy as jnp
-    >>> cell, carry, bits = FullAdderCell(), jnp.zeros((1, 1)), jnp.array([[1, 1]])
-    >>> params = cell.init(jax.random.key(0), carry, bits)
-    >>> [a.shape for a in cell.apply(params, carry, bits)]  # new carry, output
-    [(1, 1), (1, 1)]
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> cell, carry, bits = FullAdderCell(), jnp.zeros((1, 1)), jnp.array([[1, 1]])
+      >>> params = cell.init(jax.random.key(0), carry, bits)
+      >>> [a.shape for a in cell.apply(params, carry, bits)]  # new carry, output
+      [(1, 1), (1, 1)]
     """
 
     hidden_features: int = 5
@@ -110,10 +107,11 @@ class BinaryAdder(nn.Module):
     Raises:
       ValueError: at apply, if ``inputs`` is not ``[batch, time, 2]`` with ``time >= 1``.
 
-    >>> import jax, jax.numpy as jnp
-    >>> adder, bits = BinaryAdder(), jnp.array([[[1, 1], [0, 1], [0, 0]]])  # 1 + 3
-    >>> adder.apply(adder.init(jax.random.key(0), bits), bits).shape
-    (1, 3, 1)
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> adder, bits = BinaryAdder(), jnp.array([[[1, 1], [0, 1], [0, 0]]])  # 1 + 3
+      >>> adder.apply(adder.init(jax.random.key(0), bits), bits).shape
+      (1, 3, 1)
     """
 
     hidden_features: int = 5

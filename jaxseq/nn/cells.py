@@ -30,10 +30,11 @@ def make_cell(cell: str, features: int, **cell_kwargs: Any) -> nn.RNNCellBase:
       The cell, ``carry, y = cell(carry, x [*batch, in])`` with ``y [*batch, features]``
       (``ValueError`` for an unknown name or a non-positive ``features``).
 
-    >>> import flax.linen as nn, jax, jax.numpy as jnp
-    >>> rnn, x = nn.RNN(make_cell("lstm", 4)), jnp.ones((2, 5, 3))
-    >>> rnn.apply(rnn.init(jax.random.key(0), x), x).shape
-    (2, 5, 4)
+    Examples:
+      >>> import flax.linen as nn, jax, jax.numpy as jnp
+      >>> rnn, x = nn.RNN(make_cell("lstm", 4)), jnp.ones((2, 5, 3))
+      >>> rnn.apply(rnn.init(jax.random.key(0), x), x).shape
+      (2, 5, 4)
     """
     info = cell_info(cell)
     features = check_positive_int("features", features)
@@ -49,10 +50,11 @@ def keras_uniform(minval: float = -0.05, maxval: float = 0.05) -> Initializer:
       minval: lower bound (inclusive).
       maxval: upper bound (exclusive).
 
-    >>> import jax
-    >>> w = keras_uniform()(jax.random.key(0), (3, 2))
-    >>> w.shape, bool((abs(w) <= 0.05).all())
-    ((3, 2), True)
+    Examples:
+      >>> import jax
+      >>> w = keras_uniform()(jax.random.key(0), (3, 2))
+      >>> w.shape, bool((abs(w) <= 0.05).all())
+      ((3, 2), True)
     """
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:

@@ -47,12 +47,13 @@ class RecurrentClassifier(nn.Module):
         ``[batch, time, in]`` real numbers with ``time >= 1`` and the parameters' ``in``.
       TypeError: under forward-mode differentiation of ``"fused"`` or ``"pallas"``.
 
-    >>> import jax, jax.numpy as jnp
-    >>> model = RecurrentClassifier(cell="gru", features=8, num_classes=3)
-    >>> x = jnp.ones((2, 5, 4))  # [batch, time, in]
-    >>> params = model.init(jax.random.key(0), x)["params"]
-    >>> sorted(params), model.apply({"params": params}, x, jnp.array([5, 3])).shape
-    (['cell_0', 'head'], (2, 3))
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> model = RecurrentClassifier(cell="gru", features=8, num_classes=3)
+      >>> x = jnp.ones((2, 5, 4))  # [batch, time, in]
+      >>> params = model.init(jax.random.key(0), x)["params"]
+      >>> sorted(params), model.apply({"params": params}, x, jnp.array([5, 3])).shape
+      (['cell_0', 'head'], (2, 3))
     """
 
     cell: str = "lstm"

@@ -36,9 +36,9 @@ def sequence_fn(cell: str, implementation: str = "fused") -> Callable[..., Array
     """``fn(xs [T, B, I], *params) -> [T, B, H]`` of ``cell`` in ``"fused"`` or ``"pallas"``
     (``ValueError`` for a cell or implementation without one)."""
     if implementation == "pallas":
-        from jaxseq.nn import pallas
+        from jaxseq.nn.pallas import PALLAS_SEQUENCE_FNS
 
-        return pallas.PALLAS_SEQUENCE_FNS[cell]
+        return PALLAS_SEQUENCE_FNS[cell]
     if implementation != "fused" or cell not in _SCAN_FNS:
         raise ValueError(f"no {implementation!r} sequence function for cell {cell!r}; "
                          f"fused cells: {', '.join(FUSED_CELLS)}")
@@ -104,11 +104,12 @@ class FusedRNN(nn.Module):
         ``time >= 1`` and the parameters' ``in``, or bad ``seq_lengths``.
       TypeError: under forward-mode differentiation (naming ``implementation='flax'``).
 
-    >>> import jax, jax.numpy as jnp
-    >>> layer, x = FusedRNN("gru", features=4), jnp.ones((2, 5, 3))  # [batch, time, in]
-    >>> variables = layer.init(jax.random.key(0), x)
-    >>> sorted(variables["params"]), layer.apply(variables, x, jnp.array([5, 2])).shape
-    (['hn', 'hr', 'hz', 'in', 'ir', 'iz'], (2, 5, 4))
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> layer, x = FusedRNN("gru", features=4), jnp.ones((2, 5, 3))  # [batch, time, in]
+      >>> variables = layer.init(jax.random.key(0), x)
+      >>> sorted(variables["params"]), layer.apply(variables, x, jnp.array([5, 2])).shape
+      (['hn', 'hr', 'hz', 'in', 'ir', 'iz'], (2, 5, 4))
     """
 
     cell: str
@@ -150,12 +151,13 @@ class FusedBidirectional(nn.Module):
       backward_cell: the backward direction's (same cell and ``features``).
       implementation: ``"fused"`` or ``"pallas"``.
 
-    >>> import jax, jax.numpy as jnp
-    >>> layer = FusedBidirectional(FusedCellParams("lstm", 4), FusedCellParams("lstm", 4))
-    >>> x = jnp.ones((2, 5, 3))
-    >>> variables = layer.init(jax.random.key(0), x)
-    >>> sorted(variables["params"]), layer.apply(variables, x).shape
-    (['backward_cell', 'forward_cell'], (2, 5, 8))
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> layer = FusedBidirectional(FusedCellParams("lstm", 4), FusedCellParams("lstm", 4))
+      >>> x = jnp.ones((2, 5, 3))
+      >>> variables = layer.init(jax.random.key(0), x)
+      >>> sorted(variables["params"]), layer.apply(variables, x).shape
+      (['backward_cell', 'forward_cell'], (2, 5, 8))
     """
 
     forward_cell: FusedCellParams
@@ -182,11 +184,7 @@ class FusedBidirectional(nn.Module):
 
 
 class MaskedRNN(nn.Module):
-    """Flax's ``nn.RNN`` or ``nn.Bidirectional`` with the padded steps zeroed.
-
-    Attributes:
-      rnn: the Flax layer, called as ``rnn(inputs, seq_lengths=seq_lengths)``.
-    """
+    """Flax's ``rnn`` (``nn.RNN`` or ``nn.Bidirectional``) with the padded steps zeroed."""
 
     rnn: nn.Module
 
@@ -224,13 +222,14 @@ def recurrent_layer(cell: str, features: int, *, implementation: str = "fused",
       ``[batch, time, in] -> [batch, time, features * directions]`` float32
       (``ValueError`` as :func:`check_layer`).
 
-    >>> import jax, jax.numpy as jnp
-    >>> x = jnp.ones((2, 5, 3))
-    >>> for implementation in ("fused", "flax"):
-    ...     layer = recurrent_layer("gru", 4, implementation=implementation, bidirectional=True)
-    ...     print(layer.apply(layer.init(jax.random.key(0), x), x).shape)
-    (2, 5, 8)
-    (2, 5, 8)
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> x = jnp.ones((2, 5, 3))
+      >>> for implementation in ("fused", "flax"):
+      ...     layer = recurrent_layer("gru", 4, implementation=implementation, bidirectional=True)
+      ...     print(layer.apply(layer.init(jax.random.key(0), x), x).shape)
+      (2, 5, 8)
+      (2, 5, 8)
     """
     check_layer(cell, features, implementation)
     names = (name, None if name is None else f"{name}_backward")

@@ -22,8 +22,7 @@ class CellInfo:
     Attributes:
       name: the name the scripts and ``RecurrentClassifier(cell=...)`` use.
       flax_cell: the ``flax.linen`` class (``"GRUCell"``).
-      gates: the gate names of Flax's parameters (``("r", "z", "n")``; the Elman RNN's
-        one gate is ``""``).
+      gates: the gate names of Flax's parameters (``("r", "z", "n")``; the RNN's: ``("",)``).
       implementations: which of :data:`IMPLEMENTATIONS` support the cell.
       description: one line for help texts.
     """

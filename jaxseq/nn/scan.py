@@ -45,9 +45,10 @@ def rnn_sequence(xs: Array, w: Array, b: Array, u: Array) -> Array:
       ValueError: if ``xs`` is not ``[T, B, I]`` with ``T >= 1``, or ``xs`` and the
         parameters do not share one floating dtype.
 
-    >>> import jax.numpy as jnp
-    >>> rnn_sequence(jnp.ones((5, 2, 3)), jnp.ones((3, 4)), jnp.zeros(4), jnp.eye(4)).shape
-    (5, 2, 4)
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> rnn_sequence(jnp.ones((5, 2, 3)), jnp.ones((3, 4)), jnp.zeros(4), jnp.eye(4)).shape
+      (5, 2, 4)
     """
     return _rnn_forward(xs, w, b, u)[0]
 

@@ -142,15 +142,14 @@ def params_from_torch(
         or ``bidirectional``, a missing or unexpected key (``proj_size > 0`` and
         ``bias=False`` are refused), a wrong shape, or module settings that differ.
 
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> state = {"gru.weight_ih_l0": rng.normal(size=(12, 3)),  # 3 gates x 4 hidden, 3 in
-    ...          "gru.weight_hh_l0": rng.normal(size=(12, 4)),
-    ...          "gru.bias_ih_l0": np.zeros(12), "gru.bias_hh_l0": np.zeros(12),
-    ...          "fc.weight": rng.normal(size=(2, 4)), "fc.bias": np.zeros(2)}
-    >>> params = params_from_torch(state, cell="gru")
-    >>> sorted(params["cell_0"]), params["head"]["kernel"].shape
-    (['hn', 'hr', 'hz', 'in', 'ir', 'iz'], (4, 2))
+    Examples:
+      >>> import numpy as np  # a GRU of 4 hidden units (3 gates x 4 rows), 3 inputs, 2 classes
+      >>> state = {"gru.weight_ih_l0": np.ones((12, 3)), "gru.weight_hh_l0": np.ones((12, 4)),
+      ...          "gru.bias_ih_l0": np.zeros(12), "gru.bias_hh_l0": np.zeros(12),
+      ...          "fc.weight": np.ones((2, 4)), "fc.bias": np.zeros(2)}
+      >>> params = params_from_torch(state, cell="gru")
+      >>> sorted(params), sorted(params["cell_0"])
+      (['cell_0', 'head'], ['hn', 'hr', 'hz', 'in', 'ir', 'iz'])
     """
     _check_common(cell, num_layers, bidirectional)
     if nonlinearity != "tanh":

@@ -262,8 +262,8 @@ def adder_estimate(config: Any, devices: int, device_count: int) -> Estimate:
     import jax
     import numpy as np
 
+    from jaxseq.nn.adder import BinaryAdder
     from jaxseq.optim import make_optimizer
-    from jaxseq.tasks.adder.model import BinaryAdder
 
     example_bytes = config.bits * 3 * INT32  # 2 input bits and 1 label bit per step
     longest = max(config.eval_bits)

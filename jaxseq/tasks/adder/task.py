@@ -1,6 +1,6 @@
 """Binary addition with a learnable full-adder cell, trained by the shared loop.
 
-The reference study teaches a tiny recurrent cell (:class:`jaxseq.nn.cells.FullAdderCell`,
+The reference study teaches a tiny recurrent cell (:class:`jaxseq.nn.adder.FullAdderCell`,
 32 parameters) to add two binary numbers fed least significant bit first, then asks
 whether it generalises to numbers longer than those it saw in training. This module
 holds the objectives, length-generalisation evaluation, :class:`AdderConfig`,
