@@ -95,8 +95,9 @@ def check_real_inputs(inputs: Array) -> None:
 def cast_inputs(inputs: Array, params: Any) -> Array:
     """``inputs`` of any real dtype cast to the dtype of ``params`` (a tree of arrays).
 
-    For float32 parameters this is what Flax's promotion gives. Raises ``ValueError`` for
-    complex or non-numeric inputs.
+    For float32 parameters this is what Flax's promotion gives (but for float64 inputs under
+    ``jax_enable_x64``, which Flax would keep). Raises ``ValueError`` for complex or
+    non-numeric inputs.
     """
     check_real_inputs(inputs)
     dtype = jnp.result_type(*jax.tree.leaves(params))
