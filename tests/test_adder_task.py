@@ -16,7 +16,7 @@ import optax
 import pytest
 
 from jaxseq import losses, optim, train
-from jaxseq.nn.cells import FullAdderCell
+from jaxseq.nn.adder import FullAdderCell
 from jaxseq.tasks import adder
 from jaxseq.tasks.adder import data as ad
 from jaxseq.tasks.adder import task as adder_task

@@ -21,7 +21,7 @@ from conftest import REPO_ROOT
 
 from jaxseq.data.dataset import Dataset
 from jaxseq.nn.classifier import RecurrentClassifier
-from jaxseq.nn.fused import FusedRNN
+from jaxseq.nn.layers import FusedRNN
 from jaxseq.tasks.mnist.task import MnistConfig
 from jaxseq.train import (
     CLASSIFICATION,

@@ -17,10 +17,10 @@ import pytest
 
 from jaxseq import losses
 from jaxseq.data import Dataset
-from jaxseq.nn import fused
+from jaxseq.nn import scan
 from jaxseq.nn.cells import make_cell
 from jaxseq.nn.classifier import RecurrentClassifier
-from jaxseq.nn.fused import FUSED_CELLS, FusedCellParams, FusedRNN, fused_bidirectional
+from jaxseq.nn.layers import FUSED_CELLS, FusedBidirectional, FusedCellParams, FusedRNN
 from jaxseq.runs.predictor import Predictor
 from jaxseq.tasks.adder.model import BinaryAdder
 from jaxseq.train import Callbacks, Objective, ResumePoint, create_train_state, evaluate, fit
@@ -114,17 +114,11 @@ def test_fused_layer_and_bidirectional_function_cast_like_flax(reverse):
         np.testing.assert_allclose(layer.apply({"params": params}, as_dtype(x, dtype)), want,
                                    rtol=1e-5, atol=1e-6)
 
-    class Both(nn.Module):
-        @nn.compact
-        def __call__(self, inputs):
-            f = FusedCellParams("gru", 3, name="f")(inputs.shape[-1])
-            b = FusedCellParams("gru", 3, name="b")(inputs.shape[-1])
-            return fused_bidirectional("gru", inputs, f, b)
-
-    both = Both()
+    both = FusedBidirectional(FusedCellParams("gru", 3), FusedCellParams("gru", 3))
     bparams = both.init(jax.random.key(2), jnp.asarray(x))["params"]
     flax_both = nn.Bidirectional(nn.RNN(make_cell("gru", 3)), nn.RNN(make_cell("gru", 3)))
-    flax_params = {"forward_rnn": {"cell": bparams["f"]}, "backward_rnn": {"cell": bparams["b"]}}
+    flax_params = {"forward_rnn": {"cell": bparams["forward_cell"]},
+                   "backward_rnn": {"cell": bparams["backward_cell"]}}
     want = flax_both.apply({"params": flax_params}, jnp.asarray(x))
     got = both.apply({"params": bparams}, as_dtype(x, jnp.uint8))
     assert got.dtype == jnp.float32
@@ -183,10 +177,10 @@ def test_complex_inputs_and_mismatched_sequence_dtypes_are_one_line_errors():
     u = lp["h"]["kernel"]
     xs = jnp.swapaxes(x, 0, 1)
     with pytest.raises(ValueError, match="xs is bfloat16 but the parameters are float32"):
-        fused.rnn_sequence(xs.astype(jnp.bfloat16), w, b, u)
+        scan.rnn_sequence(xs.astype(jnp.bfloat16), w, b, u)
     # All-bfloat16 (inputs and parameters) still runs, in bfloat16.
     bf = [a.astype(jnp.bfloat16) for a in (xs, w, b, u)]
-    assert fused.rnn_sequence(*bf).dtype == jnp.bfloat16
+    assert scan.rnn_sequence(*bf).dtype == jnp.bfloat16
 
 
 # --- 2. forward-mode differentiation ------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 
 from jaxseq.nn.cells import make_cell
 from jaxseq.nn.classifier import RecurrentClassifier
-from jaxseq.nn.fused import FUSED_CELLS, FusedRNN
+from jaxseq.nn.layers import FUSED_CELLS, FusedRNN
 
 BATCH, TIME, INPUT, HIDDEN = 4, 9, 5, 7
 

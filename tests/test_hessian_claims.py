@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseq.nn import fused
+from jaxseq.nn import ops
 from jaxseq.nn.classifier import RecurrentClassifier
 
 
@@ -48,7 +48,7 @@ def test_fused_message_claims_hessian_and_hessian_works():
     x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 3, 2)), jnp.float32)
     params = model.init(jax.random.key(0), x)
     message = _forward_mode_message(model, params, x)
-    assert message == fused.FORWARD_MODE_MESSAGE
+    assert message == ops.FORWARD_MODE_MESSAGE
     assert "jax.hessian, which is jacfwd of jacrev" in message
     assert "not supported either" not in message
     want = _fd_hessian(flax_model, params, x)
@@ -67,7 +67,7 @@ def test_pallas_message_says_hessian_is_unsupported_and_it_is():
     x = jnp.asarray(np.random.default_rng(1).normal(size=(1, 2, 2)), jnp.float32)
     params = model.init(jax.random.key(0), x)
     message = _forward_mode_message(model, params, x)
-    assert message == fused.PALLAS_FORWARD_MODE_MESSAGE == fused.forward_mode_message("pallas")
+    assert message == ops.PALLAS_FORWARD_MODE_MESSAGE == ops.forward_mode_message("pallas")
     assert "jax.hessian, which is jacfwd of jacrev, is not supported either" in message
     assert "implementation='flax'" in message and "and jax.hessian" in message
     # Not supported, as the message says (JAX/Pallas' own error, whatever its wording).

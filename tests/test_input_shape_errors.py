@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseq.nn import fused
+from jaxseq.nn import layers, scan
 from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.tasks.adder.model import BinaryAdder
 
@@ -74,24 +74,26 @@ def test_one_time_step_still_works(implementation):
 
 
 def test_fused_layers_refuse_zero_time_steps():
-    layer = fused.FusedRNN("lstm", 4)
+    layer = layers.FusedRNN("lstm", 4)
     x = jnp.ones((2, 5, 3))
     variables = layer.init(jax.random.key(0), x)
     with pytest.raises(ValueError, match=r"at least one time step, got shape \(2, 0, 3\)"):
         layer.apply(variables, x[:, :0])
     with pytest.raises(ValueError, match=r"initialised for 3, got shape \(2, 5, 6\)"):
         layer.apply(variables, jnp.ones((2, 5, 6)))
-    params = fused.FusedCellParams("lstm", 4).apply(
-        fused.FusedCellParams("lstm", 4).init(jax.random.key(0), 3), 3)
+    params = layers.FusedCellParams("lstm", 4).apply(
+        layers.FusedCellParams("lstm", 4).init(jax.random.key(0), 3), 3)
+    both = layers.FusedBidirectional(layers.FusedCellParams("lstm", 4),
+                                     layers.FusedCellParams("lstm", 4))
     with pytest.raises(ValueError, match=r"at least one time step, got shape \(2, 0, 3\)"):
-        fused.fused_bidirectional("lstm", x[:, :0], params, params)
+        both.apply(both.init(jax.random.key(0), x), x[:, :0])
     # The sequence functions themselves (time-major): forward and reverse mode.
     xs = jnp.ones((0, 2, 3))
     with pytest.raises(ValueError, match=r"lstm_sequence: .*at least one time step, "
                                          r"got shape \(0, 2, 3\)"):
-        fused.lstm_sequence(xs, *params)
+        scan.lstm_sequence(xs, *params)
     with pytest.raises(ValueError, match=r"at least one time step"):
-        jax.grad(lambda v: fused.lstm_sequence(v, *params).sum())(xs)
+        jax.grad(lambda v: scan.lstm_sequence(v, *params).sum())(xs)
 
 
 def test_binary_adder_refuses_zero_time_steps():

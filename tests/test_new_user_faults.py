@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import run_experiment
 
-from jaxseq.nn.cells import FullAdderCell
+from jaxseq.nn.adder import FullAdderCell
 
 
 def test_a_wide_full_adder_cell_equals_a_numpy_step():

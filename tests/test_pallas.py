@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseq.nn import fused
 from jaxseq.nn import pallas as jp
+from jaxseq.nn import scan
 
 CELLS = ("rnn", "lstm", "gru")
-FUSED = {"rnn": fused.rnn_sequence, "lstm": fused.lstm_sequence, "gru": fused.gru_sequence}
+FUSED = {"rnn": scan.rnn_sequence, "lstm": scan.lstm_sequence, "gru": scan.gru_sequence}
 PALLAS = {"rnn": jp.rnn_sequence_pallas, "lstm": jp.lstm_sequence_pallas,
           "gru": jp.gru_sequence_pallas}
 
@@ -78,7 +78,7 @@ def test_pallas_matches_fused(cell, time, batch, in_features, hidden):
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_vmap_over_directions_matches_fused(cell):
-    """A vmap over a leading direction axis, as ``fused.fused_bidirectional`` uses it."""
+    """A vmap over a leading direction axis, as ``FusedBidirectional`` uses it."""
     rng = np.random.default_rng(1)
     time, batch, in_features, hidden = 6, 12, 4, 16
     xs = jnp.asarray(rng.normal(size=(time, batch, in_features)), jnp.float32)

@@ -17,8 +17,8 @@ import pytest
 from jaxseq.data.dataset import Dataset
 from jaxseq.nn.cells import make_cell
 from jaxseq.nn.classifier import RecurrentClassifier
-from jaxseq.nn.fused import FusedCellParams, FusedRNN, fused_bidirectional
-from jaxseq.nn.lengths import reverse_valid
+from jaxseq.nn.layers import FusedBidirectional, FusedCellParams, FusedRNN
+from jaxseq.nn.lengths import flip_sequences
 from jaxseq.runs.predictor import Predictor
 from jaxseq.tasks.adder.data import train_test_split
 from jaxseq.train import Callbacks, EvalData, create_train_state, evaluate, fit
@@ -142,18 +142,13 @@ def test_fused_layer_equals_flax_rnn_at_valid_steps(cell, reverse):
 def test_fused_bidirectional_equals_flax_bidirectional():
     x = inputs(fill=-7.0)
 
-    class Fused(nn.Module):
-        @nn.compact
-        def __call__(self, x, seq_lengths):
-            forward = FusedCellParams("lstm", HIDDEN, name="forward")(x.shape[-1])
-            backward = FusedCellParams("lstm", HIDDEN, name="backward")(x.shape[-1])
-            return fused_bidirectional("lstm", x, forward, backward, seq_lengths=seq_lengths)
-
-    fused_params = init_params(Fused(), x, LENGTHS)
-    out = np.asarray(Fused().apply(fused_params, x, LENGTHS))
+    fused = FusedBidirectional(FusedCellParams("lstm", HIDDEN), FusedCellParams("lstm", HIDDEN))
+    fused_params = init_params(fused, x, LENGTHS)
+    out = np.asarray(fused.apply(fused_params, x, LENGTHS))
     p = fused_params["params"]
     flax_bi = nn.Bidirectional(nn.RNN(make_cell("lstm", HIDDEN)), nn.RNN(make_cell("lstm", HIDDEN)))
-    flax_params = {"forward_rnn": {"cell": p["forward"]}, "backward_rnn": {"cell": p["backward"]}}
+    flax_params = {"forward_rnn": {"cell": p["forward_cell"]},
+                   "backward_rnn": {"cell": p["backward_cell"]}}
     expected = np.asarray(flax_bi.apply({"params": flax_params}, x,
                                         seq_lengths=jnp.asarray(LENGTHS)))
     valid = np.arange(TIME)[None, :] < LENGTHS[:, None]
@@ -161,11 +156,14 @@ def test_fused_bidirectional_equals_flax_bidirectional():
     assert np.all(out[~valid] == 0)
 
 
-def test_reverse_valid_by_hand():
+def test_flip_sequences_by_hand():
+    """Each valid prefix reversed, the padding kept after it; flipping twice is the identity."""
     xs = jnp.arange(4 * 2).reshape(2, 4).T  # [time 4, batch 2]: rows 0..3 and 4..7
-    out = np.asarray(reverse_valid(xs, jnp.array([2, 4])))
-    np.testing.assert_array_equal(out.T, [[1, 0, 2, 3], [7, 6, 5, 4]])
-    np.testing.assert_array_equal(reverse_valid(jnp.asarray(out), jnp.array([2, 4])), xs)
+    out = np.asarray(flip_sequences(xs, jnp.array([2, 4]), 1, True))
+    np.testing.assert_array_equal(out.T, [[1, 0, 3, 2], [7, 6, 5, 4]])
+    np.testing.assert_array_equal(flip_sequences(jnp.asarray(out), jnp.array([2, 4]), 1, True),
+                                  xs)
+    np.testing.assert_array_equal(flip_sequences(xs, None, 1, True), xs[::-1])
 
 
 # --- bad lengths -------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 
 from jaxseq.nn.cells import make_cell
 from jaxseq.nn.classifier import RecurrentClassifier
-from jaxseq.nn.fused import FusedCellParams, FusedRNN, fused_bidirectional
+from jaxseq.nn.layers import FusedBidirectional, FusedCellParams, FusedRNN
 from jaxseq.nn.torch_weights import TORCH_CELLS, params_from_torch, params_to_torch
 
 IMPLEMENTATIONS = ("fused", "flax")  # the pure-JAX ones; pallas: tests/test_pallas.py
@@ -67,10 +67,9 @@ def layer_outputs(implementation: str, cell: str, params: dict, x: jax.Array,
     for layer in range(num_layers):
         forward, backward = params[f"cell_{layer}"], params.get(f"cell_{layer}_backward")
         if implementation == "fused" and bidirectional:
-            def both(p, inputs):
-                return FusedCellParams(cell, HIDDEN).apply({"params": p}, inputs.shape[-1])
-            outputs = fused_bidirectional(cell, outputs, both(forward, outputs),
-                                          both(backward, outputs))
+            both = FusedBidirectional(FusedCellParams(cell, HIDDEN), FusedCellParams(cell, HIDDEN))
+            outputs = both.apply({"params": {"forward_cell": forward, "backward_cell": backward}},
+                                 outputs)
         elif implementation == "fused":
             outputs = FusedRNN(cell, HIDDEN).apply({"params": forward}, outputs)
         elif bidirectional:

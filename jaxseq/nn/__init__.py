@@ -1,7 +1,7 @@
-"""Models: recurrent cells, fused recurrent layers, the sequence classifier, the cell registry.
+"""Recurrent cells and layers, the sequence classifier, the full adder, the cell registry.
 
-``from jaxseq.nn import RecurrentClassifier`` works; the sub-modules are imported on first
-use, so ``jaxseq.nn.registry`` can be read without importing JAX.
+Bottom to top: ``registry`` (no JAX), ``ops``, ``scan`` | ``pallas``, ``lengths`` |
+``cells``, ``layers``, ``classifier`` | ``adder``. The names below are imported on first use.
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ from typing import Any
 
 _EXPORTS = {
     "RecurrentClassifier": "jaxseq.nn.classifier",
-    "FullAdderCell": "jaxseq.nn.cells",
+    "BinaryAdder": "jaxseq.nn.adder",
+    "FullAdderCell": "jaxseq.nn.adder",
     "make_cell": "jaxseq.nn.cells",
     "keras_uniform": "jaxseq.nn.cells",
-    "FusedRNN": "jaxseq.nn.fused",
+    "FusedRNN": "jaxseq.nn.layers",
+    "FusedBidirectional": "jaxseq.nn.layers",
+    "recurrent_layer": "jaxseq.nn.layers",
     "CELLS": "jaxseq.nn.registry",
     "IMPLEMENTATIONS": "jaxseq.nn.registry",
 }

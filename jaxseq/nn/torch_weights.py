@@ -1,78 +1,17 @@
-"""PyTorch weights in and out: ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` + ``nn.Linear`` <-> Flax.
+"""PyTorch ``nn.RNN``/``nn.LSTM``/``nn.GRU`` + ``nn.Linear`` weights <-> Flax parameters.
 
-Converts the ``state_dict`` of a PyTorch sequence classifier built like the reference
-study's model (a recurrent sub-module, then a ``Linear`` head on the output of the last
-time step)::
-
-    class Model(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lstm = torch.nn.LSTM(28, 128, batch_first=True)   # or self.rnn / self.gru
-            self.fc = torch.nn.Linear(128, 10)
-
-        def forward(self, x):
-            out, _ = self.lstm(x)
-            return self.fc(out[:, -1, :])
-
-into the parameter tree of :class:`jaxseq.nn.classifier.RecurrentClassifier` (either
-``implementation``: both read the same tree), and back::
-
-    params = params_from_torch(model.state_dict(), cell="lstm")
-    features = params["cell_0"]["hi"]["kernel"].shape[0]            # 128
-    num_classes = params["head"]["kernel"].shape[1]                 # 10
-    clf = RecurrentClassifier(cell="lstm", features=features, num_classes=num_classes)
-    logits = clf.apply({"params": params}, x)                       # x [batch, time, 28]
-
-    state = params_to_torch(params, cell="lstm")
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
-
-PyTorch's ``batch_first`` does not change the weights: the JAX model always takes
-``[batch, time, features]``, so a ``batch_first=False`` model's ``[time, batch, features]``
-inputs are transposed before the call. The layouts agree: PyTorch's bidirectional
-``output [..., 2 * hidden]`` is the forward direction's output joined with the backward
-direction's (in input order), as ``nn.Bidirectional`` and
-:func:`jaxseq.nn.fused.fused_bidirectional` concatenate them, so layer ``k > 0``'s
-``weight_ih`` columns and the head's ``weight`` columns read the same features, and
-``fc(out[:, -1, :])`` is the classifier's head on ``outputs[:, -1]``.
-
-The mapping, per layer ``k`` and direction (PyTorch's ``weight_ih_l{k}``,
-``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}``, with ``_reverse`` for the backward
-direction; Flax's ``cell_{k}`` and ``cell_{k}_backward``). PyTorch stacks the gates' rows
-(``W_ih [gates * H, in]``, ``W_hh [gates * H, H]``, biases ``[gates * H]``, ``H`` hidden
-units); each Flax kernel is the transpose of one gate's block, ``[in, H]``::
-
-    rnn   (one gate)     i/kernel = W_ih.T         h/kernel = W_hh.T
-                         i/bias   = b_ih + b_hh
-    lstm  (gates i,f,g,o; q each of them)
-                         iq/kernel = W_iq.T        hq/kernel = W_hq.T
-                                                   hq/bias   = b_iq + b_hq
-    gru   (gates r,z,n)  ir/kernel = W_ir.T        hr/kernel = W_hr.T
-                         ir/bias   = b_ir + b_hr
-                         iz/kernel = W_iz.T        hz/kernel = W_hz.T
-                         iz/bias   = b_iz + b_hz
-                         in/kernel = W_in.T        hn/kernel = W_hn.T
-                         in/bias   = b_in          hn/bias   = b_hn
-    head  fc.weight [C, D * H], fc.bias [C]  ->  head/kernel = weight.T, head/bias = bias
-
-(``D = 2`` directions when bidirectional, else 1; ``in`` is the input size for layer 0
-and ``D * H`` for later layers.) Flax's ``nn.SimpleCell`` and ``nn.OptimizedLSTMCell`` keep one
-bias per gate where PyTorch keeps two that are always summed, so the sum is exact. The
-GRU's ``n`` gate is the exception: PyTorch's ``b_hn`` sits inside the reset product
-``r * (W_hn h + b_hn)``, exactly where Flax's ``hn/bias`` sits (``nn.GRUCell`` is the
-PyTorch/cuDNN formulation), so it is copied, not summed.
-
-Going back (:func:`params_to_torch`) PyTorch's two biases cannot be told apart: the
-combined bias goes into ``bias_ih`` and ``bias_hh`` is zeros (for the GRU: ``bias_ih``
-holds ``ir/bias, iz/bias, in/bias`` and ``bias_hh`` is ``[0, 0, hn/bias]``). The
-resulting module computes the same function; torch -> params -> torch gives the same
-outputs but not the same bias split.
-
-Sources: PyTorch's ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` documentation (equations and
-the ``weight_ih_l[k]`` layout, ``_reverse`` suffix for the backward direction); Flax's
-``flax/linen/recurrent.py`` (``SimpleCell``, ``OptimizedLSTMCell``, ``GRUCell``).
-
-This module does not import PyTorch: it takes NumPy arrays, or anything with
-``.detach().cpu().numpy()`` (torch tensors), and returns NumPy arrays.
+Converts the ``state_dict`` of a PyTorch classifier built like the reference study's (a
+recurrent module, then ``fc(out[:, -1, :])``) into the parameters of
+:class:`jaxseq.nn.classifier.RecurrentClassifier`, and back. PyTorch's ``batch_first``
+does not change the weights, and its bidirectional output (forward, then backward in
+input order) is laid out as the classifier's. PyTorch's ``_l{k}`` and ``_l{k}_reverse``
+are Flax's ``cell_{k}`` and ``cell_{k}_backward``; each kernel ``i{q}``/``h{q}`` is the
+transpose of gate ``q``'s rows of ``W_ih``/``W_hh`` (PyTorch's gate order: ``i, f, g, o``,
+``r, z, n``), each Flax bias the sum of PyTorch's two for its gate (the RNN's ``i``, the
+LSTM's ``h{q}``, the GRU's ``ir``, ``iz``), except the GRU's ``in/bias = b_in`` and
+``hn/bias = b_hn`` (inside the reset product, as in Flax); ``head/kernel = fc.weight.T``.
+Going back, each sum goes to ``bias_ih`` and ``bias_hh`` is zeros (the GRU's ``b_hn`` keeps
+its place): the same function, another bias split. Takes NumPy arrays or torch tensors.
 """
 
 from __future__ import annotations
@@ -87,6 +26,10 @@ _GATES: dict[str, tuple[str, ...]] = {"rnn": ("",), "lstm": ("i", "f", "g", "o")
                                       "gru": ("r", "z", "n")}
 # Per cell: the ``mode`` attribute of the matching PyTorch module.
 _TORCH_MODES = {"rnn": "RNN_TANH", "lstm": "LSTM", "gru": "GRU"}
+# Per cell: Flax's biases, and which of PyTorch's (summed) each one holds.
+_BIASES: dict[str, dict[str, tuple[str, ...]]] = {
+    "rnn": {"i": ("ih", "hh")}, "lstm": {f"h{g}": ("ih", "hh") for g in "ifgo"},
+    "gru": {"ir": ("ih", "hh"), "iz": ("ih", "hh"), "in": ("ih",), "hn": ("hh",)}}
 #: The cells this module converts (names of :data:`jaxseq.nn.registry.CELLS`).
 TORCH_CELLS = tuple(_GATES)
 
@@ -98,8 +41,7 @@ def _key(prefix: str, name: str) -> str:
 
 
 def _numpy(value: Any) -> np.ndarray:
-    """A NumPy copy of an array or a torch tensor (``.detach().cpu().numpy()``); a
-    bfloat16 tensor, which NumPy cannot take from torch, keeps its dtype (ml_dtypes')."""
+    """A NumPy copy of an array or a torch tensor (bfloat16 kept, via ml_dtypes)."""
     if hasattr(value, "detach"):
         value = value.detach().cpu()
         if str(value.dtype) == "torch.bfloat16":
@@ -122,12 +64,9 @@ def _check_common(cell: str, num_layers: int, bidirectional: bool) -> None:
 
 def _directions(num_layers: int, bidirectional: bool) -> list[tuple[int, str, str]]:
     """``(layer, PyTorch key suffix, Flax name)`` for every layer and direction."""
-    out = []
-    for layer in range(num_layers):
-        out.append((layer, f"_l{layer}", f"cell_{layer}"))
-        if bidirectional:
-            out.append((layer, f"_l{layer}_reverse", f"cell_{layer}_backward"))
-    return out
+    return [(layer, f"_l{layer}{reverse}", f"cell_{layer}{backward}")
+            for layer in range(num_layers)
+            for reverse, backward in (("", ""), ("_reverse", "_backward"))[:1 + bidirectional]]
 
 
 def _check_module(module: Any, cell: str, num_layers: int, bidirectional: bool,
@@ -181,41 +120,36 @@ def params_from_torch(
     head_prefix: str | None = "fc",
     nonlinearity: str = "tanh",
 ) -> dict[str, Any]:
-    """The :class:`jaxseq.nn.classifier.RecurrentClassifier` parameters of a PyTorch model.
+    """The :class:`~jaxseq.nn.classifier.RecurrentClassifier` parameters of a PyTorch model.
 
     Args:
-      state_dict: the model's ``state_dict()`` (a mapping from PyTorch's key names to
-        tensors or NumPy arrays), or the ``torch.nn.Module`` itself (then its recurrent
-        sub-module's settings are checked too: ``nonlinearity``, ``proj_size``,
-        ``bias``, ``num_layers``, ``bidirectional`` and the cell type). Keys are
-        ``{rnn_prefix}.weight_ih_l{k}[_reverse]`` etc. and ``{head_prefix}.weight`` /
-        ``.bias``; every key must be used (strict, like ``load_state_dict``).
-      cell: ``"rnn"`` (``nn.RNN`` with tanh), ``"lstm"`` (``nn.LSTM``) or ``"gru"``
-        (``nn.GRU``), as for ``RecurrentClassifier``.
-      num_layers: stacked layers (PyTorch's ``num_layers``).
+      state_dict: the model's ``state_dict()`` (tensors or NumPy arrays; every key must
+        be used), or the ``torch.nn.Module`` (its recurrent module's settings are then
+        checked too).
+      cell: ``"rnn"`` (``nn.RNN``, tanh), ``"lstm"`` or ``"gru"``.
+      num_layers: PyTorch's ``num_layers``.
       bidirectional: PyTorch's ``bidirectional``.
-      rnn_prefix: the recurrent sub-module's name in the state_dict; ``None`` (default)
-        is the cell's name, as the reference study names it (``rnn``, ``lstm`` or
-        ``gru``); ``""`` for the ``state_dict`` of a bare ``nn.LSTM`` etc.
-      head_prefix: the ``Linear`` head's name (default ``"fc"``, the study's); ``None``
-        for a state_dict without a head (the result then has no ``"head"``).
-      nonlinearity: the ``nn.RNN``'s ``nonlinearity`` (a state_dict does not record
-        it); only ``"tanh"``.
+      rnn_prefix: the recurrent module's name in the keys; ``None``: the cell's name
+        (the study's); ``""`` for a bare ``nn.LSTM`` etc.
+      head_prefix: the ``Linear`` head's name; ``None`` for no head.
+      nonlinearity: the ``nn.RNN``'s (not in a state_dict); only ``"tanh"``.
 
     Returns:
-      The ``"params"`` collection: ``{"cell_0": {...}, "cell_0_backward": {...}, ...,
-      "head": {"kernel": [D*H, C], "bias": [C]}}``, nested dicts of NumPy arrays
-      (copies, in the state_dict's dtype, float32 for a default PyTorch module) laid out
-      as in the module docstring; use as ``model.apply({"params": params}, x)``. The
-      hidden size ``H`` and input size are read from the weights.
+      ``{"cell_0": ..., "cell_0_backward": ..., "head": ...}``, NumPy copies.
 
     Raises:
-      ValueError: (one line) for an unknown cell, ``nonlinearity`` other than ``"tanh"``,
-        or a bad ``num_layers``/``bidirectional``; for a missing or unexpected key (named;
-        a ``weight_hr_l{k}`` key means ``proj_size > 0`` and a missing bias means
-        ``bias=False``, both refused); for an array whose shape does not fit the model
-        (the key, the found and the expected shape); for a module whose settings do
-        not match the request.
+      ValueError: one line, for an unknown cell or ``nonlinearity``, bad ``num_layers``
+        or ``bidirectional``, a missing or unexpected key (``proj_size > 0`` and
+        ``bias=False`` are refused), a wrong shape, or module settings that differ.
+
+    Examples:
+      >>> import numpy as np  # a GRU of 4 hidden units (3 gates x 4 rows), 3 inputs, 2 classes
+      >>> state = {"gru.weight_ih_l0": np.ones((12, 3)), "gru.weight_hh_l0": np.ones((12, 4)),
+      ...          "gru.bias_ih_l0": np.zeros(12), "gru.bias_hh_l0": np.zeros(12),
+      ...          "fc.weight": np.ones((2, 4)), "fc.bias": np.zeros(2)}
+      >>> params = params_from_torch(state, cell="gru")
+      >>> sorted(params), sorted(params["cell_0"])
+      (['cell_0', 'head'], ['hn', 'hr', 'hz', 'in', 'ir', 'iz'])
     """
     _check_common(cell, num_layers, bidirectional)
     if nonlinearity != "tanh":
@@ -262,8 +196,11 @@ def params_from_torch(
                      _directions(num_layers, bidirectional) for kind in _TORCH_SUFFIXES}
     if head_prefix is not None:
         expected_keys |= {_key(head_prefix, "weight"), _key(head_prefix, "bias")}
-    _refuse_unexpected(sorted(set(state_dict) - expected_keys), cell, num_layers,
-                       bidirectional, rnn_prefix, head_prefix)
+    unexpected = sorted(set(state_dict) - expected_keys)
+    if unexpected:
+        raise ValueError(f"unexpected key {unexpected[0]!r} in the state_dict for "
+                         f"cell={cell!r}, num_layers={num_layers}, bidirectional="
+                         f"{bidirectional}, rnn_prefix={rnn_prefix!r}, head_prefix={head_prefix!r}")
     directions = 2 if bidirectional else 1
     params: dict[str, Any] = {}
     input_size = None  # layer 0's, read from weight_ih_l0; both directions must agree
@@ -284,58 +221,33 @@ def params_from_torch(
     return params
 
 
-def _refuse_unexpected(keys: list[str], cell: str, num_layers: int, bidirectional: bool,
-                       rnn_prefix: str, head_prefix: str | None) -> None:
-    if keys:
-        raise ValueError(f"unexpected key {keys[0]!r} in the state_dict for cell={cell!r}, "
-                         f"num_layers={num_layers}, bidirectional={bidirectional}, "
-                         f"rnn_prefix={rnn_prefix!r}, head_prefix={head_prefix!r}")
-
-
 def _cell_from_torch(cell: str, hidden: int, w_ih: np.ndarray, w_hh: np.ndarray,
                      b_ih: np.ndarray, b_hh: np.ndarray) -> dict[str, Any]:
     """One direction of one layer: PyTorch's four arrays -> Flax's cell sub-tree."""
     def block(array: np.ndarray, gate: int) -> np.ndarray:
         return array[gate * hidden:(gate + 1) * hidden]
 
-    def kernel(weight: np.ndarray, gate: int) -> np.ndarray:
-        return np.ascontiguousarray(block(weight, gate).T)
-
-    if cell == "rnn":
-        return {"i": {"kernel": kernel(w_ih, 0), "bias": b_ih + b_hh},
-                "h": {"kernel": kernel(w_hh, 0)}}
-    if cell == "lstm":
-        out: dict[str, Any] = {}
-        for k, gate in enumerate(_GATES["lstm"]):
-            out[f"i{gate}"] = {"kernel": kernel(w_ih, k)}
-            out[f"h{gate}"] = {"kernel": kernel(w_hh, k), "bias": block(b_ih, k) + block(b_hh, k)}
-        return out
-    r, z, n = range(3)
-    return {
-        "ir": {"kernel": kernel(w_ih, r), "bias": block(b_ih, r) + block(b_hh, r)},
-        "iz": {"kernel": kernel(w_ih, z), "bias": block(b_ih, z) + block(b_hh, z)},
-        "in": {"kernel": kernel(w_ih, n), "bias": block(b_ih, n).copy()},
-        "hr": {"kernel": kernel(w_hh, r)},
-        "hz": {"kernel": kernel(w_hh, z)},
-        "hn": {"kernel": kernel(w_hh, n), "bias": block(b_hh, n).copy()},
-    }
+    out: dict[str, Any] = {}
+    for k, gate in enumerate(_GATES[cell]):
+        out[f"i{gate}"] = {"kernel": np.ascontiguousarray(block(w_ih, k).T)}
+        out[f"h{gate}"] = {"kernel": np.ascontiguousarray(block(w_hh, k).T)}
+    for name, sources in _BIASES[cell].items():
+        parts = [block({"ih": b_ih, "hh": b_hh}[s], _GATES[cell].index(name[1:]))
+                 for s in sources]
+        out[name]["bias"] = parts[0] + parts[1] if len(parts) == 2 else parts[0].copy()
+    return out
 
 
 def _cell_leaf_shapes(cell: str, in_features: int | None,
                       hidden: int) -> dict[str, dict[str, tuple[int | None, ...]]]:
     """Flax's parameter shapes of one cell (``None``: not fixed, layer 0's input size)."""
-    if cell == "rnn":
-        return {"i": {"kernel": (in_features, hidden), "bias": (hidden,)},
-                "h": {"kernel": (hidden, hidden)}}
-    if cell == "lstm":
-        shapes: dict[str, dict[str, tuple[int | None, ...]]] = {}
-        for gate in _GATES["lstm"]:
-            shapes[f"i{gate}"] = {"kernel": (in_features, hidden)}
-            shapes[f"h{gate}"] = {"kernel": (hidden, hidden), "bias": (hidden,)}
-        return shapes
-    return {**{f"i{g}": {"kernel": (in_features, hidden), "bias": (hidden,)} for g in "rzn"},
-            "hr": {"kernel": (hidden, hidden)}, "hz": {"kernel": (hidden, hidden)},
-            "hn": {"kernel": (hidden, hidden), "bias": (hidden,)}}
+    shapes: dict[str, dict[str, tuple[int | None, ...]]] = {}
+    for gate in _GATES[cell]:
+        shapes[f"i{gate}"] = {"kernel": (in_features, hidden)}
+        shapes[f"h{gate}"] = {"kernel": (hidden, hidden)}
+    for name in _BIASES[cell]:
+        shapes[name]["bias"] = (hidden,)
+    return shapes
 
 
 def params_to_torch(
@@ -347,40 +259,21 @@ def params_to_torch(
     rnn_prefix: str | None = None,
     head_prefix: str | None = "fc",
 ) -> dict[str, np.ndarray]:
-    """A PyTorch ``state_dict`` (NumPy arrays) from classifier parameters.
+    """A PyTorch ``state_dict`` (NumPy arrays) of classifier parameters.
 
-    The parameters are those of :class:`~jaxseq.nn.classifier.RecurrentClassifier`.
+    The inverse of :func:`params_from_torch` up to PyTorch's bias split (see the module),
+    for ``module.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})``.
 
-    The inverse of :func:`params_from_torch` up to PyTorch's bias split: the combined
-    bias of a gate goes into ``bias_ih`` and ``bias_hh`` is zeros, except the GRU's
-    ``hn/bias``, which goes to its own place in ``bias_hh`` (see the module docstring).
-    Load with ``module.load_state_dict({k: torch.from_numpy(v) for k, v in
-    state.items()})`` into a module built with the same cell, ``hidden_size``,
-    ``num_layers`` and ``bidirectional`` (any ``batch_first``).
-
-    Args:
-      params: the ``"params"`` collection of a ``RecurrentClassifier`` (``{"cell_0":
-        ..., "head": ...}``; a whole variables dict ``{"params": {...}}`` is accepted
-        too); arrays may be NumPy or JAX.
-      cell: ``"rnn"``, ``"lstm"`` or ``"gru"``.
-      num_layers: the model's ``num_layers``.
-      bidirectional: the model's ``bidirectional``.
-      rnn_prefix: the recurrent sub-module's name for the keys; ``None`` (default) is
-        the cell's name, ``""`` gives bare ``weight_ih_l0`` keys.
-      head_prefix: the head's name (default ``"fc"``); ``None`` when ``params`` has no
-        ``"head"`` (or to leave it out).
+    ``params`` is a :class:`~jaxseq.nn.classifier.RecurrentClassifier`'s ``"params"`` (or
+    ``{"params": ...}``) of NumPy or JAX arrays; the other arguments are as for
+    :func:`params_from_torch` (``head_prefix=None`` leaves the head out).
 
     Returns:
-      ``{key: np.ndarray}`` in PyTorch's key order (``{rnn_prefix}.weight_ih_l0``,
-      ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``, then the ``_reverse`` ones, per
-      layer; then ``{head_prefix}.weight [C, D*H]`` and ``.bias [C]``), float32 for a
-      float32 tree.
+      ``{key: np.ndarray}`` in PyTorch's key order.
 
     Raises:
-      ValueError: (one line) for an unknown cell or bad ``num_layers`` /
-        ``bidirectional``; a missing or unexpected entry of ``params`` (named by its
-        path, e.g. ``cell_1_backward/hn/bias``); an array whose shape does not fit (the
-        path, the found and the expected shape).
+      ValueError: one line, for an unknown cell, bad ``num_layers``/``bidirectional``, a
+        missing or unexpected entry (named by its path), or an array of the wrong shape.
     """
     _check_common(cell, num_layers, bidirectional)
     rnn_prefix = cell if rnn_prefix is None else rnn_prefix
@@ -453,18 +346,15 @@ def _extra_paths(node: Mapping[str, Any], shapes: Mapping[str, Any], path: str) 
 def _cell_to_torch(cell: str, tree: Mapping[str, Mapping[str, np.ndarray]]
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One direction of one layer: Flax's cell sub-tree -> ``(W_ih, W_hh, b_ih, b_hh)``."""
-    def weight(names: list[str]) -> np.ndarray:
-        return np.ascontiguousarray(np.concatenate([tree[n]["kernel"].T for n in names]))
+    gates = _GATES[cell]
+    zeros = np.zeros_like(tree[next(iter(_BIASES[cell]))]["bias"])
 
-    if cell == "rnn":
-        bias = tree["i"]["bias"]
-        return weight(["i"]), weight(["h"]), bias.copy(), np.zeros_like(bias)
-    if cell == "lstm":
-        gates = _GATES["lstm"]
-        bias = np.concatenate([tree[f"h{g}"]["bias"] for g in gates])
-        return (weight([f"i{g}" for g in gates]), weight([f"h{g}" for g in gates]),
-                bias, np.zeros_like(bias))
-    b_ih = np.concatenate([tree[f"i{g}"]["bias"] for g in "rzn"])
-    b_hn = tree["hn"]["bias"]
-    b_hh = np.concatenate([np.zeros_like(b_hn), np.zeros_like(b_hn), b_hn])
-    return weight(["ir", "iz", "in"]), weight(["hr", "hz", "hn"]), b_ih, b_hh
+    def weight(kind: str) -> np.ndarray:
+        return np.ascontiguousarray(np.concatenate([tree[f"{kind}{g}"]["kernel"].T
+                                                    for g in gates]))
+
+    def bias(kind: str) -> np.ndarray:  # each Flax bias goes back to its first source
+        found = {n[1:]: tree[n]["bias"] for n, src in _BIASES[cell].items() if src[0] == kind}
+        return np.concatenate([found.get(g, zeros) for g in gates])
+
+    return weight("i"), weight("h"), bias("ih"), bias("hh")

@@ -1,66 +1,19 @@
-"""The binary-addition model: ``nn.RNN`` over the full-adder cell, and its truth table."""
+"""What the adder learned: its cell's truth table, and whether it is a full adder."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseq.nn.cells import FullAdderCell
+from jaxseq.nn.adder import BinaryAdder, FullAdderCell
 
 __all__ = ["BinaryAdder", "cell_params", "is_full_adder", "truth_table"]
 
 #: The name of the adder's task in its checkpoints: predictions are sum bits.
 TASK = "bits"
-
-
-
-
-class BinaryAdder(nn.Module):
-    """``nn.RNN`` over a :class:`FullAdderCell`: bit pairs in, sum-bit probabilities out.
-
-    ``inputs [batch, time, 2]`` (int or float 0/1, LSB first) ->
-    ``probabilities [batch, time, 1]`` float32 that each sum bit is 1. The state
-    starts at 0 for every sequence. Parameters live under
-    ``params["cell"]`` (see :func:`cell_params`).
-
-    Attributes:
-      hidden_features: hidden tanh units of the cell (the study: 5, 32 parameters).
-      unroll: time steps per iteration of the compiled loop (``nn.RNN``'s ``unroll``).
-        The cell is so small that the loop's per-iteration cost dominates; unrolling
-        the study's 5 bits whole makes training ~1.7x faster (docs/performance.md).
-
-    Source: the reference study's Keras model, its hand-written full-adder cell wrapped
-    in ``keras.layers.RNN`` and returning the output of every step.
-    """
-
-    hidden_features: int = 5
-    unroll: int = 8
-
-    @nn.compact
-    def __call__(self, inputs: jax.Array) -> jax.Array:
-        """Sum-bit probabilities for a batch of bit-pair sequences.
-
-        Args:
-          inputs: ``[batch, time, 2]`` operand bits, least significant first (int or
-            float 0/1), as :func:`jaxseq.tasks.adder.data.generate` gives.
-
-        Returns:
-          ``[batch, time, 1]`` float32 probabilities that each sum bit is 1.
-
-        Raises:
-          ValueError: if ``inputs`` is not ``[batch, time, 2]`` with ``time >= 1``.
-        """
-        if inputs.ndim != 3 or inputs.shape[-1] != 2:
-            raise ValueError(f"inputs must be [batch, time, 2] bit pairs, got {inputs.shape}")
-        if inputs.shape[1] < 1:
-            raise ValueError(f"inputs need at least one time step (bit), got shape "
-                             f"{inputs.shape} ([batch, time, 2])")
-        return nn.RNN(FullAdderCell(self.hidden_features, name="cell"), unroll=self.unroll)(inputs)
 
 
 def cell_params(params: Mapping[str, Any]) -> Mapping[str, Any]:

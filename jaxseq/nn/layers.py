@@ -1,0 +1,242 @@
+"""Recurrent layers, ``[batch, time, in] -> [batch, time, features * directions]``.
+
+The implementations (:func:`recurrent_layer`) keep the parameters as Flax's cells do, so
+one tree runs with each; they give the same outputs and gradients, take ``seq_lengths`` as
+``nn.RNN`` does and zero the outputs at padded steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.linen.recurrent import DenseParams, flip_sequences
+
+from jaxseq.checks import check_positive_int
+from jaxseq.nn.cells import make_cell
+from jaxseq.nn.lengths import masked
+from jaxseq.nn.ops import cast_inputs, check_in_features, check_sequence_inputs, forward_mode_hint
+from jaxseq.nn.registry import CELLS, check_implementation
+from jaxseq.nn.scan import gru_sequence, lstm_sequence, rnn_sequence
+
+Array = jax.Array
+
+__all__ = ["FUSED_CELLS", "FusedBidirectional", "FusedCellParams", "FusedRNN", "MaskedRNN",
+           "check_layer", "recurrent_layer", "sequence_fn"]
+
+#: Cells with a fused implementation (from :data:`jaxseq.nn.registry.CELLS`).
+FUSED_CELLS = tuple(name for name, info in CELLS.items() if "fused" in info.implementations)
+
+_SCAN_FNS = {"rnn": rnn_sequence, "lstm": lstm_sequence, "gru": gru_sequence}
+
+
+def sequence_fn(cell: str, implementation: str = "fused") -> Callable[..., Array]:
+    """``fn(xs [T, B, I], *params) -> [T, B, H]`` of ``cell`` in ``"fused"`` or ``"pallas"``
+    (``ValueError`` for a cell or implementation without one)."""
+    if implementation == "pallas":
+        from jaxseq.nn.pallas import PALLAS_SEQUENCE_FNS
+
+        return PALLAS_SEQUENCE_FNS[cell]
+    if implementation != "fused" or cell not in _SCAN_FNS:
+        raise ValueError(f"no {implementation!r} sequence function for cell {cell!r}; "
+                         f"fused cells: {', '.join(FUSED_CELLS)}")
+    return _SCAN_FNS[cell]
+
+
+def _cell_params(cell: str, features: int, in_features: int) -> tuple:
+    """One direction's parameters (the sequence function's arguments after ``xs``), made
+    in the calling module as Flax's cell makes them."""
+    if cell not in FUSED_CELLS:
+        raise ValueError(f"no fused implementation of cell {cell!r}; "
+                         f"fused cells: {', '.join(FUSED_CELLS)}")
+    flax_cell = make_cell(cell, features, parent=None)  # only its initialisers are read
+    fan_in = {False: jax.ShapeDtypeStruct((in_features,), jnp.float32),
+              True: jax.ShapeDtypeStruct((features,), jnp.float32)}
+
+    def dense(name: str, use_bias: bool) -> tuple[Array, Array | None]:
+        recurrent = name.startswith("h")
+        init = flax_cell.recurrent_kernel_init if recurrent else flax_cell.kernel_init
+        return DenseParams(features, use_bias, kernel_init=init, bias_init=flax_cell.bias_init,
+                           name=name)(fan_in[recurrent])
+
+    gates = CELLS[cell].gates
+    if cell == "rnn":
+        w, b = dense("i", True)
+        return (w, b, dense("h", False)[0])
+    if cell == "lstm":
+        u, b = zip(*(dense(f"h{g}", True) for g in gates), strict=True)
+        return (tuple(dense(f"i{g}", False)[0] for g in gates), u, b)
+    w, b = zip(*(dense(f"i{g}", True) for g in gates), strict=True)
+    u_n, b_hn = dense("hn", True)
+    return (w, b, (dense("hr", False)[0], dense("hz", False)[0], u_n), b_hn)
+
+
+class FusedCellParams(nn.Module):
+    """One direction's parameters of ``cell`` with ``features`` hidden units, as Flax's cell
+    lays them out."""
+
+    cell: str
+    features: int
+
+    @nn.compact
+    def __call__(self, in_features: int) -> tuple:
+        """The arrays in the sequence function's order (``ValueError`` for an unknown cell)."""
+        return _cell_params(self.cell, self.features, in_features)
+
+
+class FusedRNN(nn.Module):
+    """``nn.RNN`` over Flax's cell, ``[batch, time, in] -> [batch, time, features]`` float32.
+
+    The recurrence is fused; inputs of any real dtype are cast. With ``seq_lengths`` the
+    padded steps' outputs are zero and the valid ones are what the row alone gives.
+
+    Attributes:
+      cell: ``"rnn"``, ``"lstm"`` or ``"gru"`` (:func:`jaxseq.nn.cells.make_cell`).
+      features: hidden units.
+      reverse: read the sequence backwards; outputs stay in input order
+        (``nn.RNN(..., reverse=True, keep_order=True)``).
+      implementation: ``"fused"`` or ``"pallas"`` (:func:`sequence_fn`).
+
+    Raises:
+      ValueError: for an unknown cell, inputs not ``[batch, time, in]`` real numbers with
+        ``time >= 1`` and the parameters' ``in``, or bad ``seq_lengths``.
+      TypeError: under forward-mode differentiation (naming ``implementation='flax'``).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> layer, x = FusedRNN("gru", features=4), jnp.ones((2, 5, 3))  # [batch, time, in]
+      >>> variables = layer.init(jax.random.key(0), x)
+      >>> sorted(variables["params"]), layer.apply(variables, x, jnp.array([5, 2])).shape
+      (['hn', 'hr', 'hz', 'in', 'ir', 'iz'], (2, 5, 4))
+    """
+
+    cell: str
+    features: int
+    reverse: bool = False
+    implementation: str = "fused"
+
+    @nn.compact
+    def __call__(self, inputs: Array, seq_lengths: Array | None = None) -> Array:
+        """Run the layer; ``seq_lengths``: optional ``[batch]`` ints in ``[1, time]``."""
+        check_sequence_inputs(inputs)
+        if not self.is_initializing():
+            check_in_features(inputs, self.variables.get("params"))
+        params = _cell_params(self.cell, self.features, inputs.shape[-1])
+        fn = sequence_fn(self.cell, self.implementation)
+
+        def run(x: Array, seq_lengths: Array | None) -> Array:
+            xs = jnp.swapaxes(x, 0, 1)  # time-major for the recurrence
+            if self.reverse:
+                xs = flip_sequences(xs, seq_lengths, 1, True)
+            with forward_mode_hint(self.implementation):
+                hs = fn(xs, *params)
+            if self.reverse:
+                hs = flip_sequences(hs, seq_lengths, 1, True)
+            return jnp.swapaxes(hs, 0, 1)
+
+        return masked(run, cast_inputs(inputs, params), seq_lengths)
+
+
+class FusedBidirectional(nn.Module):
+    """``nn.Bidirectional`` with both directions as one ``vmap``-ed fused recurrence.
+
+    ``[batch, time, in] -> [batch, time, 2 * features]``: forward outputs, then backward
+    outputs in input order; ``seq_lengths`` and dtypes as :class:`FusedRNN`. The
+    parameters live where the two :class:`FusedCellParams` are created.
+
+    Attributes:
+      forward_cell: the forward direction's parameters.
+      backward_cell: the backward direction's (same cell and ``features``).
+      implementation: ``"fused"`` or ``"pallas"``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> layer = FusedBidirectional(FusedCellParams("lstm", 4), FusedCellParams("lstm", 4))
+      >>> x = jnp.ones((2, 5, 3))
+      >>> variables = layer.init(jax.random.key(0), x)
+      >>> sorted(variables["params"]), layer.apply(variables, x).shape
+      (['backward_cell', 'forward_cell'], (2, 5, 8))
+    """
+
+    forward_cell: FusedCellParams
+    backward_cell: FusedCellParams
+    implementation: str = "fused"
+
+    @nn.compact
+    def __call__(self, inputs: Array, seq_lengths: Array | None = None) -> Array:
+        """Run both directions; ``seq_lengths``: optional ``[batch]`` ints in ``[1, time]``."""
+        check_sequence_inputs(inputs)
+        forward = self.forward_cell(inputs.shape[-1])
+        backward = self.backward_cell(inputs.shape[-1])
+        stacked = jax.tree.map(lambda f, b: jnp.stack([f, b]), forward, backward)
+        fn = jax.vmap(sequence_fn(self.forward_cell.cell, self.implementation))
+
+        def run(x: Array, seq_lengths: Array | None) -> Array:
+            xs = jnp.swapaxes(x, 0, 1)
+            with forward_mode_hint(self.implementation):
+                hs = fn(jnp.stack([xs, flip_sequences(xs, seq_lengths, 1, True)]), *stacked)
+            hs = jnp.concatenate([hs[0], flip_sequences(hs[1], seq_lengths, 1, True)], -1)
+            return jnp.swapaxes(hs, 0, 1)
+
+        return masked(run, cast_inputs(inputs, (forward, backward)), seq_lengths)
+
+
+class MaskedRNN(nn.Module):
+    """Flax's ``rnn`` (``nn.RNN`` or ``nn.Bidirectional``) with the padded steps zeroed."""
+
+    rnn: nn.Module
+
+    @nn.compact
+    def __call__(self, inputs: Array, seq_lengths: Array | None = None) -> Array:
+        """Run the layer; ``seq_lengths``: optional ``[batch]`` ints in ``[1, time]``."""
+        return masked(lambda x, n: self.rnn(x, seq_lengths=n), inputs, seq_lengths)
+
+
+def check_layer(cell: str, features: int, implementation: str) -> None:
+    """Refuse (``ValueError``) an unknown or unsupported cell and implementation, a
+    non-positive ``features``, or a ``"pallas"`` one not a power of two ``>= 16``."""
+    check_implementation(cell, implementation)
+    check_positive_int("features", features)
+    if implementation == "pallas":
+        from jaxseq.nn.pallas import check_features
+
+        check_features(features)
+
+
+def recurrent_layer(cell: str, features: int, *, implementation: str = "fused",
+                    bidirectional: bool = False, name: str | None = None) -> nn.Module:
+    """The layer of ``cell`` in ``implementation``, called as ``layer(inputs, seq_lengths=None)``.
+
+    Args:
+      cell: a key of :data:`jaxseq.nn.registry.CELLS`.
+      features: hidden units per direction.
+      implementation: ``"fused"``, ``"pallas"`` or ``"flax"``.
+      bidirectional: run both directions and concatenate their outputs.
+      name: where the parameters live in the calling module: ``name`` for the forward
+        direction, ``name + "_backward"`` for the backward one (Flax's cell layout).
+
+    Returns:
+      A :class:`FusedRNN`, :class:`FusedBidirectional` or :class:`MaskedRNN`,
+      ``[batch, time, in] -> [batch, time, features * directions]`` float32
+      (``ValueError`` as :func:`check_layer`).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> x = jnp.ones((2, 5, 3))
+      >>> for implementation in ("fused", "flax"):
+      ...     layer = recurrent_layer("gru", 4, implementation=implementation, bidirectional=True)
+      ...     print(layer.apply(layer.init(jax.random.key(0), x), x).shape)
+      (2, 5, 8)
+      (2, 5, 8)
+    """
+    check_layer(cell, features, implementation)
+    names = (name, None if name is None else f"{name}_backward")
+    if implementation == "flax":
+        rnns = [nn.RNN(make_cell(cell, features, name=n)) for n in names[:1 + bidirectional]]
+        return MaskedRNN(nn.Bidirectional(*rnns) if bidirectional else rnns[0])
+    if bidirectional:
+        return FusedBidirectional(*(FusedCellParams(cell, features, name=n) for n in names),
+                                  implementation=implementation)
+    return FusedRNN(cell, features, implementation=implementation, name=name)
