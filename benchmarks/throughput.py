@@ -12,7 +12,7 @@ What is measured, on whatever device JAX picks (CPU here, GPU/TPU unchanged):
   each batch split over the devices of :func:`jaxseq.train.data_mesh`), after
   compilation; the median over ``--repeats`` repeats. On a CPU, ``--cpu-devices``
   (default: as ``experiments/mnist.py`` chooses) splits the CPU into that many devices,
-  see :mod:`jaxseq.runtime`.
+  see :mod:`jaxseq.app.runtime`.
 * ``compile s``: ahead-of-time ``lower().compile()`` of that chunk.
 * ``eval samples/s``: the loop's masked evaluation over 10,000 examples (batches of 1,000).
 * ``GFLOP/s``: an analytic count of the float operations of one training sample divided by
@@ -82,8 +82,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from torch_baseline import MODE_LABELS, MODES, cpu_name  # benchmarks/torch_baseline.py
 
-from jaxseq.app import cli, folder, runtime
-from jaxseq.data import Dataset
+from jaxseq.app import cli, runtime
+from jaxseq.data import Dataset, files
 from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.nn.registry import CELLS, IMPLEMENTATIONS
 from jaxseq.train import (
@@ -528,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
                 "float32_matmul_precision", "cudnn_allow_tf32", "device", "device_name",
                 "threads")
         result["torch"] = {key: torch_rows[0][key] for key in keys}
-    folder.write_json_atomic(args.out, result)
+    files.write_json_atomic(args.out, result)
     if args.markdown:
         print(markdown(result))
     print(f"wrote {args.out}")

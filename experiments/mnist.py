@@ -31,7 +31,7 @@ import json
 import sys
 
 # Only light imports (no JAX) until the flags and the data are checked, so that bad input
-# fails fast; JAX is started by jaxseq.runtime.start.
+# fails fast; JAX is started by jaxseq.app.runtime.start.
 from jaxseq.app import cli, distributed, faults, signals
 from jaxseq.app.mnist import SETTINGS, build_parser, config_from, parse_args  # noqa: F401
 from jaxseq.nn.registry import CELLS  # noqa: F401  (the choices of --cell, for the tests)

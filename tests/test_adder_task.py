@@ -17,6 +17,7 @@ import pytest
 
 from jaxseq import losses, optim, train
 from jaxseq.nn.adder import FullAdderCell
+from jaxseq.runs.session import RunSession
 from jaxseq.tasks import adder
 from jaxseq.tasks.adder import data as ad
 from jaxseq.tasks.adder import task as adder_task
@@ -337,7 +338,7 @@ CI_SEED = 0  # found by scanning seeds 0..9 with CI_CONFIG: 9 of 10 converge (no
 
 @pytest.fixture(scope="module")
 def trained():
-    return adder.run_seed(CI_CONFIG, CI_SEED, progress=False, log=None)
+    return adder.run_seed(CI_CONFIG, CI_SEED, RunSession(None, progress=False, log=None))
 
 
 def test_bce_training_converges_and_generalises_to_19_bits(trained):

@@ -8,12 +8,12 @@ import jax
 import numpy as np
 import pytest
 
-from jaxseq.data import Dataset
+from jaxseq.data import Dataset, files
 from jaxseq.nn.classifier import RecurrentClassifier
-from jaxseq.runs import folder
 from jaxseq.runs.checkpoint import Checkpointer
 from jaxseq.runs.folder import checkpoint_dir, checkpoint_names, latest_epoch
 from jaxseq.runs.predictor import load_run
+from jaxseq.runs.session import RunSession
 from jaxseq.tasks import adder
 from jaxseq.train import Callbacks, ResumePoint, create_train_state, evaluate, fit
 
@@ -135,7 +135,7 @@ def test_load_run_predicts_like_the_trained_model(toy, uninterrupted, tmp_path):
     state, history = uninterrupted
     rng = jax.random.key(5)
     run = tmp_path / "run"
-    folder.write_json_atomic(run / "config.json", {"cell": "gru", "hidden_size": 8})
+    files.write_json_atomic(run / "config.json", {"cell": "gru", "hidden_size": 8})
     for name in ("gru", "gru_copy"):
         with Checkpointer(checkpoint_dir(run, name), model=MODEL,
                           example_inputs=toy[0].inputs[:1]) as saver:
@@ -167,8 +167,7 @@ def test_load_run_predicts_like_the_trained_model(toy, uninterrupted, tmp_path):
 
 def test_adder_run_checkpoints_and_loads_as_a_bit_predictor(tmp_path):
     config = adder.AdderConfig(samples=400, epochs=2, eval_bits=(3, 4), eval_samples=20)
-    result = adder.run_seed(config, 1, progress=False, log=None,
-                       checkpoint_dir=checkpoint_dir(tmp_path, "seed-1"))
+    result = adder.run_seed(config, 1, RunSession(tmp_path, progress=False, log=None))
     predictor = load_run(tmp_path)
     assert (predictor.name, predictor.epoch, predictor.task) == ("seed-1", 2, "bits")
     assert predictor.history == result["history"]
@@ -177,5 +176,4 @@ def test_adder_run_checkpoints_and_loads_as_a_bit_predictor(tmp_path):
     np.testing.assert_array_equal(predictor.predict(data.inputs),
                                   (np.asarray(probabilities)[..., 0] > 0.5).astype(np.int32))
     with pytest.raises(ValueError, match="already holds checkpoints"):
-        adder.run_seed(config, 1, progress=False, log=None,
-                  checkpoint_dir=checkpoint_dir(tmp_path, "seed-1"))
+        adder.run_seed(config, 1, RunSession(tmp_path, progress=False, log=None))

@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import pytest
 from conftest import run_experiment
 
+from jaxseq.data.files import write_json_atomic
 from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.runs.checkpoint import Checkpointer
-from jaxseq.runs.folder import write_json_atomic
 from jaxseq.train import create_train_state
 
 

@@ -7,7 +7,7 @@ files (the ``mnist_dir`` fixture). The comment line just before a block can chan
 
 * ``<!-- skip-test: reason -->``: not run (for commands that need real, long training);
 * ``<!-- test: subprocess -->``: run alone in a fresh Python process (for code that must
-  come before JAX starts, such as ``jaxseq.runtime.set_cpu_devices``).
+  come before JAX starts, such as ``jaxseq.app.runtime.set_cpu_devices``).
 
 Pages the docs tests may not edit (README.md) get their sizes shrunk by the explicit
 substitutions in ``SUBSTITUTIONS``; each must still match, so a changed snippet is

@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 from conftest import MNIST_NAMES, REPO_ROOT, run_experiment
 
-from jaxseq.data import Dataset
+from jaxseq.data import Dataset, files
 from jaxseq.nn.classifier import RecurrentClassifier
-from jaxseq.runs import folder
 from jaxseq.runs.checkpoint import Checkpointer
 from jaxseq.runs.folder import latest_epoch
 from jaxseq.train import Callbacks, NonFiniteLossError, ResumePoint, create_train_state, fit
@@ -124,16 +123,16 @@ def test_fit_rejects_inconsistent_resume_arguments(resume, message):
 
 def test_crash_while_writing_json_leaves_the_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "results.json"
-    folder.write_json_atomic(path, {"test_accuracy": 0.9, "history": [1, 2, 3]})
+    files.write_json_atomic(path, {"test_accuracy": 0.9, "history": [1, 2, 3]})
     before = path.read_bytes()
 
     def dump_half_then_fail(obj, f, **kwargs):
         f.write(json.dumps(obj)[:10])  # a partial file on disk...
         raise OSError("disk full")  # ...then the process "dies"
 
-    monkeypatch.setattr(folder.json, "dump", dump_half_then_fail)
+    monkeypatch.setattr(files.json, "dump", dump_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
-        folder.write_json_atomic(path, {"test_accuracy": 0.1, "history": [4]})
+        files.write_json_atomic(path, {"test_accuracy": 0.1, "history": [4]})
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no temp file
 
@@ -157,19 +156,19 @@ def test_adder_writes_every_json_atomically(tmp_path, monkeypatch):
     assert sorted(p.name for p in out.glob("*.json")) == ["config.json", "results.json"]
     assert sorted(str(p) for p in out.glob("*.json")) == sorted(written)
     for path, obj in written.items():
-        assert folder.read_json(path) == obj
+        assert files.read_json(path) == obj
 
 
 def spy_on_json_writes(monkeypatch) -> dict:
-    """Record ``{path: object}`` for every call of jaxseq.runs.folder.write_json_atomic."""
+    """Record ``{path: object}`` for every call of jaxseq.runs.files.write_json_atomic."""
     written = {}
-    original = folder.write_json_atomic
+    original = files.write_json_atomic
 
     def spy(path, obj):
         written[str(path)] = json.loads(json.dumps(obj))
         return original(path, obj)
 
-    monkeypatch.setattr(folder, "write_json_atomic", spy)
+    monkeypatch.setattr(files, "write_json_atomic", spy)
     return written
 
 
@@ -216,7 +215,7 @@ def test_mnist_resume_needs_a_run_with_a_checkpoint(tmp_path):
     assert_one_line_error(run(MNIST, "--resume", str(empty)), 2,
                           f"{empty} holds no config.json, so it is not a run folder")
     started = tmp_path / "started"  # killed during its first epoch: config, no checkpoint
-    folder.write_json_atomic(started / "config.json", {"cell": "gru"})
+    files.write_json_atomic(started / "config.json", {"cell": "gru"})
     (started / "checkpoints" / "gru" / "1.orbax-checkpoint-tmp-99").mkdir(parents=True)
     assert_one_line_error(run(MNIST, "--resume", str(started)), 2,
                           f"--resume: {started} holds no checkpoint to resume from")
@@ -291,8 +290,8 @@ def test_adder_bad_flags(args, mention):
 def test_adder_resume_needs_a_run_with_a_checkpoint(tmp_path):
     assert_one_line_error(run(ADDER, "--resume", str(tmp_path)), 2,
                           f"{tmp_path} holds no config.json")
-    folder.write_json_atomic(tmp_path / "config.json", {"bits": 5})
+    files.write_json_atomic(tmp_path / "config.json", {"bits": 5})
     assert_one_line_error(run(ADDER, "--resume", str(tmp_path)), 2,
                           f"{tmp_path} holds no checkpoint to resume from")
-    folder.write_json_atomic(tmp_path / "results.json", {})
+    files.write_json_atomic(tmp_path / "results.json", {})
     assert_one_line_error(run(ADDER, "--resume", str(tmp_path)), 2, "is a finished run")

@@ -12,6 +12,7 @@ import pytest
 from conftest import MNIST_NAMES
 
 from jaxseq.data import download, mnist
+from jaxseq.runs.session import RunSession
 
 #: The MD5 of each file's uncompressed bytes as LeCun et al. published them (not read from
 #: the library's table).
@@ -193,7 +194,7 @@ def test_run_seed_reports_the_overlap(how):
 
     config = AdderConfig(bits=4, samples=400, epochs=1, eval_bits=(4,), eval_samples=8,
                          split=how)
-    result = run_seed(config, 5, progress=False, log=None)
+    result = run_seed(config, 5, RunSession(None, progress=False, log=None))
     rng = np.random.default_rng(5)
     data = ad.generate(4, 400, rng)
     train, test = ad.split(data, 0.1, rng, how)

@@ -22,6 +22,7 @@ from conftest import REPO_ROOT
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from jaxseq.data import files
 from jaxseq.data.idx import read_idx  # noqa: E402
 from jaxseq.runs import folder  # noqa: E402
 from jaxseq.runs.checkpoint import Checkpointer  # noqa: E402
@@ -64,10 +65,10 @@ def test_read_idx_expands_tilde(home):
 
 
 def test_json_helpers_and_new_run_dir_expand_tilde(home):
-    written = folder.write_json_atomic("~/out/a.json", {"x": 1})
+    written = files.write_json_atomic("~/out/a.json", {"x": 1})
     assert written == home / "out" / "a.json"
     assert json.loads((home / "out" / "a.json").read_text()) == {"x": 1}
-    assert folder.read_json("~/out/a.json") == {"x": 1}
+    assert files.read_json("~/out/a.json") == {"x": 1}
     run_dir = folder.new_run_dir("~/runs", "gru")
     assert run_dir.parent == home / "runs" and run_dir.name.startswith("gru-")
 
@@ -86,7 +87,7 @@ def test_a_damaged_json_file_is_named(tmp_path, text):
     path = tmp_path / "gru_results.json"
     path.write_text(text)
     with pytest.raises(ValueError, match="gru_results.json is not valid JSON") as info:
-        folder.read_json(path)
+        files.read_json(path)
     assert "\n" not in str(info.value)
 
 

@@ -11,6 +11,7 @@ import pytest
 from conftest import REPO_ROOT, run_experiment
 
 from jaxseq.app import folders
+from jaxseq.data import files
 from jaxseq.runs import folder
 from jaxseq.runs.predictor import load_run
 
@@ -107,7 +108,7 @@ def test_scripts_name_the_run_folder(two_models, script, flag, inside):
 
 HOLD_LOCK = """
 import sys, time
-from jaxseq.runs.folder import lock_run_dir
+from jaxseq.app.folders import lock_run_dir
 lock = lock_run_dir(sys.argv[1])
 print("locked", flush=True)
 time.sleep(600)
@@ -152,7 +153,7 @@ def fake_mnist_run(run_dir):
 
     (run_dir / "checkpoints" / "gru" / "1" / "meta").mkdir(parents=True)
     config = dataclasses.asdict(MnistConfig(cell="gru")) | {"cpu_devices": 1}
-    folder.write_json_atomic(run_dir / "config.json", config)
+    files.write_json_atomic(run_dir / "config.json", config)
     return run_dir
 
 
@@ -365,7 +366,7 @@ def test_a_run_folder_of_the_other_script_is_refused_by_name(interrupted_adder, 
         f"--resume: {mnist_run} is not a run folder of adder.py: its config.json has no "
         f"bits")
     (tmp_path / "list-run").mkdir()
-    folder.write_json_atomic(tmp_path / "list-run" / "config.json", [1, 2])
+    files.write_json_atomic(tmp_path / "list-run" / "config.json", [1, 2])
     assert_one_line_exit_2(run_experiment(MNIST, "--eval-only", str(tmp_path / "list-run")),
                            "config.json holds list, not a run's settings")
 
@@ -376,7 +377,7 @@ def test_a_run_in_its_first_epoch_is_in_use_not_empty(tmp_path):
     for script, config in ((MNIST, {"cell": "gru"}), (ADDER, {"bits": 5})):
         run = tmp_path / script.stem
         run.mkdir()
-        folder.write_json_atomic(run / "config.json", config)
+        files.write_json_atomic(run / "config.json", config)
         holder = start_holder(run)
         try:
             assert_one_line_exit_2(run_experiment(script, "--resume", str(run)),

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxseq.data import Dataset, orders
+from jaxseq.data import Dataset, files, orders
 from jaxseq.data import mnist as mnist_data
 from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.runs import folder
@@ -31,7 +31,7 @@ def saved_run(tmp_path, order: str, seed: int = 3):
                       example_inputs=x[:1]) as checkpointer:
         fit(state, Dataset(x, y), epochs=1, batch_size=2, progress=False,
             callbacks=Callbacks(log=None, on_epoch_end=checkpointer.on_epoch_end(0)))
-    folder.write_json_atomic(run / "config.json", {"cell": "gru", "hidden_size": 4,
+    files.write_json_atomic(run / "config.json", {"cell": "gru", "hidden_size": 4,
                                                    "order": order, "seed": seed})
     return run, x
 
@@ -68,7 +68,7 @@ def test_inputs_of_another_shape_get_one_line_naming_the_expected_shape(tmp_path
 
 def test_raw_inputs_of_a_run_without_a_preparation_are_refused(tmp_path):
     run, prepared = saved_run(tmp_path, "rows")
-    folder.write_json_atomic(run / "config.json", {"note": "not an MNIST-task run"})
+    files.write_json_atomic(run / "config.json", {"note": "not an MNIST-task run"})
     predictor = load_run(run, "gru")
     with pytest.raises(ValueError, match="trained on float32 inputs; prepare them"):
         predictor.predict(IMAGES)
@@ -90,6 +90,6 @@ def test_evaluate_prepares_raw_images_like_predict(tmp_path):
     raw = predictor.evaluate(Dataset(IMAGES, labels))
     assert raw == predictor.evaluate(Dataset(prepared, labels))
     assert raw["accuracy"] == np.mean(predictor.predict(IMAGES) == labels)
-    folder.write_json_atomic(run / "config.json", {"note": "not an MNIST-task run"})
+    files.write_json_atomic(run / "config.json", {"note": "not an MNIST-task run"})
     with pytest.raises(ValueError, match="prepare them"):
         load_run(run, "gru").evaluate(Dataset(IMAGES, labels))

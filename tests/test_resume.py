@@ -109,19 +109,18 @@ def test_mnist_killed_mid_epoch_then_resumed_equals_uninterrupted_run(mnist_dir,
 def test_mnist_cell_all_layout_and_atomic_json(mnist_dir, tmp_path, monkeypatch):
     """--cell all (in-process): one checkpoint folder per cell, each loadable with
     load_run and scoring the saved test accuracy; every JSON file in the run folder was
-    written by jaxseq.runs.folder.write_json_atomic."""
-    from jaxseq.data import mnist
-    from jaxseq.runs import folder
+    written by jaxseq.data.files.write_json_atomic."""
+    from jaxseq.data import files, mnist
     from jaxseq.runs.predictor import load_run
 
     written = {}
-    original = folder.write_json_atomic
+    original = files.write_json_atomic
 
     def spy(path, obj):
         written[str(path)] = obj
         return original(path, obj)
 
-    monkeypatch.setattr(folder, "write_json_atomic", spy)
+    monkeypatch.setattr(files, "write_json_atomic", spy)
     out = tmp_path / "run"
     assert load_script(MNIST, "mnist_script").main(
         ["--cell", "all", "--hidden-size", "8", "--epochs", "1", "--train-subset", "320",

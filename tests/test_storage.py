@@ -26,7 +26,7 @@ import pytest
 from conftest import REPO_ROOT
 
 from jaxseq.app import faults
-from jaxseq.data import Dataset
+from jaxseq.data import Dataset, files
 from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.runs import folder, interrupt, storage
 from jaxseq.runs.checkpoint import Checkpointer
@@ -108,14 +108,14 @@ def test_failed_checkpoint_write_keeps_the_previous_one_restorable(tmp_path, mon
 
 def test_script_exits_4_with_one_line_when_results_cannot_be_written(mnist_dir, tmp_path,
                                                                      monkeypatch, capsys):
-    original = folder.write_json_atomic
+    original = files.write_json_atomic
 
     def full_disk(path, obj):
         if str(path).endswith("_results.json"):
             raise OSError(errno.ENOSPC, "No space left on device")
         return original(path, obj)
 
-    monkeypatch.setattr(folder, "write_json_atomic", full_disk)
+    monkeypatch.setattr(files, "write_json_atomic", full_disk)
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exited:
         load_script(MNIST, "mnist_storage").main(

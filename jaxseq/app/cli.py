@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from jaxseq.app.flags import describe_flags, path  # noqa: F401  (cli.path: the path type)
+from jaxseq.app.flags import describe_flags, path, positive_int  # noqa: F401  (types)
 from jaxseq.app.folders import LOCK_FILE, RunDirLock, RunDirLockError, run_folder_contents
 from jaxseq.app.folders import lock_run_dir as folder_lock_run_dir
 from jaxseq.data.files import read_json

@@ -15,7 +15,7 @@ from jaxseq.checks import check_positive_int
 from jaxseq.tasks.config import Setting, check_nonnegative_int, setting, settings
 
 __all__ = ["RunFlags", "add_flags", "argument_type", "describe_flags", "host_port", "path",
-           "resume_flags", "saved_keys"]
+           "positive_int", "resume_flags", "saved_keys"]
 
 
 def path(text: str) -> Path:
@@ -57,6 +57,11 @@ def argument_type(meta: Setting, parse: Callable[[str], Any]) -> Callable[[str],
 
     convert.__name__ = (meta.what or "value").replace(" ", "_")
     return convert
+
+
+#: ``argparse`` type: an integer > 0.
+positive_int = argument_type(Setting("", rule=check_positive_int, what="a positive integer"),
+                             int)
 
 
 def _flag(name: str) -> str:

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from jaxseq.data import files
 from jaxseq.data.dataset import Dataset
-from jaxseq.data.files import read_json, write_json_atomic
 from jaxseq.data.mnist import MNISTSplits, preprocess
 
 __all__ = ["ORDERS", "PERMUTATION_FILE", "as_sequences", "check_permutation",
@@ -110,7 +110,7 @@ def write_permutation(run_dir: str | os.PathLike, order: str, seed: int) -> None
     """For ``order="permuted"``, write ``{"seed", "order", "permutation"}`` to the run
     folder's :data:`PERMUTATION_FILE`; nothing for another order."""
     if order == "permuted":
-        write_json_atomic(Path(run_dir) / PERMUTATION_FILE,
+        files.write_json_atomic(Path(run_dir) / PERMUTATION_FILE,
                           {"seed": seed, "order": order,
                            "permutation": pixel_permutation(seed).tolist()})
 
@@ -124,7 +124,7 @@ def check_saved_permutation(run_dir: str | os.PathLike, order: str, seed: int) -
     path = Path(run_dir) / PERMUTATION_FILE
     expected = pixel_permutation(seed)
     try:
-        saved = read_json(path)
+        saved = files.read_json(path)
     except (OSError, ValueError) as error:
         raise ValueError(f"{path}: cannot read the saved pixel order "
                          f"({type(error).__name__}), which resuming or re-scoring a "

@@ -1,9 +1,5 @@
-"""Run folders: atomic result files, new run folders, the checkpoint folders in a run, and
-the lock that keeps a second process out of a run folder (:func:`lock_run_dir`).
-
-Light on purpose (no JAX): the experiment scripts use it to check their flags and run
-folders before they import anything heavy.
-"""
+"""Run folders: new ones, the checkpoint folders of a run, and recognising a folder inside
+a run's checkpoints given where a run folder was expected. No JAX."""
 
 from __future__ import annotations
 
@@ -11,8 +7,6 @@ import os
 import time
 from pathlib import Path
 from typing import NamedTuple
-
-from jaxseq.data.files import read_json, write_json_atomic  # noqa: F401  (re-exported)
 
 
 def new_run_dir(base: str | os.PathLike = "runs", name: str = "run") -> Path:

@@ -1,4 +1,4 @@
-"""Mid-epoch checkpoints, written when a run is stopped by SIGTERM (:mod:`jaxseq.runs.signals`).
+"""Mid-epoch checkpoints, written when a run is stopped by SIGTERM (:mod:`jaxseq.app.signals`).
 
 A run's per-epoch checkpoints (``checkpoints/<name>/<epoch>/``, :mod:`jaxseq.runs.checkpoint`)
 describe whole epochs. A stop inside epoch ``e`` after ``k`` steps is saved beside them::

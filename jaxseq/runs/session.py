@@ -32,8 +32,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from jaxseq.data import files
 from jaxseq.data.dataset import Dataset
-from jaxseq.data.files import write_json_atomic
 from jaxseq.runs import folder, interrupt, storage
 from jaxseq.runs.checkpoint import Checkpointer
 from jaxseq.runs.tensorboard import writer_for
@@ -109,7 +109,7 @@ class RunSession:
 
     def write_json(self, name: str, value: Any, kept: str = "") -> None:
         """:meth:`write` of ``run_dir/name`` as JSON, atomically."""
-        self.write(name, lambda: write_json_atomic(self.run_dir / name, value), kept)
+        self.write(name, lambda: files.write_json_atomic(self.run_dir / name, value), kept)
 
     def train(self, name: str, model: nn.Module, state: TrainState, rng: jax.Array,
               train: Dataset, validation: Dataset | None = None, *,

@@ -4,7 +4,7 @@ A full disk (``ENOSPC``), a quota (``EDQUOT``), a folder made read-only (``EROFS
 ``EACCES``, ``EPERM``), a run folder deleted under the run (``ENOENT``, ``ENOTDIR``) or
 an I/O error (``EIO``) while writing a checkpoint or a result file becomes a
 :class:`StorageError` with one line naming what was being written, where, the system's
-reason, and what is kept; the experiment scripts exit with :data:`EXIT_STORAGE` (4).
+reason, and what is kept (the experiment scripts exit with status 4).
 
 Nothing already saved is lost: orbax writes a checkpoint into
 ``<epoch>.orbax-checkpoint-tmp-*`` and renames it only when complete, and result files

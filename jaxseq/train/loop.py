@@ -49,7 +49,7 @@ class Callbacks:
       on_epoch_end: ``(epoch, state, history)`` after each epoch (1-based), e.g. to save a
         checkpoint (:meth:`jaxseq.runs.checkpoint.Checkpointer.on_epoch_end`).
       should_stop: checked before every epoch and after every chunk, e.g.
-        :class:`jaxseq.runs.signals.StopRequest`; on several processes any one stops all.
+        :class:`jaxseq.app.signals.StopRequest`; on several processes any one stops all.
       on_stop: ``(state, history, progress)`` when ``should_stop()`` becomes true inside
         an epoch, before :func:`fit` raises :class:`TrainingStopped`.
       metric_writer: receives each epoch's history values at the global step of the

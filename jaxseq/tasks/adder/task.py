@@ -240,7 +240,7 @@ def run(config: AdderConfig, run_dir: str | os.PathLike, *, resume: bool = False
       jaxseq.runs.storage.StorageError: when a checkpoint or result cannot be written.
     """
     from jaxseq import plots
-    from jaxseq.data.files import write_json_atomic
+    from jaxseq.data import files
 
     session = RunSession(run_dir, resume, config.keep_checkpoints, progress, log, log_dir,
                          log_every_steps, should_stop)
@@ -266,7 +266,7 @@ def run(config: AdderConfig, run_dir: str | os.PathLike, *, resume: bool = False
                "warnings": [f"seed {r['seed']}: {w}" for r in runs for w in r["warnings"]]}
     out = session.run_dir
     session.write("results.json", lambda: (
-        write_json_atomic(out / "results.json", results),
+        files.write_json_atomic(out / "results.json", results),
         plots.plot_adder_lengths(runs, config.loss, config.bits, out / "accuracy_vs_bits.png")),
         "every epoch of every seed is checkpointed: free space, then --resume RUN_DIR writes "
         "them")

@@ -17,9 +17,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from jaxseq.data import catalogue, download, orders
+from jaxseq.data import catalogue, download, files, orders
 from jaxseq.data import mnist as mnist_data
-from jaxseq.data.files import read_json
 from jaxseq.runs import folder
 from jaxseq.tasks.mnist.config import (  # noqa: F401  (re-exported)
     OUTPUTS,
@@ -152,7 +151,7 @@ def _train_one(cell: str, seed: int, config: MnistConfig, session: Any,
         plots.plot_history(history, "loss", run_dir / f"{name}_loss.png",
                            title=f"{name}: training and validation loss",
                            loss_name="softmax cross-entropy, nats", test_value=test["loss"])
-        folder.write_json_atomic(run_dir / f"{name}_results.json", result)
+        files.write_json_atomic(run_dir / f"{name}_results.json", result)
 
     session.write(f"the results of {name}", write, _KEPT)
     return result
@@ -207,17 +206,17 @@ def run(config: MnistConfig, run_dir: str | os.PathLike, *, resume: bool = False
                     test_examples=splits.test.num_examples)
     if config.source == "idx":  # the data actually read, also from $JAXSEQ_DATA_DIR
         try:
-            files = mnist_data.data_files(config.data_dir, config.dataset)
+            data_files = mnist_data.data_files(config.data_dir, config.dataset)
         except FileNotFoundError:  # splits given by the caller, not read from files
-            files = None
+            data_files = None
         data_dir = download.resolve_data_dir(config.data_dir, config.dataset).absolute()
-        settings.update(data_dir=str(data_dir), data_files=files)
+        settings.update(data_dir=str(data_dir), data_files=data_files)
     if resume:
-        settings = read_json(run_dir / "config.json")
+        settings = files.read_json(run_dir / "config.json")
         orders.check_saved_permutation(run_dir, config.order, config.seed)
     else:
         session.write("config.json", lambda: (
-            folder.write_json_atomic(run_dir / "config.json", settings),
+            files.write_json_atomic(run_dir / "config.json", settings),
             orders.write_permutation(run_dir, config.order, config.seed)))
     start = time.perf_counter()
     results: dict[str, list[dict[str, Any]]] = {}
@@ -246,7 +245,7 @@ def run(config: MnistConfig, run_dir: str | os.PathLike, *, resume: bool = False
                                   run_dir / "comparison.png", title=title,
                                   test_accuracy={name: entry["test_accuracy"] for name, entry
                                                  in summary["results"].items()})
-        folder.write_json_atomic(run_dir / "summary.json", summary)
+        files.write_json_atomic(run_dir / "summary.json", summary)
 
     session.write("the run's summary", write, _KEPT)
     return summary
@@ -311,7 +310,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     if not names:
         raise FileNotFoundError(f"{run_dir} holds no checkpoint")
     config_path = run_dir / "config.json"
-    saved_config = read_json(config_path) if config_path.is_file() else {}
+    saved_config = files.read_json(config_path) if config_path.is_file() else {}
     saved_config = saved_config if isinstance(saved_config, dict) else {}
     order = saved_config.get("order", "rows")
     dataset = saved_config.get("dataset", "mnist")
@@ -330,7 +329,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     scores = []
     for name in names:
         results_path = run_dir / f"{name}_results.json"
-        saved = read_json(results_path) if results_path.is_file() else None
+        saved = files.read_json(results_path) if results_path.is_file() else None
         if saved is not None:  # checked before the (slow) scoring
             if not isinstance(saved, dict):
                 raise ValueError(f"{results_path} holds {type(saved).__name__}, not an object "
