@@ -1,15 +1,26 @@
-"""Shared fixtures: where the real MNIST files are."""
+"""Shared fixtures: where the real MNIST files are, and one compilation cache for all."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# JAX's persistent compilation cache, shared by every test process (pytest-xdist's workers and
+# the scripts the tests start, which inherit the environment): a program compiled once is not
+# compiled again by the next process. It changes no result, only the time spent compiling.
+_CACHE = pathlib.Path(tempfile.gettempdir()) / (
+    "jaxseq-test-xla-cache-" + hashlib.sha1(str(REPO_ROOT).encode()).hexdigest()[:12])
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 MNIST_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 

@@ -60,3 +60,37 @@ def test_legacy_adder_predicts_what_it_predicted_when_saved(legacy_run):
                                rtol=1e-6, atol=1e-6)
     assert predictor.predict(inputs).tolist() == \
         (np.asarray(expected["probabilities"])[..., 0] > 0.5).astype(int).tolist()
+
+
+# --- Run folders saved by jaxseq 0.2.0, the layout before the library/application split ---
+
+RUN_0_2_0 = REPO_ROOT / "tests" / "fixtures" / "run_0_2_0"
+
+
+def test_a_run_of_0_2_0_predicts_what_it_predicted_when_saved(mnist_dir):
+    """Both tasks' run folders (classes recorded as jaxseq.nn.classifier.RecurrentClassifier
+    and jaxseq.tasks.adder.model.BinaryAdder) load; raw images are prepared as then."""
+    from jaxseq.data import mnist
+
+    expected = json.loads((RUN_0_2_0 / "expected.json").read_text())
+    predictor = load_run(RUN_0_2_0 / "mnist")
+    raw = mnist.load_mnist(mnist_dir)["test_images"][:8]
+    np.testing.assert_allclose(np.asarray(predictor.outputs(raw)), expected["gru"]["logits"],
+                               rtol=1e-6, atol=1e-6)
+    assert predictor.predict(raw).tolist() == expected["gru"]["class"]
+    adder = load_run(RUN_0_2_0 / "adder")
+    assert isinstance(adder.model, BinaryAdder) and adder.task == "bits"
+    np.testing.assert_allclose(
+        np.asarray(adder.outputs(np.asarray(expected["seed-0"]["inputs"], np.int32))),
+        expected["seed-0"]["probabilities"], rtol=1e-6, atol=1e-6)
+
+
+def test_a_run_of_0_2_0_rescores_to_its_saved_test_accuracy(mnist_dir, tmp_path):
+    from conftest import run_experiment
+
+    run = tmp_path / "mnist"
+    shutil.copytree(RUN_0_2_0 / "mnist", run)
+    result = run_experiment("mnist.py", "--eval-only", str(run), "--data-dir", str(mnist_dir),
+                            "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "gru: equals the saved test accuracy and loss" in result.stdout
