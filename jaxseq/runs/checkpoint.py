@@ -270,8 +270,8 @@ class Checkpointer:
         self._manager.wait_until_finished()
 
     def on_epoch_end(self, rng: jax.Array) -> Callable[[int, TrainState, History], None]:
-        """A ``Callbacks(on_epoch_end=...)`` function ``(epoch, state, history)`` that
-        :meth:`save`\\ s every epoch with ``rng`` (any form :func:`checkpoint_key` takes).
+        """A ``Callbacks(on_epoch_end=...)`` function ``(epoch, state, history)`` that saves
+        (:meth:`save`) every epoch with ``rng``, in any form :func:`checkpoint_key` takes.
 
         Raises:
           ValueError: here, before any training, for an ``rng`` that is not a key.
