@@ -1,12 +1,6 @@
-"""Several processes (hosts) in one run: joining them, and failing clearly when one dies.
-
-:func:`initialize` wraps ``jax.distributed.initialize``: explicit settings (coordinator,
-process count and id) or JAX's cluster detection (SLURM, Open MPI, Kubernetes, Cloud TPU);
-Gloo CPU collectives; a loopback coordinator binds to loopback only; a heartbeat timeout
-after which the coordination service declares a silent process dead and ends the others,
-and a bounded shutdown wait. When a process dies, a collective in flight fails at once and
-the others exit with one line (:func:`peer_failure_message`, :data:`EXIT_PEER_FAILED`).
-No JAX import at module level: the scripts import this before starting JAX.
+"""Several processes (hosts) in one run: joining them (``jax.distributed.initialize``), and
+failing with one line when one of them dies. No JAX import at module level: the scripts
+import this before JAX starts.
 """
 
 from __future__ import annotations
@@ -43,13 +37,17 @@ class Settings:
     """How a process joins a multi-process run.
 
     Attributes:
-      coordinator_address: ``HOST:PORT`` of process 0's coordination service, or ``None``
-        to detect it (with the other two) from the cluster environment.
-      num_processes: how many processes the run has (positive), or ``None``.
-      process_id: this process's index in ``[0, num_processes)``, or ``None``.
-      heartbeat_timeout: seconds without a heartbeat before a process counts as dead.
-      shutdown_timeout: seconds a process waits at exit for the others.
-      initialization_timeout: seconds to wait for every process to join.
+      coordinator_address: ``HOST:PORT`` of process 0's coordination service; ``None``
+        (with the other two) to detect the three from the cluster (SLURM, Open MPI,
+        Kubernetes, Cloud TPU).
+      num_processes: how many processes the run has (positive).
+      process_id: this process's index in ``[0, num_processes)``.
+      heartbeat_timeout, shutdown_timeout, initialization_timeout: seconds without a
+        heartbeat before a process counts as dead, waited at exit for the others, and
+        waited for every process to join.
+
+    Raises:
+      ValueError: for settings given in part, or out of range.
     """
 
     coordinator_address: str | None = None
@@ -94,13 +92,9 @@ class Settings:
 
 
 def initialize(settings: Settings) -> None:
-    """Join the run (Gloo CPU collectives, then ``jax.distributed.initialize``), before
-    JAX starts its backends.
-
-    Raises:
-      ValueError: one line, if JAX cannot join the run (nothing detected, coordinator
-        unreachable within ``initialization_timeout``, backends already started).
-    """
+    """Join the run (Gloo CPU collectives, then ``jax.distributed.initialize``) before JAX
+    starts its backends; a ``ValueError`` of one line if JAX cannot (nothing detected,
+    coordinator unreachable within ``initialization_timeout``, backends started)."""
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -119,11 +113,8 @@ def initialize(settings: Settings) -> None:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on the loopback ``host`` now (it may be taken again before use).
-
-    Raises:
-      ValueError: for a non-loopback ``host``.
-    """
+    """A TCP port free on the loopback ``host`` now (it may be taken before use);
+    ``ValueError`` for a non-loopback ``host``."""
     if host not in _LOOPBACK:
         raise ValueError(f"free_port probes loopback addresses only, got {host!r}")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -174,8 +165,7 @@ def exit_peer_failed(prog: str, error: BaseException) -> NoReturn:
 #: The multi-process flags' ``dest`` names in the order ``--help`` lists them.
 FLAG_ORDER = ("distributed", "coordinator_address", "num_processes", "process_id",
               "heartbeat_timeout")
-#: The ``dest`` names of the multi-process flags, all allowed with ``--resume`` and
-#: ``--eval-only``.
+#: The multi-process flags' ``dest`` names, all allowed with ``--resume`` and ``--eval-only``.
 FLAGS = frozenset(FLAG_ORDER)
 
 

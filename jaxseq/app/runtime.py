@@ -1,10 +1,5 @@
-"""JAX start-up for the experiment scripts: the CPU split into devices, other processes joined.
-
-XLA:CPU runs each small matmul of a recurrent step on one thread, so exposing the cores as
-separate host devices (``--xla_force_host_platform_device_count``) lets the data-parallel
-loop use every core (``docs/performance.md``). The flag shapes the host platform only and
-must be set before JAX starts its backends.
-"""
+"""JAX start-up for the experiment scripts: the host CPU split into devices (so that the
+data-parallel loop uses every core), other processes joined; both before JAX starts."""
 
 from __future__ import annotations
 
@@ -31,10 +26,8 @@ def default_cpu_devices(batch_size: int) -> int:
 def set_cpu_devices(count: int) -> int:
     """Expose the host CPU to JAX as ``count`` devices, before JAX starts its backends.
 
-    A ``--xla_force_host_platform_device_count`` already in ``XLA_FLAGS`` wins.
-
     Returns:
-      The CPU device count that will be used: ``count``, or the one in ``XLA_FLAGS``.
+      The CPU device count used: ``count``, or the one already in ``XLA_FLAGS``.
 
     Raises:
       ValueError: if ``count`` is not a positive integer.
@@ -61,19 +54,14 @@ def start(cpu_devices: int | None, batch_size: int, distributed: bool = False,
           process_id: int | None = None, heartbeat_timeout: int | None = None) -> int:
     """Start JAX for an experiment: split the CPU into devices, then join other processes.
 
-    The CPU device count changes the order of float sums, so a run records it and resuming
-    or re-scoring passes it back to reproduce the run's numbers exactly.
-
     Args:
-      cpu_devices: CPU devices wanted, or ``None`` for :func:`default_cpu_devices` of
-        ``batch_size``. No effect on a GPU or TPU.
-      batch_size: the training batch size, for the default.
-      distributed: join a multi-process run (:func:`jaxseq.app.distributed.initialize`),
-        detected from the cluster unless the three settings below are given.
+      cpu_devices: CPU devices wanted (no effect on a GPU or TPU), or ``None`` for
+        :func:`default_cpu_devices` of ``batch_size``.
+      batch_size: the training batch size.
+      distributed: join a multi-process run (:func:`jaxseq.app.distributed.initialize`).
       log: receives a note when JAX already runs with another device count.
-      coordinator_address, num_processes, process_id: explicit multi-process settings
-        (all three or none; they imply ``distributed``).
-      heartbeat_timeout: seconds without a heartbeat before a process counts as dead.
+      coordinator_address, num_processes, process_id, heartbeat_timeout: as in
+        :class:`jaxseq.app.distributed.Settings` (the first three imply ``distributed``).
 
     Returns:
       The CPU device count in use.

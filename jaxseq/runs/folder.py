@@ -1,26 +1,25 @@
 """Run folders: new ones, the checkpoint folders of a run, and recognising a folder inside
-a run's checkpoints given where a run folder was expected. No JAX."""
+a run's checkpoints given where a run folder was expected. Folder listings only, no JAX."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import NamedTuple
 
+#: Sub-folder of a run folder with one checkpoint folder per model.
+CHECKPOINTS_DIR = "checkpoints"
+#: Orbax's suffix for a checkpoint still being written.
+TMP_MARK = ".orbax-checkpoint-tmp"
+
 
 def new_run_dir(base: str | os.PathLike = "runs", name: str = "run") -> Path:
-    """Create and return a fresh folder ``base/<name>-<YYYYmmdd-HHMMSS>[-k]``.
+    """Create and return a fresh, empty folder ``base/<name>-<YYYYmmdd-HHMMSS>[-k]``.
 
-    The time stamp is the local time; ``-k`` (``k`` = 1, 2, ...) is appended only when
-    a folder with that stamp already exists, so no existing folder is ever reused.
-
-    Args:
-      base: the parent folder, created when missing.
-      name: the prefix of the folder name.
-
-    Returns:
-      The new, empty folder.
+    ``base`` is created when missing; ``-k`` (``k`` = 1, 2, ...) is appended only when the
+    local time stamp is taken, so no existing folder is reused.
 
     Raises:
       RuntimeError: if 1000 folders with the current time stamp already exist.
@@ -37,23 +36,8 @@ def new_run_dir(base: str | os.PathLike = "runs", name: str = "run") -> Path:
     raise RuntimeError(f"could not create a new run folder under {base}")
 
 
-#: Sub-folder of a run folder with one checkpoint folder per model (see jaxseq.runs.checkpoint).
-CHECKPOINTS_DIR = "checkpoints"
-#: Orbax's suffix for a checkpoint still being written.
-TMP_MARK = ".orbax-checkpoint-tmp"
-
-
 def checkpoint_dir(run_dir: str | os.PathLike, name: str) -> Path:
-    """``RUN_DIR/checkpoints/<name>``, the checkpoint folder of one model of a run.
-
-    Nothing is created or checked on disk.
-
-    Args:
-      run_dir: the run folder.
-      name: the model's name, e.g. ``"gru"`` or ``"seed-0"``.
-
-    Returns:
-      ``Path(run_dir) / "checkpoints" / name``.
+    """``RUN_DIR/checkpoints/<name>``, the checkpoint folder of one model (not created).
 
     Raises:
       ValueError: if ``name`` is not a plain folder name.
@@ -64,18 +48,11 @@ def checkpoint_dir(run_dir: str | os.PathLike, name: str) -> Path:
 
 
 def checkpoint_epochs(directory: str | os.PathLike) -> list[int]:
-    """Epochs with a complete checkpoint in ``directory``, oldest first.
+    """Epochs with a complete checkpoint in a model's checkpoint folder, oldest first.
 
     Complete means an orbax step folder named by the epoch that holds the ``meta`` item;
-    ``<epoch>.orbax-checkpoint-tmp-*`` folders are saves that never finished (orbax
-    renames them once complete) and never count. A missing folder has none.
-
-    Args:
-      directory: one model's checkpoint folder (:func:`checkpoint_dir`).
-
-    Returns:
-      The epochs (1-based ints) in increasing order; ``[]`` if there are none or the
-      folder does not exist.
+    unfinished saves (``<epoch>.orbax-checkpoint-tmp-*``) never count. A missing folder
+    has none (``[]``).
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -85,16 +62,7 @@ def checkpoint_epochs(directory: str | os.PathLike) -> list[int]:
 
 
 def checkpoint_names(run_dir: str | os.PathLike) -> list[str]:
-    """Names of the models of ``run_dir`` with at least one complete checkpoint, sorted.
-
-    Args:
-      run_dir: the run folder.
-
-    Returns:
-      The sub-folder names of ``RUN_DIR/checkpoints`` that hold a complete checkpoint
-      (:func:`checkpoint_epochs` not empty), sorted; ``[]`` if there are none or the
-      folder does not exist.
-    """
+    """Names of the models of ``run_dir`` with at least one complete checkpoint, sorted."""
     folder = Path(run_dir) / CHECKPOINTS_DIR
     if not folder.is_dir():
         return []
@@ -102,19 +70,21 @@ def checkpoint_names(run_dir: str | os.PathLike) -> list[str]:
 
 
 def latest_epoch(directory: str | os.PathLike) -> int | None:
-    """The epoch of the newest complete checkpoint in ``directory``, or ``None``.
-
-    Reads the folder listing only (no orbax, no JAX), like :func:`checkpoint_epochs`.
-
-    Args:
-      directory: one model's checkpoint folder (:func:`checkpoint_dir`).
-
-    Returns:
-      The largest epoch (1-based int) with a complete checkpoint; ``None`` if there is
-      none or the folder does not exist.
-    """
+    """The last of :func:`checkpoint_epochs`, or ``None`` when there is none."""
     epochs = checkpoint_epochs(directory)
     return epochs[-1] if epochs else None
+
+
+def remove_unfinished_saves(directory: str | os.PathLike) -> None:
+    """Delete the ``*.orbax-checkpoint-tmp*`` folders of saves that never finished.
+
+    Synchronously: orbax's own ``cleanup_tmp_directories`` runs in the background and is
+    only awaited by the next save."""
+    directory = Path(directory)
+    if directory.is_dir():
+        for path in directory.iterdir():
+            if TMP_MARK in path.name and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
 
 
 class RunLevel(NamedTuple):
@@ -122,8 +92,7 @@ class RunLevel(NamedTuple):
 
     Attributes:
       run_dir: the run folder.
-      name: the model's checkpoint folder name (``"gru"``, ``"seed-0"``), or ``None`` for
-        the ``checkpoints/`` folder itself.
+      name: the model's checkpoint folder name, or ``None`` for ``checkpoints/`` itself.
       epoch: the epoch of an epoch folder (or a folder inside one), else ``None``.
     """
 
@@ -145,15 +114,9 @@ def locate_in_run(path: str | os.PathLike) -> RunLevel | None:
     """Recognise a folder given where a run folder was expected: a run's ``checkpoints/``
     folder, one model's checkpoint folder, an epoch folder, or a folder inside one.
 
-    Reads folder listings only (no orbax, no JAX).
-
-    Args:
-      path: the folder given.
-
     Returns:
-      A :class:`RunLevel` naming the run folder above ``path`` (one whose
-      ``checkpoints/`` holds a complete checkpoint, :func:`checkpoint_names`), the model
-      and the epoch; ``None`` if ``path`` is not inside a run's checkpoints.
+      The :class:`RunLevel` of ``path`` (its run folder has a complete checkpoint), or
+      ``None`` if ``path`` is not inside a run's checkpoints.
     """
     path = Path(path)
     # As given first (messages then show the user's own relative path), then resolved
@@ -172,15 +135,8 @@ def locate_in_run(path: str | os.PathLike) -> RunLevel | None:
 
 
 def restore_error_message(directory: str | os.PathLike, error: BaseException) -> str:
-    """One line for a checkpoint that exists but cannot be restored.
-
-    Args:
-      directory: the checkpoint folder.
-      error: what orbax or tensorstore raised.
-
-    Returns:
-      The message, naming the folder and the first line of the error.
-    """
+    """One line for a checkpoint in ``directory`` that exists but cannot be restored,
+    naming the folder and the first line of ``error``."""
     first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
     return (f"--resume: the checkpoint in {directory} cannot be restored (damaged or written "
             f"by another version?): {type(error).__name__}: {first}")

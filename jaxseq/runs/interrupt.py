@@ -1,21 +1,9 @@
-"""Mid-epoch checkpoints, written when a run is stopped by SIGTERM (:mod:`jaxseq.app.signals`).
+"""Mid-epoch checkpoints, written when a run is stopped (e.g. by SIGTERM) inside an epoch.
 
-A run's per-epoch checkpoints (``checkpoints/<name>/<epoch>/``, :mod:`jaxseq.runs.checkpoint`)
-describe whole epochs. A stop inside epoch ``e`` after ``k`` steps is saved beside them::
-
-    checkpoints/<name>/interrupted/<global step>/   params, train (optimizer, step, PRNG key),
-                                                    meta (history of epochs 1..e-1, and
-                                                    extra.progress: epoch e, step k, the
-                                                    running sums, seconds so far)
-
-in the same orbax format (a :class:`~jaxseq.runs.checkpoint.Checkpointer` on that folder,
-keeping one). Orbax and :func:`jaxseq.runs.folder.checkpoint_epochs` list only folders
-named by an integer, so the per-epoch checkpoints of ``<name>`` are not affected.
-
-On ``--resume`` the mid-epoch checkpoint is used when it continues the newest complete
-epoch (its epoch is that one + 1); :func:`jaxseq.train.fit` then finishes epoch ``e``
-from step ``k + 1`` (``resume_progress``) exactly as the uninterrupted run would. An older
-one (its epoch was completed later) is ignored and removed once a newer epoch is saved.
+A stop in epoch ``e`` is saved in ``checkpoints/<name>/interrupted/<global step>/``, in the
+per-epoch checkpoints' orbax format (a :class:`~jaxseq.runs.checkpoint.Checkpointer` keeping
+one), with the history of epochs ``1..e-1`` and ``extra.progress``, the
+:class:`~jaxseq.train.EpochProgress` from which :func:`jaxseq.train.fit` finishes the epoch.
 """
 
 from __future__ import annotations
@@ -54,26 +42,18 @@ def has_progress(run_dir: str | Path) -> bool:
 
 def saver(checkpointer: Checkpointer, rng: jax.Array
           ) -> Callable[[TrainState, History, EpochProgress], None]:
-    """A ``fit(on_stop=...)`` callback: save the state inside an epoch beside
-    ``checkpointer``'s per-epoch checkpoints (same model record, task and extra).
-
-    Args:
-      checkpointer: the model's per-epoch checkpointer.
-      rng: the shuffles' PRNG key (``fit``'s ``rng``).
-
-    Returns:
-      ``(state, history, progress) -> None``; it returns once the checkpoint is on disk.
+    """A ``Callbacks(on_stop=...)`` function ``(state, history, progress)`` that saves the
+    state inside an epoch beside ``checkpointer``'s per-epoch checkpoints (same model
+    record, task and extra) and returns once it is on disk.
 
     Raises (from the callback):
-      OSError / jaxseq.runs.storage.StorageError: if it cannot be written.
+      jaxseq.runs.storage.StorageError: if the checkpoint cannot be written.
     """
-
     import jax
 
     from jaxseq.runs.checkpoint import Checkpointer
 
     def write(state: TrainState, history: History, progress: EpochProgress) -> None:
-        # The same record as the epoch checkpoints (model, input, task, extra).
         meta = dict(checkpointer._meta)
         with Checkpointer(interrupted_dir(checkpointer.directory), keep=1) as partial:
             partial._meta = dict(meta, extra=dict(meta.get("extra", {}),
@@ -100,10 +80,9 @@ def restore(checkpointer: Checkpointer, state: TrainState
       state: a fresh state of the same model and optimizer (its structure is used).
 
     Returns:
-      ``(restored, progress)``: ``restored.state``, ``.rng`` and ``.history`` (epochs
-      ``1..progress.epoch - 1``) to pass to ``fit`` with
-      ``initial_epoch=progress.epoch - 1`` and ``resume_progress=progress``; or ``None``
-      when there is no mid-epoch checkpoint newer than the newest complete epoch.
+      ``(restored, progress)``, to continue with ``fit(restored.state, ..., rng=restored.rng,
+      resume=ResumePoint(progress.epoch - 1, restored.history, progress))``; ``None`` when
+      there is no mid-epoch checkpoint, or an epoch was completed after it.
 
     Raises:
       ValueError: for a damaged mid-epoch checkpoint or one of another model.
@@ -129,18 +108,9 @@ def restore(checkpointer: Checkpointer, state: TrainState
 
 def on_epoch_end(checkpointer: Checkpointer, rng: jax.Array
                  ) -> Callable[[int, TrainState, History], None]:
-    """``checkpointer.on_epoch_end(rng)``, then (process 0) the removal of a mid-epoch
-    checkpoint that the new epoch checkpoint makes obsolete. A write that fails for
-    lack of space or permission raises :class:`jaxseq.runs.storage.StorageError` (one
-    line; the previous checkpoint is kept).
-
-    Args:
-      checkpointer: the model's per-epoch checkpointer.
-      rng: the shuffles' PRNG key.
-
-    Returns:
-      A ``fit(on_epoch_end=...)`` callback.
-    """
+    """``checkpointer.on_epoch_end(rng)`` that also removes (on process 0) the mid-epoch
+    checkpoint the new epoch makes obsolete; a failed write raises a one-line
+    :class:`jaxseq.runs.storage.StorageError`, keeping the previous checkpoint."""
     import jax
 
     save = checkpointer.on_epoch_end(rng)

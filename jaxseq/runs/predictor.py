@@ -1,11 +1,5 @@
-"""Inference from a saved run: :func:`load_run` rebuilds a model and returns a :class:`Predictor`.
-
-What a prediction is depends on the task recorded with the checkpoint: ``"classification"``
-(the arg-max class and the softmax of ``[batch, classes]`` logits) or ``"bits"`` (the sum
-bits of the adder, thresholded at 0.5); :func:`register_task` adds others. Raw inputs are
-prepared as the run's were (:func:`register_inputs`; MNIST-task runs turn raw 0-255 images
-into their sequences, :func:`jaxseq.data.orders.raw_image_preparation`).
-"""
+"""Inference from a saved run: :func:`load_run` rebuilds a model and returns a
+:class:`Predictor`, whose predictions follow the task the checkpoint records."""
 
 from __future__ import annotations
 
@@ -39,7 +33,8 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(-1, keepdims=True)
 
 
-#: ``outputs -> predictions`` (NumPy int32) per task name.
+#: ``outputs -> predictions`` (NumPy int32) per task name: the arg-max class of
+#: ``[batch, classes]`` logits, or the adder's sum bits (probabilities above 0.5).
 TASKS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "classification": lambda logits: logits.argmax(-1).astype(np.int32),
     "bits": lambda probabilities: (probabilities[..., 0] > 0.5).astype(np.int32),
@@ -54,9 +49,9 @@ INPUTS: list[Callable[[dict, dict], Callable[[np.ndarray], np.ndarray] | None]] 
 
 def register_task(name: str, predictions: Callable[[np.ndarray], np.ndarray],
                   probabilities: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
-    """Declare how :class:`Predictor` turns the outputs of a task's model (NumPy) into int32
-    predictions and, optionally, float probabilities; ``name`` is the task its
-    :class:`~jaxseq.runs.checkpoint.Checkpointer` records."""
+    """Declare how :class:`Predictor` turns the NumPy outputs of task ``name``'s model (the
+    task its :class:`~jaxseq.runs.checkpoint.Checkpointer` records) into int32
+    predictions and, optionally, float probabilities."""
     TASKS[name] = predictions
     if probabilities is not None:
         PROBABILITIES[name] = probabilities
@@ -74,17 +69,15 @@ class Predictor:
     """A trained model loaded from a run folder by :func:`load_run`.
 
     Attributes:
-      model: the rebuilt Flax module.
-      params: its parameters.
+      model: the rebuilt Flax module; ``params``, its parameters.
       config: the run's ``config.json`` (``{}`` if the run folder has none).
-      name: the checkpoint folder's name (model name, or ``seed-<k>`` for the adder).
-      epoch: the epoch the parameters were saved after.
-      history: the training history up to ``epoch``.
-      task: what :meth:`predict` returns, see :data:`TASKS`.
-      input_spec: ``{"shape", "dtype"}`` of one training example (without the batch axis),
-        as the checkpoint records it; ``None`` skips the input checks.
-      prepare: turns raw inputs (e.g. 0-255 MNIST images) into model inputs, as the run
-        was trained (from :func:`register_inputs`); ``None`` when the task has none.
+      name: the checkpoint folder's name (``"gru"``, ``"seed-0"``).
+      epoch: the epoch the parameters were saved after; ``history``, up to it.
+      task: a key of :data:`TASKS`, what :meth:`predict` returns.
+      input_spec: ``{"shape", "dtype"}`` of one training example (without the batch axis);
+        ``None`` skips the input checks.
+      prepare: turns raw inputs (e.g. 0-255 MNIST images) into model inputs as the run's
+        were (:func:`register_inputs`), or ``None``.
     """
 
     model: nn.Module
@@ -98,32 +91,22 @@ class Predictor:
     prepare: Callable[[np.ndarray], np.ndarray] | None = None
 
     def model_inputs(self, inputs: np.ndarray | jax.Array) -> jax.Array:
-        """``inputs`` as the model takes them, checked against what the run trained on.
+        """``inputs [batch, ...]`` as the model takes them, checked against the training ones.
 
-        Raw integer inputs (e.g. ``uint8 [batch, 28, 28]`` images) are prepared as the run
-        was (``prepare``: pixels scaled and normalised, rows or pixels in the run's
-        order) when the task knows how; inputs already shaped like the training examples
-        are passed on as they are.
-
-        Args:
-          inputs: ``[batch, ...]``: the training examples' shape, or raw inputs of the task.
-
-        Returns:
-          The model's inputs, ``[batch, *input_spec["shape"]]``.
+        Raw integer inputs of a run trained on floats (e.g. ``uint8 [batch, 28, 28]``
+        images) go through ``prepare``; other inputs pass as they are.
 
         Raises:
           ValueError: for inputs of another rank or feature size (naming the expected
-            shape; the length of a sequence may differ from the training one), or raw
-            integer inputs of a run that was trained on floats and whose task has no
-            preparation (saying what to apply).
+            shape; the sequence length may differ from the training one), or raw inputs
+            without a ``prepare`` (saying what to apply).
         """
         x = inputs if isinstance(inputs, jax.Array) else np.asarray(inputs)
         spec = self.input_spec
         if spec is None:
             return jnp.asarray(x)
         want = tuple(spec["shape"])
-        trained_on_floats = np.issubdtype(np.dtype(spec["dtype"]), np.floating)
-        raw = np.issubdtype(x.dtype, np.integer) and trained_on_floats
+        raw = self._raw(x)
         if raw and self.prepare is not None:
             x = self.prepare(np.asarray(x))
         elif raw:
@@ -140,25 +123,24 @@ class Predictor:
                                 if self.prepare is not None else ""))
         return jnp.asarray(x)
 
+    def _raw(self, x: np.ndarray | jax.Array) -> bool:
+        """Whether ``x`` holds integers where the run trained on floats."""
+        return (self.input_spec is not None and np.issubdtype(x.dtype, np.integer)
+                and np.issubdtype(np.dtype(self.input_spec["dtype"]), np.floating))
+
     def outputs(self, inputs: np.ndarray | jax.Array,
                 seq_lengths: np.ndarray | jax.Array | None = None) -> jax.Array:
-        """The model's raw outputs: ``[batch, classes]`` logits for a classifier,
-        ``[batch, time, 1]`` probabilities for the adder.
+        """The model's float32 outputs: ``[batch, classes]`` logits for a classifier,
+        ``[batch, time, 1]`` probabilities that each sum bit is 1 for the adder.
 
         Args:
-          inputs: a batch shaped like the training inputs: ``[batch, 28, 28]`` float32
-            (:func:`jaxseq.data.mnist.preprocess`) for an MNIST classifier,
-            ``[batch, time, 2]`` operand bits (least significant first) for the adder.
-          seq_lengths: optional ``[batch]`` int lengths of right-padded sequences, each in
-            ``[1, time]``, passed to the model as ``seq_lengths=`` (a
-            :class:`~jaxseq.nn.classifier.RecurrentClassifier`); ``None``: all steps.
-
-        Returns:
-          float32 ``[batch, classes]`` unnormalised logits, or float32
-          ``[batch, time, 1]`` probabilities that each sum bit is 1.
+          inputs: a batch like the training inputs (:meth:`model_inputs`): MNIST's
+            ``[batch, 28, 28]`` float32, the adder's ``[batch, time, 2]`` operand bits.
+          seq_lengths: optional ``[batch]`` lengths in ``[1, time]`` of right-padded
+            sequences, passed to the model as ``seq_lengths=``.
 
         Raises:
-          ValueError: for inputs that do not fit the model, see :meth:`model_inputs`, or
+          ValueError: for inputs that do not fit the model (:meth:`model_inputs`), or
             lengths that are not ``[batch]`` integers in ``[1, time]``.
         """
         inputs = self.model_inputs(inputs)
@@ -171,38 +153,17 @@ class Predictor:
 
     def predict(self, inputs: np.ndarray | jax.Array,
                 seq_lengths: np.ndarray | jax.Array | None = None) -> np.ndarray:
-        """Predictions for ``inputs`` (e.g. ``[batch, 28, 28]`` float32 as
-        :func:`jaxseq.data.mnist.preprocess` gives): int32 class ids ``[batch]``, or
-        int32 sum bits ``[batch, time]`` for the adder.
-
-        Args:
-          inputs: as for :meth:`outputs`.
-
-        Returns:
-          A NumPy int32 array: for ``task == "classification"`` the arg-max class
-          ``[batch]``; for ``"bits"`` each sum bit ``[batch, time]`` (1 where the
-          probability is above 0.5, else 0), least significant first.
-
-        Raises:
-          ValueError: for inputs that do not fit the model, see :meth:`model_inputs`.
-        """
+        """NumPy int32 predictions for the :meth:`outputs`' arguments: class ids
+        ``[batch]``, or the adder's sum bits ``[batch, time]``, least significant first."""
         return TASKS[self.task](np.asarray(self.outputs(inputs, seq_lengths)))
 
     def predict_proba(self, inputs: np.ndarray | jax.Array,
                       seq_lengths: np.ndarray | jax.Array | None = None) -> np.ndarray:
-        """Probabilities for ``inputs``: float32 ``[batch, classes]`` (softmax of the
-        logits, rows summing to 1) for a classifier, ``[batch, time]`` probabilities that
-        each sum bit is 1 for the adder.
-
-        Args:
-          inputs: as for :meth:`outputs`.
-
-        Returns:
-          A NumPy float32 array.
+        """NumPy float32 probabilities for the :meth:`outputs`' arguments: the softmax
+        ``[batch, classes]`` of a classifier's logits, the adder's ``[batch, time]``.
 
         Raises:
-          ValueError: for inputs that do not fit the model, or a task without
-            probabilities.
+          ValueError: as :meth:`outputs`, or for a task without probabilities.
         """
         if self.task not in PROBABILITIES:
             raise ValueError(f"task {self.task!r} registered no probabilities")
@@ -214,37 +175,31 @@ class Predictor:
                  seq_lengths: np.ndarray | None = None) -> dict[str, float]:
         """:func:`jaxseq.train.evaluate` of these parameters on ``dataset``.
 
+        Raw inputs are prepared as for :meth:`predict`; the adder takes one of
+        :data:`jaxseq.tasks.adder.task.ADDER_OBJECTIVES`.
+
         Args:
-          dataset: inputs ``[N, ...]`` and labels ``[N, ...]`` (and optional ``lengths``),
-            as for training.
-          objective: loss and metrics; the default suits classifiers, pass one of
-            :data:`jaxseq.tasks.adder.task.ADDER_OBJECTIVES` for the adder.
+          dataset: as for training.
+          objective: loss and metrics.
           batch_size: examples per evaluation batch (memory only, not results).
-          seq_lengths: optional ``[N]`` int sequence lengths for a dataset without
-            ``lengths`` (the same as evaluating ``Dataset(inputs, labels, seq_lengths)``).
+          seq_lengths: optional ``[N]`` lengths for a dataset without ``lengths``.
 
         Returns:
-          ``{"loss": ..., <metric>: ...}``: Python floats, means over every example;
-          metrics are fractions in [0, 1]; plus ``"nonfinite"``, the fraction of
-          examples with NaN/infinite outputs (counted wrong), when there are any.
+          ``{"loss": ..., <metric>: ...}`` as :func:`jaxseq.train.evaluate` returns.
 
         Raises:
-          TypeError: if ``dataset`` is not a :class:`~jaxseq.data.dataset.Dataset` (e.g.
-            an ``(inputs, labels)`` tuple).
-          ValueError: for an empty dataset, a non-positive ``batch_size``, or labels
-            the objective refuses (classification: class ids outside ``[0,
-            num_classes)``), see :func:`jaxseq.train.evaluate`.
+          TypeError: if ``dataset`` is not a :class:`~jaxseq.data.dataset.Dataset`.
+          ValueError: as :func:`jaxseq.train.evaluate`, or for ``seq_lengths`` given with
+            a dataset that has lengths.
         """
         if not isinstance(dataset, Dataset):
             raise TypeError(f"dataset must be a jaxseq.data.Dataset(inputs, labels), got "
                             f"{type(dataset).__name__}")
         raw = np.asarray(dataset.inputs)
-        if (self.input_spec is not None and np.issubdtype(raw.dtype, np.integer)
-                and np.issubdtype(np.dtype(self.input_spec["dtype"]), np.floating)):
-            # raw inputs (e.g. 0-255 images): prepared as for predict, or refused
+        if self._raw(raw):  # e.g. 0-255 images: prepared as for predict, or refused
             dataset = Dataset(np.asarray(self.model_inputs(raw)), dataset.labels,
                               dataset.lengths)
-        if seq_lengths is not None:  # sequence lengths (jaxseq issue 12.1)
+        if seq_lengths is not None:
             if dataset.lengths is not None:
                 raise ValueError("the dataset already has lengths; give seq_lengths only for "
                                  "a dataset without them")
@@ -257,13 +212,8 @@ class Predictor:
 _NO_OPTIMIZER = optax.set_to_zero()  # evaluation needs a TrainState, not an optimizer
 
 
-def _apply(model: nn.Module, params: Any, inputs: jax.Array,
-           seq_lengths: jax.Array | None = None) -> jax.Array:
-    return _apply_jit(model, params, inputs, seq_lengths)
-
-
 @partial(jax.jit, static_argnames="model")
-def _apply_jit(model: nn.Module, params: Any, inputs: jax.Array,
+def _apply(model: nn.Module, params: Any, inputs: jax.Array,
                seq_lengths: jax.Array | None = None) -> jax.Array:
     if seq_lengths is None:
         return model.apply({"params": params}, inputs)
@@ -279,21 +229,24 @@ def load_run(
 
     Args:
       run_dir: the run folder (``--out-dir`` of an experiment).
-      name: which model (checkpoint sub-folder): ``"gru"``, ``"bilstm"``,
-        ``"seed-0"``...; may be left out when the run has only one.
+      name: which model (checkpoint sub-folder: ``"gru"``, ``"seed-0"``); may be left out
+        when the run has only one.
       epoch: which checkpoint; default the newest (the final one of a finished run).
-
-    Returns:
-      A :class:`Predictor` with the model, parameters and config.
 
     Raises:
       FileNotFoundError: if ``run_dir`` does not exist or holds no complete checkpoint.
-      ValueError: if ``run_dir`` is a folder inside a run's checkpoints (its
-        ``checkpoints/`` folder, a model's checkpoint folder or an epoch folder: the
-        one-line message names the run folder and the call to make), if ``name`` is
-        missing (several models) or unknown, ``epoch`` has no complete checkpoint (the
-        message lists those saved), the checkpoint
-        does not describe a model (saved without ``model=``), or its task is unknown.
+      ValueError: for a folder inside a run's checkpoints (naming the run folder and the
+        call to make), a ``name`` missing (several models) or unknown, an ``epoch`` not
+        kept (listing those kept), a checkpoint saved without ``model=``, or an unknown
+        task.
+
+    Examples:
+      >>> import numpy as np
+      >>> predictor = load_run("tests/fixtures/legacy_run", "gru")  # from the repo root
+      >>> predictor.epoch, predictor.task, predictor.input_spec
+      (1, 'classification', {'shape': [6, 5], 'dtype': 'float32'})
+      >>> predictor.predict(np.zeros((2, 6, 5), np.float32)).shape
+      (2,)
     """
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():

@@ -142,11 +142,17 @@ class RunSession:
           jaxseq.train.TrainingStopped: naming the model, after ``should_stop()``.
         """
         label = name if label is None else label
-        if self.run_dir is None:
+
+        def run(state: TrainState, rng: jax.Array, resume: ResumePoint | None = None,
+                **callbacks: Any) -> tuple[TrainState, History]:
             return fit(state, train, validation, objective=objective, epochs=epochs,
                        batch_size=batch_size, rng=rng, progress=self.progress,
-                       log_every_steps=self.log_every_steps,
-                       callbacks=Callbacks(log=self.log, should_stop=self.should_stop))
+                       log_every_steps=self.log_every_steps, resume=resume,
+                       callbacks=Callbacks(log=self.log, should_stop=self.should_stop,
+                                           **callbacks))
+
+        if self.run_dir is None:
+            return run(state, rng)
         writer = writer_for(self.log_dir, name, self.primary)
         directory = folder.checkpoint_dir(self.run_dir, name)
         try:
@@ -154,14 +160,9 @@ class RunSession:
                               example_inputs=np.asarray(train.inputs[:1]), task=task,
                               extra=extra) as checkpointer:
                 state, rng, point = self._restore(checkpointer, state, rng, name, announce)
-                callbacks = Callbacks(
-                    log=self.log, should_stop=self.should_stop, metric_writer=writer,
-                    on_epoch_end=interrupt.on_epoch_end(checkpointer, rng),
-                    on_stop=interrupt.saver(checkpointer, rng))
-                return fit(state, train, validation, objective=objective, epochs=epochs,
-                           batch_size=batch_size, rng=rng, progress=self.progress,
-                           log_every_steps=self.log_every_steps, callbacks=callbacks,
-                           resume=point)
+                return run(state, rng, point, metric_writer=writer,
+                           on_epoch_end=interrupt.on_epoch_end(checkpointer, rng),
+                           on_stop=interrupt.saver(checkpointer, rng))
         except TrainingStopped as error:
             raise error.in_run(label) from None
         except NonFiniteLossError as error:

@@ -1,16 +1,6 @@
-"""TensorBoard event files for :func:`jaxseq.train.fit`'s metrics, through tensorboardX.
-
-:class:`TensorBoardWriter` is the :class:`jaxseq.train.MetricWriter` that ``fit`` takes
-as ``metric_writer``; it writes scalars with ``tensorboardX.SummaryWriter`` (the
-`tensorboardX <https://github.com/lanpa/tensorboardX>`_ library, which needs neither
-TensorFlow nor PyTorch). tensorboardX is an optional dependency, imported when a writer
-is created::
-
-    pip install -e ".[tensorboard]"
-
-View the runs with ``tensorboard --logdir DIR`` (the ``tensorboard`` package, installed
-separately).
-"""
+"""TensorBoard event files of :func:`jaxseq.train.fit`'s metrics, written by
+`tensorboardX <https://github.com/lanpa/tensorboardX>`_ (neither TensorFlow nor PyTorch
+needed), an optional dependency imported when a writer is created."""
 
 from __future__ import annotations
 
@@ -27,14 +17,10 @@ EXTRA_HINT = 'pip install -e ".[tensorboard]"'
 
 
 def require_tensorboardx() -> Any:
-    """Import tensorboardX.
-
-    Returns:
-      The ``tensorboardX`` module.
+    """The ``tensorboardX`` module.
 
     Raises:
-      ModuleNotFoundError: if it is not installed; the message names the extra that
-        installs it (:data:`EXTRA_HINT`).
+      ModuleNotFoundError: if it is not installed, naming :data:`EXTRA_HINT`.
     """
     try:
         import tensorboardX
@@ -50,22 +36,17 @@ def require_tensorboardx() -> Any:
 
 
 class TensorBoardWriter:
-    """Scalars into TensorBoard event files in one run folder; a context manager.
-
-    Implements :class:`jaxseq.train.MetricWriter`: pass it to ``fit`` as
-    ``metric_writer``. Values are stored as TensorBoard ``simple_value`` scalars
-    (float32), one event per tag and step.
+    """A :class:`jaxseq.train.MetricWriter` of float32 scalars into TensorBoard event files
+    (``Callbacks(metric_writer=...)``); a context manager.
 
     Args:
-      log_dir: the run's folder (``~`` expanded; created if missing). Several runs
-        shown together in TensorBoard are sibling folders, e.g. ``logs/gru`` and
-        ``logs/lstm`` viewed with ``tensorboard --logdir logs``.
-      flush_secs: the longest time, in seconds, that written events may wait in
-        memory before tensorboardX writes them out (``fit`` also flushes every epoch).
+      log_dir: the run's folder (``~`` expanded; created if missing); runs shown together
+        are sibling folders (``logs/gru``, ``logs/lstm``: ``tensorboard --logdir logs``).
+      flush_secs: the longest time, in seconds, that written events wait in memory
+        (``fit`` also flushes every epoch).
 
     Raises:
-      ModuleNotFoundError: if tensorboardX is not installed (the message names the
-        ``tensorboard`` extra).
+      ModuleNotFoundError: if tensorboardX is not installed (naming the extra).
       ValueError: for a non-positive ``flush_secs``.
       OSError: if the folder cannot be created.
     """
@@ -83,11 +64,8 @@ class TensorBoardWriter:
         self._closed = False
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
-        """Record every ``{tag: value}`` of ``scalars`` at the global step ``step``.
-
-        Args:
-          step: the x coordinate in TensorBoard, here the optimizer step (an integer >= 0).
-          scalars: tag (``"train/loss"``; ``/`` groups the charts) to a real number.
+        """Record every ``{tag: value}`` of ``scalars`` (``"train/loss"``: ``/`` groups the
+        charts) at the optimizer step ``step``.
 
         Raises:
           ValueError: for a negative or non-integer step, or after :meth:`close`.
@@ -120,16 +98,8 @@ class TensorBoardWriter:
 
 def writer_for(log_dir: str | os.PathLike | None, name: str,
                primary: bool = True) -> TensorBoardWriter | None:
-    """The writer of one model or seed of a run: ``log_dir/name``, or ``None``.
-
-    Args:
-      log_dir: the ``--log-dir`` folder, or ``None`` (no TensorBoard).
-      name: the model or seed (``"gru"``, ``"seed-0"``).
-      primary: whether this process writes (only process 0 of a multi-process run).
-
-    Returns:
-      A :class:`TensorBoardWriter`, or ``None`` without ``log_dir`` or off process 0.
-    """
+    """The writer into ``log_dir/name`` of one model or seed (``"gru"``, ``"seed-0"``) of a
+    run; ``None`` without ``log_dir`` or where this process is not the ``primary`` one."""
     if log_dir is None or not primary:
         return None
     return TensorBoardWriter(Path(log_dir).expanduser() / name)

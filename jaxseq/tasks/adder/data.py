@@ -1,16 +1,7 @@
-"""Binary addition, least significant bit first: the data of the full-adder study.
+"""Binary addition, least significant bit first: the data of the full-adder study (no JAX).
 
-The reference study (a hand-written Keras full-adder cell) draws two operands
-uniformly from ``[2**(max_bits - 2), 2**(max_bits - 1))``, so the top bit of each
-operand is 0, the bit below it is 1, and their sum always fits in ``max_bits`` bits.
-It feeds the two operands one bit pair per time step, least significant bit (LSB)
-first, and asks for the matching bit of the sum at every step.
-
-The study builds the operands as NumPy int64 numbers, which breaks above 62 bits.
-:func:`generate` draws the bits directly instead (a uniform integer on that range is
-exactly: bit ``max_bits - 2`` set, bit ``max_bits - 1`` clear, every lower bit an
-independent fair coin) and adds them with an explicit carry, vectorised over
-samples, so any length up to :data:`MAX_BITS` works with the same distribution.
+Both operands are uniform on ``[2**(max_bits - 2), 2**(max_bits - 1))``, so their sum fits
+in ``max_bits`` bits; each time step holds one bit of each operand and the sum's bit.
 """
 
 from __future__ import annotations
@@ -25,24 +16,10 @@ import numpy as np
 from jaxseq.checks import check_fraction, check_positive_int
 from jaxseq.data.dataset import Dataset
 
-__all__ = [
-    "MAX_BITS",
-    "SPLITS",
-    "bits_to_int",
-    "check_bits",
-    "check_split",
-    "distinct_problems",
-    "format_bit_range",
-    "distinct_train_test_split",
-    "generate",
-    "make_rng",
-    "overlapping_test_rows",
-    "parse_bit_range",
-    "problem_ids",
-    "split",
-    "split_sizes",
-    "train_test_split",
-]
+__all__ = ["MAX_BITS", "SPLITS", "bits_to_int", "check_bits", "check_split",
+           "distinct_problems", "distinct_train_test_split", "format_bit_range", "generate",
+           "make_rng", "overlapping_test_rows", "parse_bit_range", "problem_ids", "split",
+           "split_sizes", "train_test_split"]
 
 #: How :func:`split` holds out the test rows: ``"random"`` (rows, the study's) or
 #: ``"distinct"`` (whole distinct additions, none of them in training).
@@ -55,17 +32,9 @@ SeedLike = int | np.integer | np.random.Generator
 
 
 def make_rng(key_or_seed: SeedLike) -> np.random.Generator:
-    """A NumPy ``Generator`` from an integer seed, or the given ``Generator`` itself.
-
-    Integers seed ``np.random.default_rng`` (PCG64), so equal seeds give equal data
-    on every platform. A ``Generator`` is used as is and advanced. JAX PRNG keys are
-    not accepted: the data is generated on the host with NumPy.
-
-    Args:
-      key_or_seed: a non-negative integer seed or a ``numpy.random.Generator``.
-
-    Returns:
-      The ``numpy.random.Generator`` to draw from.
+    """``np.random.default_rng(seed)`` (PCG64: equal data on every platform), or the given
+    ``Generator`` itself, advanced as it is drawn from. JAX keys are refused: the data
+    is generated on the host.
 
     Raises:
       TypeError: for anything else (including ``bool`` and JAX keys).
@@ -84,18 +53,8 @@ def make_rng(key_or_seed: SeedLike) -> np.random.Generator:
 
 
 def check_bits(name: str, value: object) -> int:
-    """``value`` as an ``int`` if it is a bit length in ``[2, MAX_BITS]``.
-
-    Args:
-      name: what the value is, for the message (``"max_bits"``).
-      value: the value to check.
-
-    Returns:
-      ``int(value)``.
-
-    Raises:
-      ValueError: ``"<name> must satisfy 2 <= <name> <= 4096, got <value>"``.
-    """
+    """``int(value)`` if it is a bit length in ``[2, MAX_BITS]``, else a ``ValueError``
+    naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     if not 2 <= value <= MAX_BITS:
@@ -104,16 +63,8 @@ def check_bits(name: str, value: object) -> int:
 
 
 def split_sizes(samples: int, test_size: float) -> tuple[int, int]:
-    """``(train, test)`` example counts of :func:`train_test_split` for ``samples``.
-
-    The test part has ``ceil(test_size * samples)`` examples (scikit-learn's rounding).
-
-    Args:
-      samples: examples before the split (positive).
-      test_size: the held-out fraction, strictly between 0 and 1.
-
-    Returns:
-      ``(n_train, n_test)``.
+    """``(n_train, n_test)`` of :func:`train_test_split` for ``samples`` examples:
+    ``n_test = ceil(test_size * samples)`` (scikit-learn's rounding).
 
     Raises:
       ValueError: for a ``test_size`` outside ``(0, 1)``, or one that leaves an empty part.
@@ -130,27 +81,28 @@ def split_sizes(samples: int, test_size: float) -> tuple[int, int]:
 def generate(max_bits: int, n_samples: int, key_or_seed: SeedLike = 0) -> Dataset:
     """``n_samples`` additions of two ``max_bits``-bit operands, bits LSB first.
 
-    Each operand is uniform on ``[2**(max_bits-2), 2**(max_bits-1))``: its bit
-    ``max_bits - 2`` is 1, its bit ``max_bits - 1`` is 0 and the lower bits are fair
-    coins. The sum is computed bit by bit with a carry, so there is no integer
-    overflow at any length; because both top bits are 0 the final carry is always 0
-    and ``a + b < 2**max_bits``.
+    The operands' bits are drawn directly (bit ``max_bits - 2`` set, bit ``max_bits - 1``
+    clear, the lower bits fair coins) and added with a carry, so any length up to
+    :data:`MAX_BITS` works without integer overflow.
 
     Args:
-      max_bits: sequence length, ``2 <= max_bits <= MAX_BITS`` (4096).
+      max_bits: sequence length, ``2 <= max_bits <= MAX_BITS``.
       n_samples: number of additions, positive.
-      key_or_seed: an integer seed or a ``numpy.random.Generator`` (see
-        :func:`make_rng`).
+      key_or_seed: an integer seed or a ``numpy.random.Generator`` (:func:`make_rng`).
 
     Returns:
-      ``Dataset(inputs, labels)`` with ``inputs`` int32 ``[n_samples, max_bits, 2]``
-      (``inputs[i, t] = (bit t of a_i, bit t of b_i)``, values 0/1) and ``labels``
-      int32 ``[n_samples, max_bits]`` (bit t of ``a_i + b_i``).
+      ``inputs`` int32 ``[n_samples, max_bits, 2]`` (bit ``t`` of ``a_i`` and ``b_i``)
+      and ``labels`` int32 ``[n_samples, max_bits]`` (bit ``t`` of ``a_i + b_i``).
 
     Raises:
-      ValueError: if ``max_bits`` is not an integer in ``[2, 4096]`` or ``n_samples``
-        is not a positive integer.
+      ValueError: for a ``max_bits`` or ``n_samples`` out of range.
       TypeError: for an unsupported seed type.
+
+    Examples:
+      >>> data = generate(max_bits=4, n_samples=3, key_or_seed=0)
+      >>> a, b = (bits_to_int(data.inputs[:, :, k]) for k in (0, 1))
+      >>> data.inputs.shape, a, b, bits_to_int(data.labels)
+      ((3, 4, 2), [7, 4, 6], [5, 4, 7], [12, 8, 13])
     """
     max_bits = check_bits("max_bits", max_bits)
     n_samples = check_positive_int("n_samples", n_samples)
@@ -171,17 +123,8 @@ def generate(max_bits: int, n_samples: int, key_or_seed: SeedLike = 0) -> Datase
 
 
 def bits_to_int(bits: np.ndarray) -> list[int]:
-    """Python integers from LSB-first bit rows: ``[n, T]`` 0/1 -> ``n`` ints (exact at any T).
-
-    The inverse of the bit layout of :func:`generate`, e.g. for checking a predicted
-    sum: ``bits_to_int(labels)[i] == a_i + b_i``.
-
-    Args:
-      bits: ``[n, T]`` array of 0/1 values (any integer or bool dtype), bit ``t`` of
-        each row weighing ``2**t``.
-
-    Returns:
-      ``n`` arbitrary-precision Python ints (no int64 overflow at any ``T``).
+    """Python ints (exact at any ``T``) from LSB-first 0/1 rows ``[n, T]``, bit ``t``
+    weighing ``2**t``: ``bits_to_int(labels)[i] == a_i + b_i`` for :func:`generate`.
 
     Raises:
       ValueError: if ``bits`` is not two-dimensional.
@@ -195,18 +138,8 @@ def bits_to_int(bits: np.ndarray) -> list[int]:
 def train_test_split(
     dataset: Dataset, test_size: float = 0.1, seed: SeedLike = 0
 ) -> tuple[Dataset, Dataset]:
-    """Shuffle and split ``dataset`` into training and test parts, like scikit-learn's.
-
-    The test part has ``ceil(test_size * N)`` examples, the training part the rest
-    (scikit-learn's ``train_test_split`` rounding), drawn by a seeded permutation.
-
-    Args:
-      dataset: ``N`` examples.
-      test_size: fraction held out for testing, ``0 < test_size < 1`` (the study: 0.1).
-      seed: integer seed or ``numpy.random.Generator`` for the permutation.
-
-    Returns:
-      ``(train, test)`` Datasets.
+    """``(train, test)``: a seeded permutation of ``dataset``'s rows, of which the first
+    ``ceil(test_size * N)`` are the test part (scikit-learn's rounding).
 
     Raises:
       ValueError: if ``test_size`` is not in ``(0, 1)`` or either part would be empty.
@@ -215,7 +148,7 @@ def train_test_split(
     _, n_test = split_sizes(n, test_size)
     order = make_rng(seed).permutation(n)
     test_idx, train_idx = order[:n_test], order[n_test:]
-    return dataset.subset(train_idx), dataset.subset(test_idx)  # lengths kept (issue 12.1)
+    return dataset.subset(train_idx), dataset.subset(test_idx)
 
 
 def check_split(name: str, value: object) -> str:
@@ -232,14 +165,9 @@ def distinct_problems(bits: int) -> int:
 
 
 def problem_ids(*datasets: Dataset) -> list[np.ndarray]:
-    """Ids of the additions (the operand pairs ``(a, b)``) of each row of ``datasets``:
-    equal ids exactly for equal inputs, across all the datasets given.
-
-    Args:
-      datasets: Datasets of equal bit length, inputs ``[N_i, bits, 2]``.
-
-    Returns:
-      One int64 array ``[N_i]`` per dataset, ids in ``[0, number of distinct additions)``.
+    """One int64 array ``[N_i]`` per dataset of equal bit length: the ids of the rows'
+    additions (operand pairs), equal exactly for equal inputs across ``datasets``, in
+    ``[0, number of distinct additions)``.
 
     Raises:
       ValueError: if an input is not 0 or 1 (the rows are compared as packed bits).
@@ -256,15 +184,8 @@ def problem_ids(*datasets: Dataset) -> list[np.ndarray]:
 
 
 def overlapping_test_rows(train: Dataset, test: Dataset) -> int:
-    """How many rows of ``test`` hold an addition (the same operands ``a, b``) that also
-    occurs in ``train``: 0 means the test set is held out as additions, not only as rows.
-
-    Args:
-      train, test: Datasets of equal bit length, inputs ``[N, bits, 2]``.
-
-    Returns:
-      The number of such test rows, in ``[0, test.num_examples]``.
-    """
+    """How many rows of ``test`` hold an addition (the same operands) that also occurs in
+    ``train``: 0 means the test set is held out as additions, not only as rows."""
     train_ids, test_ids = problem_ids(train, test)
     return int(np.isin(test_ids, train_ids).sum())
 
@@ -272,22 +193,9 @@ def overlapping_test_rows(train: Dataset, test: Dataset) -> int:
 def distinct_train_test_split(
     dataset: Dataset, test_size: float = 0.1, seed: SeedLike = 0
 ) -> tuple[Dataset, Dataset]:
-    """Split the *distinct additions* of ``dataset``, so that no test addition is trained on.
-
-    With few bits the generated rows repeat a handful of additions (64 at 5 bits), so a
-    row split (:func:`train_test_split`) tests on additions seen in training. Here the
-    ``U`` distinct operand pairs are shuffled by a seeded permutation and
-    ``ceil(test_size * U)`` of them (scikit-learn's rounding) go to the test part with
-    every row that holds them; the other rows are the training part. Rows keep their
-    order. The test part thus has about ``test_size`` of the rows, not exactly.
-
-    Args:
-      dataset: ``N`` examples from :func:`generate`.
-      test_size: fraction of the distinct additions held out, ``0 < test_size < 1``.
-      seed: integer seed or ``numpy.random.Generator`` for the permutation.
-
-    Returns:
-      ``(train, test)`` Datasets; no row of ``test`` has the inputs of a row of ``train``.
+    """``(train, test)`` with no test addition trained on: a seeded permutation of the
+    ``U`` distinct additions puts ``ceil(test_size * U)`` of them, with every row that
+    holds them, in the test part (about ``test_size`` of the rows); rows keep their order.
 
     Raises:
       ValueError: if ``test_size`` is not in ``(0, 1)``, or the distinct additions are
@@ -308,22 +216,14 @@ def distinct_train_test_split(
     held_out = np.zeros(count, bool)
     held_out[make_rng(seed).permutation(count)[:n_test]] = True
     is_test = held_out[ids]
-    test_idx, train_idx = np.flatnonzero(is_test), np.flatnonzero(~is_test)
-    return (
-        Dataset(dataset.inputs[train_idx], dataset.labels[train_idx]),
-        Dataset(dataset.inputs[test_idx], dataset.labels[test_idx]),
-    )
+    return dataset.subset(np.flatnonzero(~is_test)), dataset.subset(np.flatnonzero(is_test))
 
 
 def split(
     dataset: Dataset, test_size: float = 0.1, seed: SeedLike = 0, how: str = "random"
 ) -> tuple[Dataset, Dataset]:
     """:func:`train_test_split` (``how="random"``) or :func:`distinct_train_test_split`
-    (``how="distinct"``).
-
-    Raises:
-      ValueError: for an unknown ``how``, or as the chosen split.
-    """
+    (``how="distinct"``); ``ValueError`` for another ``how``."""
     check_split("split", how)
     if how == "distinct":
         return distinct_train_test_split(dataset, test_size, seed)
@@ -336,17 +236,9 @@ _BIT_RANGE_ITEM = re.compile(r"(?P<low>-?[0-9]+)(?:\s*(?:\.\.|-)\s*(?P<high>-?[0
 
 
 def parse_bit_range(text: str) -> list[int]:
-    """Parse bit lengths like ``"3..19"``, ``"3-19"``, ``"5"`` or ``"3..19,32,64,256"``.
-
-    Used for the evaluation lengths of ``experiments/adder.py --eval-bits``.
-
-    Args:
-      text: comma-separated items, each a length ``N`` or an inclusive range
-        ``START..STOP`` / ``START-STOP`` (decimal ASCII digits; spaces around items and
-        separators are ignored).
-
-    Returns:
-      The lengths, sorted, without duplicates.
+    """The sorted, distinct bit lengths of ``text`` (``experiments/adder.py --eval-bits``):
+    comma-separated lengths ``N`` and inclusive ranges ``START..STOP`` / ``START-STOP``
+    of ASCII digits, spaces ignored.
 
     Raises:
       ValueError: for an empty or reversed range (``"9..3"``), a non-integer, or a
@@ -378,21 +270,15 @@ def parse_bit_range(text: str) -> list[int]:
 
 
 def format_bit_range(lengths: Iterable[int]) -> str:
-    """Write bit lengths compactly in the grammar of :func:`parse_bit_range`, its inverse.
-
-    Runs of three or more consecutive lengths become ``START..STOP``, the others are listed:
-    ``[3, 4, 5, 4096]`` gives ``"3..5, 4096"``, ``[3, 4, 8]`` gives ``"3, 4, 8"``. So
-    ``parse_bit_range(format_bit_range(x)) == sorted(set(x))`` for valid lengths, and
-    messages name exactly the lengths used (not ``min..max``).
-
-    Args:
-      lengths: bit lengths, in any order, duplicates allowed.
-
-    Returns:
-      The sorted, deduplicated lengths as ``", "``-separated items.
+    """Bit lengths in the grammar of :func:`parse_bit_range`, its inverse: runs of three
+    or more become ``START..STOP``, so messages name exactly the lengths used.
 
     Raises:
       ValueError: for no lengths at all.
+
+    Examples:
+      >>> format_bit_range([4096, 3, 5, 4, 4]), parse_bit_range("3..5, 4096")
+      ('3..5, 4096', [3, 4, 5, 4096])
     """
     values = sorted({int(length) for length in lengths})
     if not values:

@@ -17,32 +17,20 @@ TASK = "bits"
 
 
 def cell_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The :class:`FullAdderCell` parameters inside a :class:`BinaryAdder`'s ``params``.
-
-    Args:
-      params: a :class:`BinaryAdder`'s parameter tree (``state.params``).
-
-    Returns:
-      ``{"hidden_kernel" [3, H], "hidden_bias" [H], "output_kernel" [H, 2],
-      "output_bias" [2]}``.
+    """The :class:`FullAdderCell` parameters in a :class:`BinaryAdder`'s ``params``:
+    ``hidden_kernel [3, H]``, ``hidden_bias [H]``, ``output_kernel [H, 2]``, ``output_bias [2]``.
     """
     return params["cell"]
 
 
 def truth_table(params: Mapping[str, Any], hidden_features: int = 5) -> list[dict[str, Any]]:
-    """The learned cell on all 8 ``(a, b, carry_in)`` combinations, one step each.
-
-    The cell is applied once with input bits ``(a, b)`` and the state set to
-    ``carry_in`` as 0.0 or 1.0; its two outputs are thresholded at 0.5.
-
-    Args:
-      params: :class:`BinaryAdder` parameters (or the cell's own).
-      hidden_features: hidden units of the cell.
+    """One step of the learned cell (``params`` of a :class:`BinaryAdder` or of the cell)
+    on each of the 8 ``(a, b, carry_in)``, the state set to ``carry_in``.
 
     Returns:
       Eight dicts ``{"a", "b", "carry_in", "output", "next_state", "output_bit",
-      "next_state_bit", "sum_bit", "carry_out"}``: the two probabilities, their
-      thresholded bits, and what a full adder gives (``(a+b+c) % 2``, ``(a+b+c) // 2``).
+      "next_state_bit", "sum_bit", "carry_out"}``: the two probabilities, their bits
+      (above 0.5), and a full adder's ``(a+b+c) % 2`` and ``(a+b+c) // 2``.
     """
     cell = FullAdderCell(hidden_features)
     own = cell_params(params) if "cell" in params else params
@@ -64,15 +52,7 @@ def truth_table(params: Mapping[str, Any], hidden_features: int = 5) -> list[dic
 
 
 def is_full_adder(table: Sequence[Mapping[str, Any]]) -> bool:
-    """Whether every row of :func:`truth_table` matches the full adder's sum and carry.
-
-    Args:
-      table: the rows of :func:`truth_table`.
-
-    Returns:
-      True if every thresholded output equals ``(a + b + c) % 2`` and every thresholded
-      next state equals ``(a + b + c) // 2``.
-    """
+    """Whether every row of a :func:`truth_table` gives the full adder's sum and carry."""
     return all(r["output_bit"] == r["sum_bit"] and r["next_state_bit"] == r["carry_out"]
                for r in table)
 
