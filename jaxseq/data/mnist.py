@@ -17,7 +17,8 @@ from jaxseq.data.catalogue import SOURCES, dataset_info, foreign_md5s
 from jaxseq.data.dataset import Dataset
 from jaxseq.data.idx import read_idx_file
 
-__all__ = ["MNISTSplits", "data_files", "load_mnist", "load_splits", "preprocess"]
+__all__ = ["MNISTSplits", "data_files", "load_mnist", "load_splits", "load_test_set",
+           "preprocess"]
 
 _PathLike = str | os.PathLike
 _IMAGE_SIDE = 28
@@ -25,11 +26,12 @@ _ORIGINS = {"given": "the folder was named explicitly (--data-dir, or data_dir= 
             "env": f"the folder was named by ${download.DATA_DIR_ENV_VAR}"}
 
 
-def _load_idx(data_dir: _PathLike | None, allow_download: bool,
-              dataset: str = "mnist") -> dict[str, np.ndarray]:
+def _load_idx(data_dir: _PathLike | None, allow_download: bool, dataset: str = "mnist",
+              splits: tuple[str, ...] = ("train", "test")) -> dict[str, np.ndarray]:
     info = dataset_info(dataset)
     folder, origin = download.resolve(data_dir, dataset)
-    missing = download.missing_files(folder, info.files)
+    wanted = [spec for spec in info.files if spec.key.split("_")[0] in splits]
+    missing = download.missing_files(folder, wanted)
     if missing:
         if origin == "cache" and allow_download:
             download.download_dataset(folder, dataset)
@@ -46,7 +48,7 @@ def _load_idx(data_dir: _PathLike | None, allow_download: bool,
                 f"download.{call.replace('folder', repr(str(folder)))}\""
             )
     arrays = {}
-    for spec in info.files:
+    for spec in wanted:
         path = download.find_file(folder, spec.name)
         if path is None:  # removed between the check and now
             raise FileNotFoundError(f"{info.title} file {spec.name}[.gz] missing from {folder}")
@@ -95,6 +97,21 @@ def _load_tfds(data_dir: _PathLike | None, dataset: str = "mnist") -> dict[str, 
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = _tfds_split_arrays(
             source, f"tfds {name} {split}")
     return arrays
+
+
+def load_test_set(data_dir: _PathLike | None = None, *, source: str = "idx",
+                  dataset: str = "mnist") -> Dataset:
+    """The pre-processed test set alone (the training files are not read), inputs float32
+    ``[10000, 28, 28]`` and int32 labels, as :func:`load_splits` gives it.
+
+    Raises:
+      ValueError, FileNotFoundError: as for :func:`load_mnist`.
+    """
+    _check_source(source)
+    dataset_info(dataset)
+    raw = (_load_tfds(data_dir, dataset) if source == "tfds"
+           else _load_idx(data_dir, True, dataset, splits=("test",)))
+    return Dataset(preprocess(raw["test_images"]), raw["test_labels"].astype(np.int32))
 
 
 def _check_source(source: str) -> None:

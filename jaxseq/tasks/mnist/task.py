@@ -320,7 +320,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     except ValueError as error:
         raise ValueError(f"{config_path}: {error}") from None
     orders.check_saved_permutation(run_dir, order, seed)
-    test_set = mnist_data.load_splits(data_dir, seed=seed, dataset=dataset, source=source).test
+    test_set = mnist_data.load_test_set(data_dir, dataset=dataset, source=source)
     test_set = orders.in_order(test_set, order, seed)
     shape = list(test_set.inputs.shape[1:])
     misfit = (f"{config_path}: the parameters of checkpoint {{}} do not fit the model "
