@@ -91,11 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         splits = load_data(config)  # bad data fails here, before JAX starts
         from jaxseq.app import runtime
 
-        args.cpu_devices = runtime.start(args.cpu_devices, config.batch_size,
+        requested = args.cpu_devices
+        args.cpu_devices = runtime.start(requested, config.batch_size,
                                          **distributed.start_kwargs(args))
         import jax
 
-        cli.check_devices(parser, args.out_dir, config.batch_size)
+        cli.check_devices(parser, args.out_dir, config.batch_size, requested)
         from jaxseq.app import memory  # sizes that cannot fit: one line, exit 2
 
         memory.check_fits(memory.mnist_estimate(

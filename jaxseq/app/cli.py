@@ -252,16 +252,22 @@ def saved_settings(parser: argparse.ArgumentParser, config: object, keys: Sequen
     return saved
 
 
-def check_devices(parser: argparse.ArgumentParser, out_dir: object, batch_size: int) -> None:
-    """The flag checks that need JAX started, before any run folder is made."""
+def check_devices(parser: argparse.ArgumentParser, out_dir: object, batch_size: int,
+                  cpu_devices: int | None = None) -> None:
+    """The flag checks that need JAX started, before any run folder is made
+    (``cpu_devices``: the count asked for, to name an ``XLA_FLAGS`` that overrode it)."""
     import jax
+
+    from jaxseq.app.runtime import devices_source
 
     if jax.process_count() > 1 and not out_dir:  # each process would make its own folder
         parser.error("several processes need one run folder: give --out-dir (on a "
                      "filesystem every host sees) or --resume")
     if batch_size % jax.device_count():
+        source = devices_source(cpu_devices) if jax.default_backend() == "cpu" else ""
         parser.error(f"--batch-size {batch_size} must be a multiple of the number of devices "
-                     f"({jax.device_count()}), since each batch is split evenly across them")
+                     f"({jax.device_count()}{source}), since each batch is split evenly across "
+                     f"them")
 
 
 def read_run_config(parser: argparse.ArgumentParser, run_dir: Path, flag: str,

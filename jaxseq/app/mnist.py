@@ -11,8 +11,10 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from jaxseq.app import cli, distributed, flags
+from jaxseq.app import cli, distributed, flags, runtime
 from jaxseq.checks import check_positive_int
+from jaxseq.data import download
+from jaxseq.data.catalogue import dataset_info
 from jaxseq.runs import folder, interrupt
 from jaxseq.tasks.config import setting
 from jaxseq.tasks.mnist.config import MnistConfig
@@ -91,15 +93,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for key, value in saved.items():
             if key not in given:
                 setattr(args, key, cli.path(value) if key == "data_dir" and value else value)
+        if "data_dir" not in given:
+            _check_recorded_data(parser, args, "--resume", args.resume)
         args.out_dir = args.resume
     elif args.eval_only is not None:
         cli.refuse_other_flags(parser, given, "--eval-only", EVAL_ONLY_FLAGS)
         config = cli.read_run_config(parser, args.eval_only, "--eval-only", RUN_KEYS)
         if args.data_dir is None and config.get("data_dir"):
             args.data_dir = cli.path(config["data_dir"])
+            args.dataset = config.get("dataset", "mnist")
+            _check_recorded_data(parser, args, "--eval-only", args.eval_only)
         args.seed = config.get("seed", 0)
         args.cpu_devices = config.get("cpu_devices", 1)  # the run's own device count
-    if (args.eval_only is None and args.cpu_devices is not None
+    forced = runtime.forced_cpu_devices()  # XLA_FLAGS wins over --cpu-devices
+    if args.eval_only is None and forced is not None and args.batch_size % forced:
+        parser.error(f"--batch-size {args.batch_size} must be a multiple of the number of "
+                     f"devices ({forced}{runtime.devices_source(args.cpu_devices)}), since "
+                     f"each batch is split evenly across them")
+    if (args.eval_only is None and args.cpu_devices is not None and forced is None
             and args.batch_size % args.cpu_devices):  # before JAX makes that many devices
         parser.error(f"--cpu-devices {args.cpu_devices} must divide --batch-size "
                      f"{args.batch_size}, since each batch is split evenly across the devices")
@@ -107,6 +118,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.lock = cli.ensure_new_run_dir(parser, args.out_dir, args.overwrite,
                                            lock=not distributed.several_processes(args))
     return args
+
+
+def _check_recorded_data(parser: argparse.ArgumentParser, args: argparse.Namespace, flag: str,
+                         run_dir: Path) -> None:
+    """A data folder taken from the run's ``config.json`` must still hold the files: else say
+    where it came from (the run, not ``--data-dir``) and how to name another one."""
+    if args.data_dir is None or getattr(args, "source", "idx") != "idx":
+        return
+    missing = download.missing_files(args.data_dir, dataset_info(args.dataset).files)
+    if missing:
+        parser.error(f"{flag}: the data folder recorded in {run_dir / 'config.json'}, "
+                     f"{args.data_dir}, does not hold {', '.join(missing)}[.gz]; give "
+                     f"--data-dir to read the files from another folder")
 
 
 def config_from(args: argparse.Namespace) -> MnistConfig:

@@ -23,6 +23,26 @@ def default_cpu_devices(batch_size: int) -> int:
     return max(d for d in range(1, max(1, cores) + 1) if batch_size % d == 0)
 
 
+def forced_cpu_devices() -> int | None:
+    """The CPU device count that ``XLA_FLAGS`` sets (it wins over ``--cpu-devices``: XLA
+    reads it when JAX starts), or ``None``."""
+    for flag in os.environ.get("XLA_FLAGS", "").split():
+        if flag.startswith(CPU_DEVICES_FLAG + "="):
+            return int(flag.split("=", 1)[1])
+    return None
+
+
+def devices_source(requested: int | None = None) -> str:
+    """Where the CPU device count comes from, for messages: ``", set by XLA_FLAGS=...,
+    which overrides --cpu-devices 1"`` when ``XLA_FLAGS`` sets it, else ``""``."""
+    forced = forced_cpu_devices()
+    if forced is None:
+        return ""
+    overridden = (f", which overrides --cpu-devices {requested}"
+                  if requested is not None and requested != forced else "")
+    return f", set by XLA_FLAGS={CPU_DEVICES_FLAG}={forced}{overridden}"
+
+
 def set_cpu_devices(count: int) -> int:
     """Expose the host CPU to JAX as ``count`` devices, before JAX starts its backends.
 
@@ -34,10 +54,9 @@ def set_cpu_devices(count: int) -> int:
       RuntimeError: if JAX's backends are already initialised.
     """
     check_positive_int("the CPU device count", count)
+    if forced_cpu_devices() is not None:
+        return forced_cpu_devices()
     flags = os.environ.get("XLA_FLAGS", "")
-    for flag in flags.split():
-        if flag.startswith(CPU_DEVICES_FLAG + "="):
-            return int(flag.split("=", 1)[1])
     from jax._src import xla_bridge  # no public API tells whether backends started
 
     if xla_bridge.backends_are_initialized():
@@ -82,6 +101,9 @@ def start(cpu_devices: int | None, batch_size: int, distributed: bool = False,
 
     if cpu_devices is None:
         cpu_devices = default_cpu_devices(batch_size)
+    elif log is not None and forced_cpu_devices() not in (None, cpu_devices):
+        log(f"note: the CPU is split into {forced_cpu_devices()} devices"
+            f"{devices_source(cpu_devices)} (XLA reads XLA_FLAGS when JAX starts)")
     try:
         cpu_devices = set_cpu_devices(cpu_devices)  # XLA_FLAGS may win
     except RuntimeError:

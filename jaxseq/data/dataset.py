@@ -54,6 +54,49 @@ class Dataset:
         lengths = None if self.lengths is None else self.lengths[index]
         return Dataset(self.inputs[index], self.labels[index], lengths)
 
+    def check_finite(self, where: str) -> None:
+        """:func:`check_finite_inputs` of these inputs (valid steps only); ``where`` names
+        the data (``"training set"``)."""
+        check_finite_inputs(self.inputs, self.lengths, where)
+
+
+def check_finite_inputs(inputs: np.ndarray, lengths: np.ndarray | None = None,
+                        where: str = "the") -> None:
+    """Refuse inputs holding a NaN or an infinity (at valid steps), naming the first one.
+
+    A non-finite input makes every loss it reaches non-finite; checked once on the host,
+    it is named as the data's fault instead of the training's.
+
+    Args:
+      inputs: ``[N, ...]`` (``[N, time, features]`` for sequences); integers pass.
+      lengths: optional ``[N]`` valid lengths: padded steps may hold anything.
+      where: what the data is, for the message (``"training set"``).
+
+    Raises:
+      ValueError: ``"training set inputs hold nan at example 7, time step 3, feature 0
+        ([N, time, features]); the data is at fault, not the training: fix or drop that
+        example"``.
+
+    >>> check_finite_inputs(np.array([[[0.0], [np.inf]]]), where="test set")
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: test set inputs hold inf at example 0, time step 1, feature 0 ...
+    """
+    x = np.asarray(inputs)
+    if not np.issubdtype(x.dtype, np.inexact) or x.size == 0:
+        return
+    bad = ~np.isfinite(x)
+    if lengths is not None and x.ndim >= 2:
+        valid = np.arange(x.shape[1])[None, :] < np.asarray(lengths)[:, None]
+        bad &= valid.reshape(valid.shape + (1,) * (x.ndim - 2))
+    if not bad.any():
+        return
+    index = np.unravel_index(int(np.argmax(bad)), bad.shape)
+    at = (f"example {index[0]}, time step {index[1]}, feature {index[2]} ([N, time, features])"
+          if x.ndim == 3 else f"example {index[0]}, index {tuple(map(int, index))}")
+    raise ValueError(f"{where} inputs hold {x[index]} at {at}; the data is at fault, not the "
+                     f"training: fix or drop that example")
+
 
 def _check_lengths(lengths: np.ndarray, inputs: np.ndarray) -> np.ndarray:
     """``lengths`` as a NumPy array, checked against ``inputs [N, time, ...]``."""

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxseq.data.dataset import Dataset
+from jaxseq.data.dataset import Dataset, check_finite_inputs
 from jaxseq.data.files import read_json
 from jaxseq.data.orders import raw_image_preparation
 from jaxseq.nn.lengths import check_seq_lengths
@@ -109,6 +109,11 @@ class Predictor:
         raw = self._raw(x)
         if raw and self.prepare is not None:
             x = self.prepare(np.asarray(x))
+        elif self.prepare is not None and np.size(x) and float(np.nanmax(np.abs(x))) > 1.0:
+            raise ValueError(f"inputs hold values up to {float(np.nanmax(np.abs(x))):g} but "
+                             f"{self.name} was trained on images normalised to [-1, 1]; give "
+                             f"the raw integer images (prepared as the run's were) or "
+                             f"normalise them with jaxseq.data.mnist.preprocess")
         elif raw:
             raise ValueError(f"inputs are {x.dtype} but {self.name} was trained on "
                              f"{spec['dtype']} inputs; prepare them as its training data was "
@@ -145,10 +150,12 @@ class Predictor:
         """
         inputs = self.model_inputs(inputs)
         if seq_lengths is None:
+            check_finite_inputs(inputs)
             return _apply(self.model, self.params, inputs)
         if inputs.ndim != 3:  # the model's own message
             raise ValueError(f"inputs must be [batch, time, features], got shape {inputs.shape}")
         seq_lengths = check_seq_lengths(seq_lengths, *inputs.shape[:2])  # on the host
+        check_finite_inputs(inputs, np.asarray(seq_lengths))
         return _apply(self.model, self.params, inputs, seq_lengths)
 
     def predict(self, inputs: np.ndarray | jax.Array,

@@ -129,6 +129,7 @@ def evaluate(state: TrainState, dataset: Dataset, objective: Objective = CLASSIF
     """
     mesh = data_mesh() if mesh is None else mesh
     check_labels(state, dataset, objective, "evaluation set")
+    dataset.check_finite("evaluation set")
     data = EvalData.from_dataset(dataset, batch_size, mesh)
     state = to_mesh(state, replicated(mesh))
     return mean_sums(evaluate_batches(state, data.inputs, data.labels, data.weights, objective,

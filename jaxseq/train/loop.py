@@ -253,9 +253,10 @@ def fit(
     mesh = data_mesh() if mesh is None else mesh
     check_divisible("batch_size", batch_size, mesh)
     rng = _as_key(rng)
-    check_labels(state, train, objective, "training set")
-    if validation:
-        check_labels(state, validation, objective, "validation set")
+    for data, where in ((train, "training set"), (validation, "validation set")):
+        if data:
+            check_labels(state, data, objective, where)
+            data.check_finite(where)
     dropout_rng = (jax.random.fold_in(rng, _DROPOUT_STREAM)
                    if uses_dropout(state.apply_fn) else None)
     if dropout_rng is not None and jax.process_count() == 1:
