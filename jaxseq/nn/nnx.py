@@ -1,8 +1,8 @@
 """The models as Flax NNX modules: Flax's ``nnx.bridge.ToNNX`` around the Linen ones.
 
-An NNX model holds the Linen model's parameter tree as ``nnx.Param`` s and runs the Linen
-model on it, so it gives the same logits and gradients for every cell and implementation;
-:func:`to_nnx` and :func:`to_linen` move the parameters between the two forms.
+An NNX model holds the Linen model's parameter tree as ``nnx.Param`` variables and runs
+the Linen model on it, so it gives the same logits and gradients for every cell and
+implementation; :func:`to_nnx` and :func:`to_linen` move the parameters between the forms.
 """
 
 from __future__ import annotations
@@ -41,10 +41,9 @@ class NNXModel(nnx.Module):
     def __init__(self, module: nn.Module, params: Mapping[str, Any], *,
                  rngs: nnx.Rngs | None = None) -> None:
         self.deterministic = False
-        dropout = getattr(module, "dropout", 0.0) > 0 and rngs is not None
-        self.linen = nnx.bridge.ToNNX(module, nnx.Rngs(dropout=rngs.dropout()) if dropout
-                                      else None)
-        for name, tree in params.items():
+        keys = getattr(module, "dropout", 0.0) > 0 and rngs is not None
+        self.linen = nnx.bridge.ToNNX(module, nnx.Rngs(dropout=rngs.dropout()) if keys else None)
+        for name, tree in params.items():  # where ToNNX's lazy_init puts the variables
             setattr(self.linen, name, jax.tree.map(nnx.Param, tree))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
