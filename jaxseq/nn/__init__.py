@@ -18,6 +18,11 @@ _EXPORTS = {
     "FusedRNN": "jaxseq.nn.layers",
     "FusedBidirectional": "jaxseq.nn.layers",
     "recurrent_layer": "jaxseq.nn.layers",
+    "NNXRecurrentClassifier": "jaxseq.nn.nnx",
+    "NNXBinaryAdder": "jaxseq.nn.nnx",
+    "NNXModel": "jaxseq.nn.nnx",
+    "to_nnx": "jaxseq.nn.nnx",
+    "to_linen": "jaxseq.nn.nnx",
     "CELLS": "jaxseq.nn.registry",
     "IMPLEMENTATIONS": "jaxseq.nn.registry",
 }
