@@ -197,19 +197,24 @@ def test_prefetch_off_gives_the_same_results(monkeypatch):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_triton_lowering_accepts_bidirectional_last_step_kernels(cell, monkeypatch):
+@pytest.mark.parametrize("bidirectional, last_step", [(True, True), (True, False),
+                                                       (False, True)])
+def test_triton_lowering_accepts_bidirectional_and_last_step_kernels(
+        cell, bidirectional, last_step, monkeypatch):
     """Lowered for CUDA: the direction read from the program id, the last-step gradient."""
     pytest.importorskip("jax._src.lib.triton")
     monkeypatch.setattr(jp, "INTERPRET", False)
     rng = np.random.default_rng(8)
-    stacked = jax.tree.map(lambda f, b: jnp.stack([f, b]), make_params(cell, 3, 32, rng),
-                           make_params(cell, 3, 32, rng))
+    params = make_params(cell, 3, 32, rng)
+    if bidirectional:
+        params = jax.tree.map(lambda f, b: jnp.stack([f, b]), params,
+                              make_params(cell, 3, 32, rng))
 
     def loss(xs, params):
-        return jnp.sum(jp.pallas_sequence_fn(cell, True, True)(xs, *params))
+        return jnp.sum(jp.pallas_sequence_fn(cell, bidirectional, last_step)(xs, *params))
 
     lowered = jax.jit(jax.grad(loss, argnums=(0, 1))).trace(
-        jnp.zeros((7, 20, 3), jnp.float32), stacked).lower(lowering_platforms=("cuda",))
+        jnp.zeros((7, 20, 3), jnp.float32), params).lower(lowering_platforms=("cuda",))
     assert lowered.as_text().count("xla.gpu.triton") == 2
 
 

@@ -165,7 +165,9 @@ class FusedBidirectional(nn.Module):
     Attributes:
       forward_cell: the forward direction's parameters.
       backward_cell: the backward direction's (same cell and ``features``).
-      implementation: ``"fused"`` or ``"pallas"``.
+      implementation: ``"fused"``, ``"pallas"`` (without ``seq_lengths`` one launch, the
+        backward direction reading the steps in reverse) or ``"cudnn"`` (LSTM).
+      last_step: return only each row's last valid step, ``[batch, 2 * features]``.
 
     Examples:
       >>> import jax, jax.numpy as jnp

@@ -19,15 +19,8 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
-from jaxseq.nn.ops import (
-    Array,
-    GruGates,
-    LstmGates,
-    param_grads,
-    project,
-    recurrent_precision,
-    shift,
-)
+from jaxseq.nn import ops
+from jaxseq.nn.ops import Array, GruGates, LstmGates
 
 __all__ = ["BLOCK_BATCH", "INTERPRET", "MIN_HIDDEN", "NUM_WARPS", "PALLAS_SEQUENCE_FNS",
            "PREFETCH", "check_features", "gru_sequence_pallas", "interpret_mode",
@@ -85,13 +78,12 @@ def _check(fn: str, xs: Array, hidden: int, kernels: Sequence[Array],
         raise ValueError(f"{fn}: hidden size must be a power of two >= {MIN_HIDDEN} for the "
                          f"Pallas GPU (Triton) lowering, got {hidden}; use jaxseq.nn.scan "
                          "for other sizes")
-    for k in kernels:
-        if k.shape != (hidden, hidden):
-            raise ValueError(f"{fn}: recurrent kernels must be [{hidden}, {hidden}], "
-                             f"got {k.shape}")
-    for v in vectors:
-        if v.shape != (hidden,):
-            raise ValueError(f"{fn}: recurrent bias must be [{hidden}], got {v.shape}")
+    for what, arrays, shape in (("kernels", kernels, (hidden, hidden)),
+                                ("bias", vectors, (hidden,))):
+        for a in arrays:
+            if a.shape != shape:
+                raise ValueError(f"{fn}: recurrent {what} must be "
+                                 f"[{', '.join(map(str, shape))}], got {a.shape}")
     if not (_is_power_of_two(BLOCK_BATCH) and BLOCK_BATCH >= 16):
         raise ValueError(f"jaxseq.nn.pallas.BLOCK_BATCH must be a power of two >= 16, "
                          f"got {BLOCK_BATCH}")
@@ -107,8 +99,7 @@ def _recurrence(kernel: Callable[..., None], seqs: Sequence[Array], mats: Sequen
     ``vecs``: ``[D, H]``; ``D`` directions (one program each).
     """
     directions, time, batch, hidden = seqs[0].shape
-    block = BLOCK_BATCH
-    padded = -(-batch // block) * block
+    block, padded = BLOCK_BATCH, -(-batch // BLOCK_BATCH) * BLOCK_BATCH
     if padded != batch:
         seqs = [jnp.pad(s, [(0, 0)] * (s.ndim - 2) + [(0, padded - batch), (0, 0)])
                 for s in seqs]
@@ -127,21 +118,17 @@ def _recurrence(kernel: Callable[..., None], seqs: Sequence[Array], mats: Sequen
         grid=(directions, padded // block),
         in_specs=[spec(s) for s in seqs] + [mat_spec] * len(mats) + [vec_spec] * len(vecs),
         out_specs=[spec(seqs[0])] * num_out,
-        interpret=interpret_mode(),
+        interpret=interpret_mode(), name=name,
         compiler_params=plt.CompilerParams(num_warps=NUM_WARPS),
-        name=name,
     )(*seqs, *mats, *vecs)
     return tuple(o[:, :, :batch] for o in outs)
 
 
-def _matmul(a: Array, b: Array) -> Array:
-    """``a @ b`` inside a kernel (Triton ``tl.dot``) at ``recurrent_precision()``."""
-    return jnp.dot(a, b, precision=recurrent_precision(), preferred_element_type=jnp.float32)
-
-
-def _matmul_t(a: Array, b: Array) -> Array:
-    """``a @ b.T`` inside a kernel, without materialising the transpose."""
-    return lax.dot_general(a, b, (((1,), (1,)), ((), ())), precision=recurrent_precision(),
+def _matmul(a: Array, b: Array, transpose_b: bool = False) -> Array:
+    """``a @ b`` (or ``a @ b.T``, not materialising the transpose) inside a kernel (Triton
+    ``tl.dot``) at ``ops.recurrent_precision()``, accumulated in float32."""
+    return lax.dot_general(a, b, (((1,), (int(transpose_b),)), ((), ())),
+                           precision=ops.recurrent_precision(),
                            preferred_element_type=jnp.float32)
 
 
@@ -158,25 +145,18 @@ def _time_loop(length: int, body, carry, refs: Sequence, backwards) -> None:
     """``carry = body(t, carry, tuple(ref[t] for ref in refs))`` for every step, loaded one
     iteration ahead when :data:`PREFETCH`; ``fori_loop`` counting upwards (the Triton
     lowering only turns those into ``scf.for``), ``t = T-1-k`` where ``backwards``."""
-    if isinstance(backwards, bool):
-        def index(k):
-            return length - 1 - k if backwards else k
-    else:
-        def index(k):
-            return jnp.where(backwards, length - 1 - k, k)
+    def index(k):
+        return jnp.where(backwards, length - 1 - k, k)
 
     def load(k) -> tuple:
         return tuple(ref[index(k)] for ref in refs)
 
-    if not PREFETCH:
-        lax.fori_loop(0, length, lambda k, c: body(index(k), c, load(k)), carry)
-        return
-
     def step(k, state):
-        ahead = load(jnp.minimum(k + 1, length - 1))
-        return body(index(k), state[0], state[1]), ahead
+        carry, loaded = state
+        ahead = load(jnp.minimum(k + 1, length - 1)) if PREFETCH else ()
+        return body(index(k), carry, loaded if PREFETCH else load(k)), ahead
 
-    lax.fori_loop(0, length, step, (carry, load(0)))
+    lax.fori_loop(0, length, step, (carry, load(0) if PREFETCH else ()))
 
 
 def _incoming(d_ref, length: int):
@@ -212,7 +192,7 @@ def _rnn_backward_kernel(bidirectional, hs_ref, d_ref, u_ref, dz_ref):
         *d, h = loaded
         dz = incoming(t, d, dh_next) * (1.0 - h * h)
         dz_ref[t] = dz
-        return _matmul_t(dz, u)
+        return _matmul(dz, u, True)
 
     _time_loop(hs_ref.shape[0], step, _zeros(hs_ref), (*d_refs, hs_ref),
                _backwards(bidirectional, True))
@@ -255,8 +235,8 @@ def _lstm_backward_kernel(bidirectional, c_before_ref, tanh_cs_ref, i_ref, f_ref
               dc * i * (1.0 - g * g), dh * tanh_c * o * (1.0 - o))
         for ref, value in zip((di_ref, df_ref, dg_ref, do_ref), dz, strict=True):
             ref[t] = value
-        dh_prev = (_matmul_t(dz[0], u[0]) + _matmul_t(dz[1], u[1])
-                   + _matmul_t(dz[2], u[2]) + _matmul_t(dz[3], u[3]))
+        dh_prev = (_matmul(dz[0], u[0], True) + _matmul(dz[1], u[1], True)
+                   + _matmul(dz[2], u[2], True) + _matmul(dz[3], u[3], True))
         return dh_prev, dc * f
 
     zeros = _zeros(tanh_cs_ref)
@@ -298,22 +278,22 @@ def _gru_backward_kernel(bidirectional, h_before_ref, r_ref, z_ref, n_ref, hn_re
         dhn = dn * r
         for ref, value in ((dr_ref, dr), (dz_ref, dz), (dn_ref, dn), (dhn_ref, dhn)):
             ref[t] = value
-        return dh * z + _matmul_t(dr, ur) + _matmul_t(dz, uz) + _matmul_t(dhn, un)
+        return dh * z + _matmul(dr, ur, True) + _matmul(dz, uz, True) + _matmul(dhn, un, True)
 
     _time_loop(r_ref.shape[0], step, _zeros(r_ref),
                (*d_refs, h_before_ref, r_ref, z_ref, n_ref, hn_ref),
                _backwards(bidirectional, True))
 
 
-def _project(xs: Array, w: Array, b: Array | None) -> Array:
-    """Each direction's ``xs @ w[d] (+ b[d])``, ``[D, T, B, H]``."""
-    return jax.vmap(project, in_axes=(None, 0, None if b is None else 0))(xs, w, b)
+def _project(xs: Array, w: Array, b: Array) -> Array:
+    """Each direction's ``xs @ w[d] + b[d]``, ``[D, T, B, H]``."""
+    return jax.vmap(ops.project, in_axes=(None, 0, 0))(xs, w, b)
 
 
 def _previous(hs: Array, bidirectional: bool) -> Array:
     """The state each step started from, ``[D, T, B, H]``: the step before in the
     direction's own order (direction 1 of a bidirectional call runs backwards)."""
-    before = [shift(hs[0])]
+    before = [ops.shift(hs[0])]
     if bidirectional:
         before.append(jnp.concatenate([hs[1, 1:], jnp.zeros_like(hs[1, :1])]))
     return jnp.stack(before)
@@ -321,63 +301,42 @@ def _previous(hs: Array, bidirectional: bool) -> Array:
 
 def _grads(cell: str, xs: Array, w, h_prev: Array, dz: tuple[Array, ...]) -> tuple:
     """:func:`jaxseq.nn.ops.param_grads` of each direction; the inputs' summed."""
-    d_xs, *rest = jax.vmap(functools.partial(param_grads, cell),
+    d_xs, *rest = jax.vmap(functools.partial(ops.param_grads, cell),
                            in_axes=(None, 0, 0, 0))(xs, w, h_prev, dz)
     return (d_xs.sum(0), *rest)
 
 
-def _rnn_forward(xs, params, bidirectional):
-    w, b, u = params
-    _check("rnn_sequence_pallas", xs, u.shape[-1], (u[0],), (b[0],))
-    (hs,) = _recurrence(_rnn_forward_kernel, [_project(xs, w, b)], [u], [], 1, "rnn_forward",
-                        bidirectional)
-    return hs, (xs, w, u, hs)
+#: Per cell: ``(w, b, u, vectors)`` from its parameters (``b`` goes into the projection),
+#: the forward and gradient kernels with their numbers of outputs, and the gradient
+#: kernel's step inputs from ``(hs, saved, previous)``.
+_CELLS = {
+    "rnn": (lambda w, b, u: ((w,), (b,), (u,), ()), _rnn_forward_kernel, 1,
+            _rnn_backward_kernel, 1, lambda hs, saved, previous: [hs]),
+    "lstm": (lambda w, u, b: (w, b, u, ()), _lstm_forward_kernel, 7, _lstm_backward_kernel, 4,
+             lambda hs, saved, previous: [previous(saved[0]), *saved[1:]]),
+    "gru": (lambda w, b, u, b_hn: (w, b, u, (b_hn,)), _gru_forward_kernel, 5,
+            _gru_backward_kernel, 4, lambda hs, saved, previous: [previous(hs), *saved]),
+}
 
 
-def _rnn_backward(residuals, d_hs, bidirectional):
-    xs, w, u, hs = residuals
-    dz = _recurrence(_rnn_backward_kernel, [hs, d_hs], [u], [], 1, "rnn_backward",
-                     bidirectional)
-    return _grads("rnn", xs, w, _previous(hs, bidirectional), dz)
-
-
-def _lstm_forward(xs, params, bidirectional):
-    w, u, b = params
-    _check("lstm_sequence_pallas", xs, u[0].shape[-1], [k[0] for k in u], [v[0] for v in b])
+def _forward(cell: str, xs: Array, params: tuple, bidirectional: bool):
+    split, kernel, num_out = _CELLS[cell][:3]
+    w, b, u, vectors = split(*params)
+    _check(f"{cell}_sequence_pallas", xs, u[0].shape[-1], [k[0] for k in u],
+           [v[0] for v in (*b, *vectors)])
     xw = [_project(xs, w_k, b_k) for w_k, b_k in zip(w, b, strict=True)]
-    hs, *saved = _recurrence(_lstm_forward_kernel, xw, list(u), [], 7, "lstm_forward",
+    hs, *saved = _recurrence(kernel, xw, list(u), list(vectors), num_out, f"{cell}_forward",
                              bidirectional)
-    return hs, (xs, w, u, hs, saved)
+    return hs, (xs, params, hs, saved)
 
 
-def _lstm_backward(residuals, d_hs, bidirectional):
-    xs, w, u, hs, (cs, tanh_cs, i, f, g, o) = residuals
-    dz = _recurrence(_lstm_backward_kernel,
-                     [_previous(cs, bidirectional), tanh_cs, i, f, g, o, d_hs], list(u), [],
-                     4, "lstm_backward", bidirectional)
-    return _grads("lstm", xs, w, _previous(hs, bidirectional), dz)
-
-
-def _gru_forward(xs, params, bidirectional):
-    w, b, u, b_hn = params
-    _check("gru_sequence_pallas", xs, u[0].shape[-1], [k[0] for k in u],
-           [v[0] for v in (*b, b_hn)])
-    xw = [_project(xs, w_k, b_k) for w_k, b_k in zip(w, b, strict=True)]
-    hs, *saved = _recurrence(_gru_forward_kernel, xw, list(u), [b_hn], 5, "gru_forward",
-                             bidirectional)
-    return hs, (xs, w, u, hs, saved)
-
-
-def _gru_backward(residuals, d_hs, bidirectional):
-    xs, w, u, hs, (r, z, n, hn) = residuals
-    h_prev = _previous(hs, bidirectional)
-    dz = _recurrence(_gru_backward_kernel, [h_prev, r, z, n, hn, d_hs], list(u), [], 4,
-                     "gru_backward", bidirectional)
-    return _grads("gru", xs, w, h_prev, dz)
-
-
-_PASSES = {"rnn": (_rnn_forward, _rnn_backward), "lstm": (_lstm_forward, _lstm_backward),
-           "gru": (_gru_forward, _gru_backward)}
+def _backward(cell: str, bidirectional: bool, residuals, d_hs) -> tuple:
+    split, _, _, kernel, num_out, step_inputs = _CELLS[cell]
+    xs, params, hs, saved = residuals
+    previous = functools.partial(_previous, bidirectional=bidirectional)
+    dz = _recurrence(kernel, [*step_inputs(hs, saved, previous), d_hs], list(split(*params)[2]),
+                     [], num_out, f"{cell}_backward", bidirectional)
+    return _grads(cell, xs, params[0], previous(hs), dz)
 
 
 @functools.cache
@@ -396,17 +355,15 @@ def pallas_sequence_fn(cell: str, bidirectional: bool = False,
       ``[T, B, H]`` (``[B, H]`` with ``last_step``), or ``[2, T, B, H]`` (``[2, B, H]``)
       with both directions' outputs in input order.
     """
-    forward, backward = _PASSES[cell]
-
     def fwd(xs, *params):
-        hs, residuals = forward(xs, params, bidirectional)
+        hs, residuals = _forward(cell, xs, params, bidirectional)
         return (hs[:, -1] if last_step else hs), residuals
 
     @jax.custom_vjp
     def stacked(xs, *params):
         return fwd(xs, *params)[0]
 
-    stacked.defvjp(fwd, lambda residuals, d_hs: backward(residuals, d_hs, bidirectional))
+    stacked.defvjp(fwd, functools.partial(_backward, cell, bidirectional))
     if bidirectional:
         return stacked
     return lambda xs, *params: stacked(xs, *jax.tree.map(lambda p: p[None], params))[0]
