@@ -304,17 +304,17 @@ def summary(records: list[dict]) -> str:
         if r := latest.get((item.name, True)):
             note = r.get("reason") or (r.get("tail", "").strip().splitlines() or [""])[-1][:60]
             lines.append(f"{item.name:20s} {r['status']:8s} {r.get('wall_s', 0):7.1f}  {note}")
-    lines.append("\nitem / model          train samples/s  compile s  precision (recurrent)")
+    lines.append(f"\n{'item / model':26s} train samples/s  compile s  precision (recurrent)")
     for (name, model), r in latest.items():
         item = BY_NAME.get(name)
         if item and item.kind == "jax" and model in MODELS:
             figure = (f"{r['train_samples_per_s']:15,.0f}  {r['compile_s']:9.2f}  "
                       f"{r['precision']['setting']} ({r['precision']['recurrent']})"
                       if r["status"] == "ok" else r.get("error", "")[:70])
-            lines.append(f"{name + ' / ' + model:21s} {figure}")
+            lines.append(f"{name + ' / ' + model:26s} {figure}")
         elif item and item.kind == "torch" and model in MODELS:
             modes = {m: e.get("train_samples_per_s") for m, e in r.get("modes", {}).items()}
-            lines.append(f"torch / {model:13s} " + (", ".join(
+            lines.append(f"torch / {model:18s} " + (", ".join(
                 f"{m} {v:,.0f}" if v else f"{m} n/a" for m, v in modes.items())
                 if r["status"] == "ok" else r.get("error", "")[:70]))
         elif item and item.kind == "correct" and model in MODELS:
