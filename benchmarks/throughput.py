@@ -14,6 +14,9 @@ What is measured, on whatever device JAX picks (CPU here, GPU/TPU unchanged):
   (default: as ``experiments/mnist.py`` chooses) splits the CPU into that many devices,
   see :mod:`jaxseq.app.runtime`.
 * ``compile s``: ahead-of-time ``lower().compile()`` of that chunk.
+* ``matmul_precision`` (in the JSON's ``machine``): ``jax_default_matmul_precision`` and
+  the recurrent matmuls' precision (:func:`jaxseq.nn.ops.recurrent_precision`: TF32 on a
+  GPU unless ``JAX_DEFAULT_MATMUL_PRECISION`` is set; ``None`` = JAX's default).
 * ``eval samples/s``: the loop's masked evaluation over 10,000 examples (batches of 1,000).
 * ``GFLOP/s``: an analytic count of the float operations of one training sample divided by
   the time per sample. Per layer and direction, with ``T`` steps, ``I`` inputs, ``H`` hidden
@@ -85,6 +88,7 @@ from torch_baseline import MODE_LABELS, MODES, cpu_name  # benchmarks/torch_base
 from jaxseq.app import cli, runtime
 from jaxseq.data import Dataset, files
 from jaxseq.nn.classifier import RecurrentClassifier
+from jaxseq.nn.ops import recurrent_precision
 from jaxseq.nn.registry import CELLS, IMPLEMENTATIONS
 from jaxseq.train import (
     CLASSIFICATION,
@@ -163,14 +167,14 @@ def _time_chunk(state, sums, x, y, indices, objective, mesh, repeats: int):
 
 def bench_jax(cell: str, bidirectional: bool, batch_size: int, steps: int, repeats: int,
               implementation: str, time_steps: int = 28, features: int = 28,
-              evaluation: bool = True) -> dict:
+              evaluation: bool = True, hidden: int = 128) -> dict:
     """jaxseq's figures for inputs ``[batch_size, time_steps, features]`` float32."""
     mesh = data_mesh()
     rng = np.random.default_rng(0)
     n = batch_size * steps
     x = _replicate(jnp.asarray(rng.normal(size=(n, time_steps, features)), jnp.float32), mesh)
     y = _replicate(jnp.asarray(rng.integers(0, 10, n), jnp.int32), mesh)
-    model = RecurrentClassifier(cell=cell, features=128, bidirectional=bidirectional,
+    model = RecurrentClassifier(cell=cell, features=hidden, bidirectional=bidirectional,
                                 implementation=implementation)
     state = _replicate(create_train_state(model, jax.random.key(0), x[:1]), mesh)
     sums = _replicate(zero_sums(state, CLASSIFICATION, x, y), mesh)
@@ -179,7 +183,7 @@ def bench_jax(cell: str, bidirectional: bool, batch_size: int, steps: int, repea
     compile_seconds, seconds, state = _time_chunk(state, sums, x, y, indices, CLASSIFICATION,
                                                   mesh, repeats)
     train_rate = n / seconds
-    flops = train_flops_per_sample(cell, bidirectional, time_steps, features)
+    flops = train_flops_per_sample(cell, bidirectional, time_steps, features, hidden)
     row = {"train_samples_per_s": train_rate, "compile_s": compile_seconds,
            "train_gflops": train_rate * flops / 1e9, "train_flops_per_sample": flops}
     if evaluation:
@@ -192,6 +196,13 @@ def bench_jax(cell: str, bidirectional: bool, batch_size: int, steps: int, repea
                       for _ in range(repeats)]
         row["eval_samples_per_s"] = count / statistics.median(eval_times)
     return row
+
+
+def precision() -> dict:
+    """The matmul precision of this run: ``jax_default_matmul_precision`` and the recurrent
+    matmuls' (:func:`jaxseq.nn.ops.recurrent_precision`; ``None``: JAX's default)."""
+    return {"jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
+            "recurrent": recurrent_precision()}
 
 
 def torch_device() -> str:
@@ -499,7 +510,8 @@ def main(argv: list[str] | None = None) -> int:
                "cpu_count": os.cpu_count(), "cpu_name": cpu_name(),
                "platform": platform.platform(),
                "processor": platform.processor(), "jax": jax.__version__,
-               "xla_flags": os.environ.get("XLA_FLAGS", ""), "device_count": jax.device_count()}
+               "xla_flags": os.environ.get("XLA_FLAGS", ""), "device_count": jax.device_count(),
+               "matmul_precision": precision()}
     peak = matmul_peak()
     print(f"{machine['backend']}: {jax.device_count()} device(s) {machine['devices']} "
           f"({machine['device_name']}), {machine['cpu_count']} CPUs, float32 matmul peak "

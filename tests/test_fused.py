@@ -102,5 +102,7 @@ def test_unknown_fused_cell_and_bad_shapes():
         FusedRNN("mgu", 4).init(jax.random.key(0), jnp.zeros((1, 2, 3)))
     with pytest.raises(ValueError, match=r"\[batch, time, features\]"):
         FusedRNN("gru", 4).init(jax.random.key(0), jnp.zeros((2, 3)))
-    with pytest.raises(ValueError, match="unknown implementation 'cudnn'"):
+    with pytest.raises(ValueError, match="unknown implementation 'cuda'"):
+        RecurrentClassifier(cell="gru", implementation="cuda")
+    with pytest.raises(ValueError, match="cell 'gru' has no 'cudnn' implementation"):
         RecurrentClassifier(cell="gru", implementation="cudnn")

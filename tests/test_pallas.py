@@ -147,3 +147,115 @@ def test_forward_mode_is_not_supported():
     params = make_params("rnn", 2, 16, rng)
     with pytest.raises(TypeError, match="custom_vjp"):
         jax.jvp(lambda x: jp.rnn_sequence_pallas(x, *params), (xs,), (xs,))
+
+
+def fused_bidirectional(cell):
+    """Both directions by the fused scan, the backward one over the reversed steps:
+    ``[2, T, B, H]`` in input order, as ``pallas_sequence_fn(cell, True)`` gives them."""
+    def fn(xs, *stacked):
+        hs = jax.vmap(FUSED[cell])(jnp.stack([xs, xs[::-1]]), *stacked)
+        return jnp.stack([hs[0], hs[1, ::-1]])
+
+    return fn
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("last_step", [False, True])
+def test_bidirectional_and_last_step_kernels_match_fused(cell, last_step):
+    """One launch for both directions (the backward one reading reversed indices), and
+    the last-step kernels whose gradient pass takes only that step's gradient."""
+    rng = np.random.default_rng(6)
+    time, batch, in_features, hidden = 4, 12, 3, 16  # one block, padded
+    xs = jnp.asarray(rng.normal(size=(time, batch, in_features)), jnp.float32)
+    stacked = jax.tree.map(lambda f, b: jnp.stack([f, b]),
+                           make_params(cell, in_features, hidden, rng),
+                           make_params(cell, in_features, hidden, rng))
+    single = jax.tree.map(lambda p: p[0], stacked)
+
+    def last(fn, axis):
+        return (lambda *a: jnp.take(fn(*a), -1, axis)) if last_step else fn
+
+    shape = (2, batch, hidden) if last_step else (2, time, batch, hidden)
+    weights = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    got = outputs_and_grads(jp.pallas_sequence_fn(cell, True, last_step), xs, stacked, weights)
+    want = outputs_and_grads(last(fused_bidirectional(cell), 1), xs, stacked, weights)
+    assert_trees_close(got, want)
+    got = outputs_and_grads(jp.pallas_sequence_fn(cell, False, last_step), xs, single,
+                            weights[0])
+    want = outputs_and_grads(last(FUSED[cell], 0), xs, single, weights[0])
+    assert_trees_close(got, want)
+
+
+def test_prefetch_off_gives_the_same_results(monkeypatch):
+    rng = np.random.default_rng(7)
+    xs = jnp.asarray(rng.normal(size=(5, 16, 3)), jnp.float32)
+    params = make_params("lstm", 3, 16, rng)
+    weights = jnp.asarray(rng.normal(size=(5, 16, 16)), jnp.float32)
+    on = outputs_and_grads(jp.lstm_sequence_pallas, xs, params, weights)
+    monkeypatch.setattr(jp, "PREFETCH", False)
+    assert_trees_close(outputs_and_grads(jp.lstm_sequence_pallas, xs, params, weights), on)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("bidirectional, last_step", [(True, True), (True, False),
+                                                       (False, True)])
+def test_triton_lowering_accepts_bidirectional_and_last_step_kernels(
+        cell, bidirectional, last_step, monkeypatch):
+    """Lowered for CUDA: the direction read from the program id, the last-step gradient."""
+    pytest.importorskip("jax._src.lib.triton")
+    monkeypatch.setattr(jp, "INTERPRET", False)
+    rng = np.random.default_rng(8)
+    params = make_params(cell, 3, 32, rng)
+    if bidirectional:
+        params = jax.tree.map(lambda f, b: jnp.stack([f, b]), params,
+                              make_params(cell, 3, 32, rng))
+
+    def loss(xs, params):
+        return jnp.sum(jp.pallas_sequence_fn(cell, bidirectional, last_step)(xs, *params))
+
+    lowered = jax.jit(jax.grad(loss, argnums=(0, 1))).trace(
+        jnp.zeros((7, 20, 3), jnp.float32), params).lower(lowering_platforms=("cuda",))
+    assert lowered.as_text().count("xla.gpu.triton") == 2
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_classifier_pallas_matches_fused(bidirectional):
+    """Through the layers: the last layer's last-step kernels, reversed reads when
+    bidirectional; the same parameter tree, logits and gradients."""
+    from jaxseq.nn.classifier import RecurrentClassifier
+
+    rng = np.random.default_rng(9)
+    x = jnp.asarray(rng.normal(size=(6, 4, 3)), jnp.float32)
+    models = {impl: RecurrentClassifier("rnn", 16, 2, bidirectional, 4, impl)
+              for impl in ("fused", "pallas")}
+    params = models["fused"].init(jax.random.key(0), x)["params"]
+    params = jax.tree.map(lambda p: jnp.asarray(rng.normal(0, 0.5, p.shape), p.dtype), params)
+
+    def run(model):
+        def loss(p):
+            return jnp.sum(jnp.sin(model.apply({"params": p}, x)))
+
+        with jax.default_matmul_precision("highest"):
+            return jax.jit(model.apply)({"params": params}, x), jax.jit(jax.grad(loss))(params)
+
+    assert_trees_close(run(models["pallas"]), run(models["fused"]))
+
+
+def test_recurrent_matmuls_follow_the_precision_setting(monkeypatch):
+    """The 8 recurrent matmuls of an LSTM (4 per step each way), in the scan and in the
+    kernels, take ``ops.recurrent_precision()``; the other matmuls keep JAX's default.
+    On a CPU the setting is JAX's default; a set ``jax_default_matmul_precision`` wins."""
+    from jaxseq.nn import ops
+
+    assert ops.recurrent_precision() is None  # this CPU: the programs stay as they were
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert ops.recurrent_precision() == "tensorfloat32"
+    with jax.default_matmul_precision("float32"):
+        assert ops.recurrent_precision() is None
+    monkeypatch.setattr(ops, "RECURRENT_PRECISION", {"gpu": "highest"})
+    xs = jnp.ones((3, 16, 2))
+    params = make_params("lstm", 2, 16, np.random.default_rng(10))
+    for fn in (scan.lstm_sequence, jp.lstm_sequence_pallas):
+        jaxpr = str(jax.make_jaxpr(jax.grad(lambda xs, fn=fn: fn(xs, *params).sum()))(xs))
+        assert jaxpr.count("Precision.HIGHEST") == 2 * 8, fn
+        assert jaxpr.count("dot_general") > 8

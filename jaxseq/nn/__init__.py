@@ -1,6 +1,6 @@
 """Recurrent cells and layers, the sequence classifier, the full adder, the cell registry.
 
-Bottom to top: ``registry`` (no JAX), ``ops``, ``scan`` | ``pallas``, ``lengths`` |
+Bottom to top: ``registry`` (no JAX), ``ops``, ``scan`` | ``pallas`` | ``cudnn``, ``lengths`` |
 ``cells``, ``layers``, ``classifier`` | ``adder``. The names below are imported on first use.
 """
 

@@ -9,7 +9,7 @@ import jax
 
 from jaxseq.checks import check_dropout_rate, check_positive_int
 from jaxseq.nn.layers import check_layer, recurrent_layer
-from jaxseq.nn.lengths import check_seq_lengths, last_valid
+from jaxseq.nn.lengths import check_seq_lengths
 from jaxseq.nn.ops import check_in_features, check_real_inputs, check_sequence_inputs
 from jaxseq.nn.registry import check_implementation
 
@@ -32,9 +32,10 @@ class RecurrentClassifier(nn.Module):
       num_classes: size of the logits.
       implementation: ``"fused"`` (default; :mod:`jaxseq.nn.scan`), ``"pallas"``
         (:mod:`jaxseq.nn.pallas`; ``features`` a power of two ``>= 16``; interpreted,
-        slowly, off a GPU) or ``"flax"`` (``nn.RNN``). One parameter tree, the same
-        outputs and reverse-mode gradients. ``jit``, ``vmap`` and reverse mode work with
-        all; ``jax.hessian`` with ``"fused"`` and ``"flax"``; forward mode (``jvp``,
+        slowly, off a GPU), ``"flax"`` (``nn.RNN``) or ``"cudnn"`` (LSTM on a GPU only,
+        :mod:`jaxseq.nn.cudnn`). One parameter tree, the same outputs and reverse-mode
+        gradients. ``jit`` and reverse mode work with all, ``vmap`` with all but
+        ``"cudnn"``; ``jax.hessian`` with ``"fused"`` and ``"flax"``; forward mode (``jvp``,
         ``jacfwd``, ``linearize``) only with ``"flax"``.
       dropout: PyTorch's ``dropout=p``: with ``train=True``, ``nn.Dropout(p)`` (PRNG
         stream ``"dropout"``) on the outputs of every layer but the last; ``0.0``: no
@@ -42,9 +43,10 @@ class RecurrentClassifier(nn.Module):
 
     Raises:
       ValueError: at construction, for an unknown or unsupported ``cell`` and
-        ``implementation``, non-positive sizes, ``dropout`` outside ``[0, 1)`` or a
-        ``"pallas"`` ``features`` not a power of two ``>= 16``; at apply, for inputs not
-        ``[batch, time, in]`` real numbers with ``time >= 1`` and the parameters' ``in``.
+        ``implementation``, non-positive sizes, ``dropout`` outside ``[0, 1)``, a
+        ``"pallas"`` ``features`` not a power of two ``>= 16`` or ``"cudnn"`` off a GPU;
+        at apply, for inputs not ``[batch, time, in]`` real numbers with ``time >= 1`` and
+        the parameters' ``in``.
       TypeError: under forward-mode differentiation of ``"fused"`` or ``"pallas"``.
 
     Examples:
@@ -101,6 +103,6 @@ class RecurrentClassifier(nn.Module):
             outputs = recurrent_layer(self.cell, self.features,
                                       implementation=self.implementation,
                                       bidirectional=self.bidirectional,
+                                      last_step=layer == self.num_layers - 1,
                                       name=f"cell_{layer}")(outputs, seq_lengths=seq_lengths)
-        last = outputs[:, -1] if seq_lengths is None else last_valid(outputs, seq_lengths)
-        return nn.Dense(self.num_classes, name="head")(last)
+        return nn.Dense(self.num_classes, name="head")(outputs)  # the last (valid) step

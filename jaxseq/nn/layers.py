@@ -2,7 +2,9 @@
 
 The implementations (:func:`recurrent_layer`) keep the parameters as Flax's cells do, so
 one tree runs with each; they give the same outputs and gradients, take ``seq_lengths`` as
-``nn.RNN`` does and zero the outputs at padded steps.
+``nn.RNN`` does and zero the outputs at padded steps. With ``last_step=True`` a layer returns
+only each row's last (valid) step, ``[batch, features * directions]``: the classifier's last
+layer, whose Pallas kernels then take only that step's gradient.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from flax.linen.recurrent import DenseParams, flip_sequences
 
 from jaxseq.checks import check_positive_int
 from jaxseq.nn.cells import make_cell
-from jaxseq.nn.lengths import masked
+from jaxseq.nn.lengths import last_valid, masked
 from jaxseq.nn.ops import cast_inputs, check_in_features, check_sequence_inputs, forward_mode_hint
 from jaxseq.nn.registry import CELLS, check_implementation
 from jaxseq.nn.scan import gru_sequence, lstm_sequence, rnn_sequence
@@ -33,12 +35,16 @@ _SCAN_FNS = {"rnn": rnn_sequence, "lstm": lstm_sequence, "gru": gru_sequence}
 
 
 def sequence_fn(cell: str, implementation: str = "fused") -> Callable[..., Array]:
-    """``fn(xs [T, B, I], *params) -> [T, B, H]`` of ``cell`` in ``"fused"`` or ``"pallas"``
-    (``ValueError`` for a cell or implementation without one)."""
+    """``fn(xs [T, B, I], *params) -> [T, B, H]`` of ``cell`` in ``"fused"``, ``"pallas"``
+    or ``"cudnn"`` (``ValueError`` for a cell or implementation without one)."""
     if implementation == "pallas":
         from jaxseq.nn.pallas import PALLAS_SEQUENCE_FNS
 
         return PALLAS_SEQUENCE_FNS[cell]
+    if implementation == "cudnn" and cell == "lstm":
+        from jaxseq.nn.cudnn import lstm_sequence_cudnn
+
+        return lstm_sequence_cudnn
     if implementation != "fused" or cell not in _SCAN_FNS:
         raise ValueError(f"no {implementation!r} sequence function for cell {cell!r}; "
                          f"fused cells: {', '.join(FUSED_CELLS)}")
@@ -97,7 +103,8 @@ class FusedRNN(nn.Module):
       features: hidden units.
       reverse: read the sequence backwards; outputs stay in input order
         (``nn.RNN(..., reverse=True, keep_order=True)``).
-      implementation: ``"fused"`` or ``"pallas"`` (:func:`sequence_fn`).
+      implementation: ``"fused"``, ``"pallas"`` or ``"cudnn"`` (:func:`sequence_fn`).
+      last_step: return only each row's last valid step, ``[batch, features]``.
 
     Raises:
       ValueError: for an unknown cell, inputs not ``[batch, time, in]`` real numbers with
@@ -116,6 +123,7 @@ class FusedRNN(nn.Module):
     features: int
     reverse: bool = False
     implementation: str = "fused"
+    last_step: bool = False
 
     @nn.compact
     def __call__(self, inputs: Array, seq_lengths: Array | None = None) -> Array:
@@ -124,6 +132,13 @@ class FusedRNN(nn.Module):
         if not self.is_initializing():
             check_in_features(inputs, self.variables.get("params"))
         params = _cell_params(self.cell, self.features, inputs.shape[-1])
+        if (self.last_step and self.implementation == "pallas" and seq_lengths is None
+                and not self.reverse):
+            from jaxseq.nn.pallas import pallas_sequence_fn
+
+            xs = jnp.swapaxes(cast_inputs(inputs, params), 0, 1)
+            with forward_mode_hint("pallas"):
+                return pallas_sequence_fn(self.cell, last_step=True)(xs, *params)
         fn = sequence_fn(self.cell, self.implementation)
 
         def run(x: Array, seq_lengths: Array | None) -> Array:
@@ -136,7 +151,8 @@ class FusedRNN(nn.Module):
                 hs = flip_sequences(hs, seq_lengths, 1, True)
             return jnp.swapaxes(hs, 0, 1)
 
-        return masked(run, cast_inputs(inputs, params), seq_lengths)
+        return _last(self.last_step, masked(run, cast_inputs(inputs, params), seq_lengths),
+                     seq_lengths)
 
 
 class FusedBidirectional(nn.Module):
@@ -149,7 +165,9 @@ class FusedBidirectional(nn.Module):
     Attributes:
       forward_cell: the forward direction's parameters.
       backward_cell: the backward direction's (same cell and ``features``).
-      implementation: ``"fused"`` or ``"pallas"``.
+      implementation: ``"fused"``, ``"pallas"`` (without ``seq_lengths`` one launch, the
+        backward direction reading the steps in reverse) or ``"cudnn"`` (LSTM).
+      last_step: return only each row's last valid step, ``[batch, 2 * features]``.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -163,6 +181,7 @@ class FusedBidirectional(nn.Module):
     forward_cell: FusedCellParams
     backward_cell: FusedCellParams
     implementation: str = "fused"
+    last_step: bool = False
 
     @nn.compact
     def __call__(self, inputs: Array, seq_lengths: Array | None = None) -> Array:
@@ -170,50 +189,82 @@ class FusedBidirectional(nn.Module):
         check_sequence_inputs(inputs)
         forward = self.forward_cell(inputs.shape[-1])
         backward = self.backward_cell(inputs.shape[-1])
+        cell, implementation = self.forward_cell.cell, self.implementation
         stacked = jax.tree.map(lambda f, b: jnp.stack([f, b]), forward, backward)
-        fn = jax.vmap(sequence_fn(self.forward_cell.cell, self.implementation))
+        inputs = cast_inputs(inputs, (forward, backward))
+        if implementation == "pallas" and seq_lengths is None:  # reversed reads, no copies
+            from jaxseq.nn.pallas import pallas_sequence_fn
 
-        def run(x: Array, seq_lengths: Array | None) -> Array:
-            xs = jnp.swapaxes(x, 0, 1)
-            with forward_mode_hint(self.implementation):
-                hs = fn(jnp.stack([xs, flip_sequences(xs, seq_lengths, 1, True)]), *stacked)
-            hs = jnp.concatenate([hs[0], flip_sequences(hs[1], seq_lengths, 1, True)], -1)
-            return jnp.swapaxes(hs, 0, 1)
+            with forward_mode_hint("pallas"):
+                hs = pallas_sequence_fn(cell, True, self.last_step)(
+                    jnp.swapaxes(inputs, 0, 1), *stacked)
+            hs = jnp.concatenate([hs[0], hs[1]], -1)
+            return hs if self.last_step else jnp.swapaxes(hs, 0, 1)
+        if implementation == "cudnn":
+            from jaxseq.nn.cudnn import lstm_cudnn
 
-        return masked(run, cast_inputs(inputs, (forward, backward)), seq_lengths)
+            def run(x: Array, seq_lengths: Array | None) -> Array:
+                return lstm_cudnn(x, (forward, backward), seq_lengths)
+        else:
+            fn = jax.vmap(sequence_fn(cell, implementation))
+
+            def run(x: Array, seq_lengths: Array | None) -> Array:
+                xs = jnp.swapaxes(x, 0, 1)
+                with forward_mode_hint(implementation):
+                    hs = fn(jnp.stack([xs, flip_sequences(xs, seq_lengths, 1, True)]), *stacked)
+                hs = jnp.concatenate([hs[0], flip_sequences(hs[1], seq_lengths, 1, True)], -1)
+                return jnp.swapaxes(hs, 0, 1)
+
+        return _last(self.last_step, masked(run, inputs, seq_lengths), seq_lengths)
 
 
 class MaskedRNN(nn.Module):
     """Flax's ``rnn`` (``nn.RNN`` or ``nn.Bidirectional``) with the padded steps zeroed."""
 
     rnn: nn.Module
+    last_step: bool = False
 
     @nn.compact
     def __call__(self, inputs: Array, seq_lengths: Array | None = None) -> Array:
         """Run the layer; ``seq_lengths``: optional ``[batch]`` ints in ``[1, time]``."""
-        return masked(lambda x, n: self.rnn(x, seq_lengths=n), inputs, seq_lengths)
+        outputs = masked(lambda x, n: self.rnn(x, seq_lengths=n), inputs, seq_lengths)
+        return _last(self.last_step, outputs, seq_lengths)
+
+
+def _last(last_step: bool, outputs: Array, seq_lengths: Array | None) -> Array:
+    """``outputs [batch, time, F]``, or with ``last_step`` each row's last valid step."""
+    if not last_step:
+        return outputs
+    return outputs[:, -1] if seq_lengths is None else last_valid(outputs, seq_lengths)
 
 
 def check_layer(cell: str, features: int, implementation: str) -> None:
     """Refuse (``ValueError``) an unknown or unsupported cell and implementation, a
-    non-positive ``features``, or a ``"pallas"`` one not a power of two ``>= 16``."""
+    non-positive ``features``, a ``"pallas"`` one not a power of two ``>= 16``, or
+    ``"cudnn"`` off a GPU."""
     check_implementation(cell, implementation)
     check_positive_int("features", features)
     if implementation == "pallas":
         from jaxseq.nn.pallas import check_features
 
         check_features(features)
+    if implementation == "cudnn":
+        from jaxseq.nn.cudnn import check_available
+
+        check_available(CELLS[cell].implementations)
 
 
 def recurrent_layer(cell: str, features: int, *, implementation: str = "fused",
-                    bidirectional: bool = False, name: str | None = None) -> nn.Module:
+                    bidirectional: bool = False, last_step: bool = False,
+                    name: str | None = None) -> nn.Module:
     """The layer of ``cell`` in ``implementation``, called as ``layer(inputs, seq_lengths=None)``.
 
     Args:
       cell: a key of :data:`jaxseq.nn.registry.CELLS`.
       features: hidden units per direction.
-      implementation: ``"fused"``, ``"pallas"`` or ``"flax"``.
+      implementation: ``"fused"``, ``"pallas"``, ``"flax"`` or ``"cudnn"`` (LSTM, GPU).
       bidirectional: run both directions and concatenate their outputs.
+      last_step: return only each row's last valid step, ``[batch, features * directions]``.
       name: where the parameters live in the calling module: ``name`` for the forward
         direction, ``name + "_backward"`` for the backward one (Flax's cell layout).
 
@@ -235,8 +286,9 @@ def recurrent_layer(cell: str, features: int, *, implementation: str = "fused",
     names = (name, None if name is None else f"{name}_backward")
     if implementation == "flax":
         rnns = [nn.RNN(make_cell(cell, features, name=n)) for n in names[:1 + bidirectional]]
-        return MaskedRNN(nn.Bidirectional(*rnns) if bidirectional else rnns[0])
+        return MaskedRNN(nn.Bidirectional(*rnns) if bidirectional else rnns[0], last_step)
     if bidirectional:
         return FusedBidirectional(*(FusedCellParams(cell, features, name=n) for n in names),
-                                  implementation=implementation)
-    return FusedRNN(cell, features, implementation=implementation, name=name)
+                                  implementation=implementation, last_step=last_step)
+    return FusedRNN(cell, features, implementation=implementation, last_step=last_step,
+                    name=name)

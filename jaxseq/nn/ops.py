@@ -19,10 +19,31 @@ LstmGates = tuple[Array, Array, Array, Array]
 #: One array per GRU gate, in the order r, z, n.
 GruGates = tuple[Array, Array, Array]
 
-__all__ = ["FORWARD_MODE_MESSAGE", "PALLAS_FORWARD_MODE_MESSAGE", "cast_inputs",
-           "check_in_features", "check_real_inputs", "check_sequence_args",
+__all__ = ["FORWARD_MODE_MESSAGE", "PALLAS_FORWARD_MODE_MESSAGE", "RECURRENT_PRECISION",
+           "cast_inputs", "check_in_features", "check_real_inputs", "check_sequence_args",
            "check_sequence_inputs", "forward_mode_hint", "forward_mode_message",
-           "param_grads", "params_in_features", "project", "shift"]
+           "param_grads", "params_in_features", "project", "recurrent_matmul",
+           "recurrent_precision", "shift"]
+
+#: Precision of the recurrent matmuls (``h @ U``, ``dz @ U.T`` at each step of the scans, the
+#: Pallas kernels and cuDNN) per JAX backend while ``jax_default_matmul_precision`` is unset.
+#: On a GPU TF32 tensor cores, PyTorch's cuDNN default (``torch.backends.cudnn.allow_tf32``);
+#: a backend without an entry uses JAX's default (full float32 on a CPU).
+RECURRENT_PRECISION: dict[str, str] = {"gpu": "tensorfloat32"}
+
+
+def recurrent_precision() -> str | None:
+    """The ``precision=`` of the recurrent matmuls at trace time: ``None`` (JAX's default)
+    while ``jax_default_matmul_precision`` is set, so that ``jax.default_matmul_precision(
+    "highest")`` means full float32 everywhere; else :data:`RECURRENT_PRECISION`'s entry."""
+    if getattr(jax.config, "jax_default_matmul_precision", None) is not None:
+        return None
+    return RECURRENT_PRECISION.get(jax.default_backend())
+
+
+def recurrent_matmul(a: Array, b: Array) -> Array:
+    """``a @ b`` at :func:`recurrent_precision`."""
+    return jnp.matmul(a, b, precision=recurrent_precision())
 
 
 def project(xs: Array, kernel: Array, bias: Array | None) -> Array:

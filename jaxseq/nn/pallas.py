@@ -3,12 +3,14 @@
 A persistent RNN (Diamos et al., 2016) loads the recurrent kernels once and runs all steps
 in one launch; projections and weight gradients stay XLA matmuls (:mod:`jaxseq.nn.ops`).
 The functions take :mod:`jaxseq.nn.scan`'s arguments, float32 only. Triton lowering, one
-program per :data:`BLOCK_BATCH` batch rows: ``hidden`` is a power of two ``>= 16``; off a
-GPU they run interpreted (:data:`INTERPRET`). No forward mode, no ``jax.hessian``.
+program per direction and :data:`BLOCK_BATCH` batch rows: ``hidden`` is a power of two
+``>= 16``; off a GPU they run interpreted (:data:`INTERPRET`). No forward mode, no
+``jax.hessian``.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -17,11 +19,12 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
-from jaxseq.nn.ops import Array, GruGates, LstmGates, param_grads, project, shift
+from jaxseq.nn import ops
+from jaxseq.nn.ops import Array, GruGates, LstmGates
 
 __all__ = ["BLOCK_BATCH", "INTERPRET", "MIN_HIDDEN", "NUM_WARPS", "PALLAS_SEQUENCE_FNS",
-           "PRECISION", "check_features", "gru_sequence_pallas", "interpret_mode",
-           "lstm_sequence_pallas", "rnn_sequence_pallas"]
+           "PREFETCH", "check_features", "gru_sequence_pallas", "interpret_mode",
+           "lstm_sequence_pallas", "pallas_sequence_fn", "rnn_sequence_pallas"]
 
 #: Interpret mode: ``None`` = unless ``jax.default_backend() == "gpu"``; ``True`` = always;
 #: ``False`` = never (needs a GPU, or lowers for CUDA from a CPU host). Read at trace time.
@@ -33,9 +36,8 @@ BLOCK_BATCH: int = 16
 #: Warps per program in the compiled (Triton) kernels.
 NUM_WARPS: int = 4
 
-#: Precision of the in-kernel matmuls: ``HIGHEST`` is full float32 (Triton ``ieee``);
-#: ``DEFAULT`` lets Triton use TF32 tensor cores.
-PRECISION: lax.Precision = lax.Precision.HIGHEST
+#: Load each step's inputs one iteration ahead, so that the loads overlap the step's matmul.
+PREFETCH: bool = True
 
 #: Smallest hidden size the GPU lowering accepts (Triton's minimum ``tl.dot`` dimension).
 MIN_HIDDEN = 16
@@ -76,61 +78,94 @@ def _check(fn: str, xs: Array, hidden: int, kernels: Sequence[Array],
         raise ValueError(f"{fn}: hidden size must be a power of two >= {MIN_HIDDEN} for the "
                          f"Pallas GPU (Triton) lowering, got {hidden}; use jaxseq.nn.scan "
                          "for other sizes")
-    for k in kernels:
-        if k.shape != (hidden, hidden):
-            raise ValueError(f"{fn}: recurrent kernels must be [{hidden}, {hidden}], "
-                             f"got {k.shape}")
-    for v in vectors:
-        if v.shape != (hidden,):
-            raise ValueError(f"{fn}: recurrent bias must be [{hidden}], got {v.shape}")
+    for what, arrays, shape in (("kernels", kernels, (hidden, hidden)),
+                                ("bias", vectors, (hidden,))):
+        for a in arrays:
+            if a.shape != shape:
+                raise ValueError(f"{fn}: recurrent {what} must be "
+                                 f"[{', '.join(map(str, shape))}], got {a.shape}")
     if not (_is_power_of_two(BLOCK_BATCH) and BLOCK_BATCH >= 16):
         raise ValueError(f"jaxseq.nn.pallas.BLOCK_BATCH must be a power of two >= 16, "
                          f"got {BLOCK_BATCH}")
 
 
 def _recurrence(kernel: Callable[..., None], seqs: Sequence[Array], mats: Sequence[Array],
-                vecs: Sequence[Array], num_out: int, name: str) -> tuple[Array, ...]:
-    """``num_out`` arrays ``[T, B, H]`` from ``kernel(*seq_refs, *mat_refs, *vec_refs,
-    *out_refs)`` run once per ``[T, BLOCK_BATCH, H]`` block of the sequences."""
-    time, batch, hidden = seqs[0].shape
-    block = BLOCK_BATCH
-    padded = -(-batch // block) * block
+                vecs: Sequence[Array], num_out: int, name: str,
+                bidirectional: bool) -> tuple[Array, ...]:
+    """``num_out`` arrays ``[D, T, B, H]`` from ``kernel(bidirectional, *seq_refs,
+    *mat_refs, *vec_refs, *out_refs)``, run once per direction and ``BLOCK_BATCH`` rows.
+
+    ``seqs``: ``[D, T, B, H]`` (the first one) or ``[D, B, H]``; ``mats``: ``[D, H, H]``;
+    ``vecs``: ``[D, H]``; ``D`` directions (one program each).
+    """
+    directions, time, batch, hidden = seqs[0].shape
+    block, padded = BLOCK_BATCH, -(-batch // BLOCK_BATCH) * BLOCK_BATCH
     if padded != batch:
-        seqs = [jnp.pad(s, ((0, 0), (0, padded - batch), (0, 0))) for s in seqs]
-    seq_spec = pl.BlockSpec((time, block, hidden), lambda i: (0, i, 0))
-    mat_spec = pl.BlockSpec((hidden, hidden), lambda i: (0, 0))
-    vec_spec = pl.BlockSpec((hidden,), lambda i: (0,))
-    out_shape = [jax.ShapeDtypeStruct((time, padded, hidden), jnp.float32)] * num_out
+        seqs = [jnp.pad(s, [(0, 0)] * (s.ndim - 2) + [(0, padded - batch), (0, 0)])
+                for s in seqs]
+
+    def spec(a: Array) -> pl.BlockSpec:
+        if a.ndim == 4:
+            return pl.BlockSpec((None, time, block, hidden), lambda d, i: (d, 0, i, 0))
+        return pl.BlockSpec((None, block, hidden), lambda d, i: (d, i, 0))
+
+    mat_spec = pl.BlockSpec((None, hidden, hidden), lambda d, i: (d, 0, 0))
+    vec_spec = pl.BlockSpec((None, hidden), lambda d, i: (d, 0))
     outs = pl.pallas_call(
-        kernel,
-        out_shape=out_shape,
-        grid=(padded // block,),
-        in_specs=[seq_spec] * len(seqs) + [mat_spec] * len(mats) + [vec_spec] * len(vecs),
-        out_specs=[seq_spec] * num_out,
-        interpret=interpret_mode(),
+        functools.partial(kernel, bidirectional),
+        out_shape=[jax.ShapeDtypeStruct((directions, time, padded, hidden), jnp.float32)]
+        * num_out,
+        grid=(directions, padded // block),
+        in_specs=[spec(s) for s in seqs] + [mat_spec] * len(mats) + [vec_spec] * len(vecs),
+        out_specs=[spec(seqs[0])] * num_out,
+        interpret=interpret_mode(), name=name,
         compiler_params=plt.CompilerParams(num_warps=NUM_WARPS),
-        name=name,
     )(*seqs, *mats, *vecs)
-    return tuple(o[:, :batch] for o in outs)
+    return tuple(o[:, :, :batch] for o in outs)
 
 
-def _matmul(a: Array, b: Array) -> Array:
-    """``a @ b`` inside a kernel (Triton ``tl.dot``), float32 accumulation."""
-    return jnp.dot(a, b, precision=PRECISION, preferred_element_type=jnp.float32)
-
-
-def _matmul_t(a: Array, b: Array) -> Array:
-    """``a @ b.T`` inside a kernel, without materialising the transpose."""
-    return lax.dot_general(a, b, (((1,), (1,)), ((), ())), precision=PRECISION,
+def _matmul(a: Array, b: Array, transpose_b: bool = False) -> Array:
+    """``a @ b`` (or ``a @ b.T``, not materialising the transpose) inside a kernel (Triton
+    ``tl.dot``) at ``ops.recurrent_precision()``, accumulated in float32."""
+    return lax.dot_general(a, b, (((1,), (int(transpose_b),)), ((), ())),
+                           precision=ops.recurrent_precision(),
                            preferred_element_type=jnp.float32)
 
 
-def _time_loop(length: int, body, carry, reverse: bool = False):
-    """``fori_loop`` over ``t = 0 .. T-1`` (or ``T-1 .. 0``), always counting upwards
-    (the Triton lowering only turns upward loops into ``scf.for``)."""
-    if reverse:
-        return lax.fori_loop(0, length, lambda k, c: body(length - 1 - k, c), carry)
-    return lax.fori_loop(0, length, body, carry)
+def _backwards(bidirectional: bool, gradient: bool):
+    """Whether this program's loop runs ``t = T-1 .. 0``: the gradient pass of the forward
+    direction, the forward pass of direction 1 of a bidirectional call (traced there)."""
+    if not bidirectional:
+        return gradient
+    second = pl.program_id(0) == 1
+    return jnp.logical_not(second) if gradient else second
+
+
+def _time_loop(length: int, body, carry, refs: Sequence, backwards) -> None:
+    """``carry = body(t, carry, tuple(ref[t] for ref in refs))`` for every step, loaded one
+    iteration ahead when :data:`PREFETCH`; ``fori_loop`` counting upwards (the Triton
+    lowering only turns those into ``scf.for``), ``t = T-1-k`` where ``backwards``."""
+    def index(k):
+        return jnp.where(backwards, length - 1 - k, k)
+
+    def load(k) -> tuple:
+        return tuple(ref[index(k)] for ref in refs)
+
+    def step(k, state):
+        carry, loaded = state
+        ahead = load(jnp.minimum(k + 1, length - 1)) if PREFETCH else ()
+        return body(index(k), carry, loaded if PREFETCH else load(k)), ahead
+
+    lax.fori_loop(0, length, step, (carry, load(0) if PREFETCH else ()))
+
+
+def _incoming(d_ref, length: int):
+    """The refs to load per step and ``dh(t, loaded, dh_next)`` for the outputs' gradient:
+    ``[T, B, H]``, or ``[B, H]`` at the last step only (added at ``t = T-1``)."""
+    if len(d_ref.shape) == 3:
+        return (d_ref,), lambda t, d, dh_next: d[0] + dh_next
+    last = d_ref[...]
+    return (), lambda t, d, dh_next: jnp.where(t == length - 1, last, 0.0) + dh_next
 
 
 def _zeros(ref) -> Array:
@@ -138,67 +173,41 @@ def _zeros(ref) -> Array:
     return jnp.zeros(ref.shape[1:], jnp.float32)
 
 
-def _rnn_forward_kernel(xw_ref, u_ref, hs_ref):
+def _rnn_forward_kernel(bidirectional, xw_ref, u_ref, hs_ref):
     u = u_ref[...]  # loaded once, kept on chip for all steps
 
-    def step(t, h):
-        h = jnp.tanh(xw_ref[t] + _matmul(h, u))
+    def step(t, h, x):
+        h = jnp.tanh(x[0] + _matmul(h, u))
         hs_ref[t] = h
         return h
 
-    _time_loop(xw_ref.shape[0], step, _zeros(xw_ref))
+    _time_loop(xw_ref.shape[0], step, _zeros(xw_ref), (xw_ref,), _backwards(bidirectional, False))
 
 
-def _rnn_backward_kernel(dhs_ref, hs_ref, u_ref, dz_ref):
+def _rnn_backward_kernel(bidirectional, hs_ref, d_ref, u_ref, dz_ref):
     u = u_ref[...]
+    d_refs, incoming = _incoming(d_ref, hs_ref.shape[0])
 
-    def step(t, dh_next):
-        h = hs_ref[t]
-        dz = (dhs_ref[t] + dh_next) * (1.0 - h * h)
+    def step(t, dh_next, loaded):
+        *d, h = loaded
+        dz = incoming(t, d, dh_next) * (1.0 - h * h)
         dz_ref[t] = dz
-        return _matmul_t(dz, u)
+        return _matmul(dz, u, True)
 
-    _time_loop(hs_ref.shape[0], step, _zeros(hs_ref), reverse=True)
-
-
-@jax.custom_vjp
-def rnn_sequence_pallas(xs: Array, w: Array, b: Array, u: Array) -> Array:
-    """:func:`jaxseq.nn.scan.rnn_sequence` as one persistent kernel each way.
-
-    All arrays float32, ``xs [T, B, I]`` with ``T, B >= 1``, ``H`` a power of two ``>= 16``.
-
-    Raises:
-      ValueError: for another dtype, a bad ``xs`` shape, a bad ``H``, or a recurrent
-        kernel or bias of another shape.
-    """
-    return _rnn_forward(xs, w, b, u)[0]
+    _time_loop(hs_ref.shape[0], step, _zeros(hs_ref), (*d_refs, hs_ref),
+               _backwards(bidirectional, True))
 
 
-def _rnn_forward(xs, w, b, u):
-    _check("rnn_sequence_pallas", xs, u.shape[-1], (u,), (b,))
-    (hs,) = _recurrence(_rnn_forward_kernel, [project(xs, w, b)], [u], [], 1, "rnn_forward")
-    return hs, (xs, w, u, hs)
+def _lstm_forward_kernel(bidirectional, xi_ref, xf_ref, xg_ref, xo_ref, ui_ref, uf_ref, ug_ref,
+                         uo_ref, hs_ref, cs_ref, tanh_cs_ref, i_ref, f_ref, g_ref, o_ref):
+    u = (ui_ref[...], uf_ref[...], ug_ref[...], uo_ref[...])
 
-
-def _rnn_backward(residuals, d_hs):
-    xs, w, u, hs = residuals
-    dz = _recurrence(_rnn_backward_kernel, [d_hs, hs], [u], [], 1, "rnn_backward")
-    return param_grads("rnn", xs, w, shift(hs), dz)
-
-
-rnn_sequence_pallas.defvjp(_rnn_forward, _rnn_backward)
-
-
-def _lstm_forward_kernel(xi_ref, xf_ref, xg_ref, xo_ref, ui_ref, uf_ref, ug_ref, uo_ref,
-                         hs_ref, cs_ref, tanh_cs_ref, i_ref, f_ref, g_ref, o_ref):
-    ui, uf, ug, uo = ui_ref[...], uf_ref[...], ug_ref[...], uo_ref[...]
-
-    def step(t, carry):
+    def step(t, carry, x):
         c, h = carry
-        i = jax.nn.sigmoid(xi_ref[t] + _matmul(h, ui))
-        f = jax.nn.sigmoid(xf_ref[t] + _matmul(h, uf))
-        g = jnp.tanh(xg_ref[t] + _matmul(h, ug))
-        o = jax.nn.sigmoid(xo_ref[t] + _matmul(h, uo))
+        i = jax.nn.sigmoid(x[0] + _matmul(h, u[0]))
+        f = jax.nn.sigmoid(x[1] + _matmul(h, u[1]))
+        g = jnp.tanh(x[2] + _matmul(h, u[2]))
+        o = jax.nn.sigmoid(x[3] + _matmul(h, u[3]))
         c = f * c + i * g
         tanh_c = jnp.tanh(c)
         h = o * tanh_c
@@ -208,114 +217,182 @@ def _lstm_forward_kernel(xi_ref, xf_ref, xg_ref, xo_ref, ui_ref, uf_ref, ug_ref,
         return c, h
 
     zeros = _zeros(xi_ref)
-    _time_loop(xi_ref.shape[0], step, (zeros, zeros))
+    _time_loop(xi_ref.shape[0], step, (zeros, zeros), (xi_ref, xf_ref, xg_ref, xo_ref),
+               _backwards(bidirectional, False))
 
 
-def _lstm_backward_kernel(dhs_ref, c_before_ref, tanh_cs_ref, i_ref, f_ref, g_ref, o_ref,
-                          ui_ref, uf_ref, ug_ref, uo_ref, di_ref, df_ref, dg_ref, do_ref):
+def _lstm_backward_kernel(bidirectional, c_before_ref, tanh_cs_ref, i_ref, f_ref, g_ref, o_ref,
+                          d_ref, ui_ref, uf_ref, ug_ref, uo_ref, di_ref, df_ref, dg_ref, do_ref):
     u = (ui_ref[...], uf_ref[...], ug_ref[...], uo_ref[...])
+    d_refs, incoming = _incoming(d_ref, tanh_cs_ref.shape[0])
 
-    def step(t, carry):
+    def step(t, carry, loaded):
         dh_next, dc_next = carry
-        tanh_c, i, f, g, o = (r[t] for r in (tanh_cs_ref, i_ref, f_ref, g_ref, o_ref))
-        dh = dhs_ref[t] + dh_next
+        *d, c_before, tanh_c, i, f, g, o = loaded
+        dh = incoming(t, d, dh_next)
         dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
-        dz = (dc * g * i * (1.0 - i), dc * c_before_ref[t] * f * (1.0 - f),
+        dz = (dc * g * i * (1.0 - i), dc * c_before * f * (1.0 - f),
               dc * i * (1.0 - g * g), dh * tanh_c * o * (1.0 - o))
         for ref, value in zip((di_ref, df_ref, dg_ref, do_ref), dz, strict=True):
             ref[t] = value
-        dh_prev = (_matmul_t(dz[0], u[0]) + _matmul_t(dz[1], u[1])
-                   + _matmul_t(dz[2], u[2]) + _matmul_t(dz[3], u[3]))
+        dh_prev = (_matmul(dz[0], u[0], True) + _matmul(dz[1], u[1], True)
+                   + _matmul(dz[2], u[2], True) + _matmul(dz[3], u[3], True))
         return dh_prev, dc * f
 
-    zeros = _zeros(dhs_ref)
-    _time_loop(dhs_ref.shape[0], step, (zeros, zeros), reverse=True)
+    zeros = _zeros(tanh_cs_ref)
+    _time_loop(tanh_cs_ref.shape[0], step, (zeros, zeros),
+               (*d_refs, c_before_ref, tanh_cs_ref, i_ref, f_ref, g_ref, o_ref),
+               _backwards(bidirectional, True))
 
 
-@jax.custom_vjp
-def lstm_sequence_pallas(xs: Array, w: LstmGates, u: LstmGates, b: LstmGates) -> Array:
-    """:func:`jaxseq.nn.scan.lstm_sequence` as one persistent kernel each way; float32,
-    ``H`` a power of two ``>= 16``; ``ValueError`` as :func:`rnn_sequence_pallas`."""
-    return _lstm_forward(xs, w, u, b)[0]
-
-
-def _lstm_forward(xs, w, u, b):
-    _check("lstm_sequence_pallas", xs, u[0].shape[-1], u, b)
-    xw = [project(xs, w_k, b_k) for w_k, b_k in zip(w, b, strict=True)]
-    hs, *saved = _recurrence(_lstm_forward_kernel, xw, list(u), [], 7, "lstm_forward")
-    return hs, (xs, w, u, hs, saved)
-
-
-def _lstm_backward(residuals, d_hs):
-    xs, w, u, hs, (cs, tanh_cs, i, f, g, o) = residuals
-    dz = _recurrence(_lstm_backward_kernel, [d_hs, shift(cs), tanh_cs, i, f, g, o],
-                     list(u), [], 4, "lstm_backward")
-    return param_grads("lstm", xs, w, shift(hs), dz)
-
-
-lstm_sequence_pallas.defvjp(_lstm_forward, _lstm_backward)
-
-
-def _gru_forward_kernel(xr_ref, xz_ref, xn_ref, ur_ref, uz_ref, un_ref, b_hn_ref,
+def _gru_forward_kernel(bidirectional, xr_ref, xz_ref, xn_ref, ur_ref, uz_ref, un_ref, b_hn_ref,
                         hs_ref, r_ref, z_ref, n_ref, hn_ref):
     ur, uz, un = ur_ref[...], uz_ref[...], un_ref[...]
     b_hn = b_hn_ref[...][None, :]
 
-    def step(t, h):
-        r = jax.nn.sigmoid(xr_ref[t] + _matmul(h, ur))
-        z = jax.nn.sigmoid(xz_ref[t] + _matmul(h, uz))
+    def step(t, h, x):
+        r = jax.nn.sigmoid(x[0] + _matmul(h, ur))
+        z = jax.nn.sigmoid(x[1] + _matmul(h, uz))
         hn = _matmul(h, un) + b_hn
-        n = jnp.tanh(xn_ref[t] + r * hn)
+        n = jnp.tanh(x[2] + r * hn)
         h = (1.0 - z) * n + z * h
         for ref, value in ((hs_ref, h), (r_ref, r), (z_ref, z), (n_ref, n), (hn_ref, hn)):
             ref[t] = value
         return h
 
-    _time_loop(xr_ref.shape[0], step, _zeros(xr_ref))
+    _time_loop(xr_ref.shape[0], step, _zeros(xr_ref), (xr_ref, xz_ref, xn_ref),
+               _backwards(bidirectional, False))
 
 
-def _gru_backward_kernel(dhs_ref, h_before_ref, r_ref, z_ref, n_ref, hn_ref,
+def _gru_backward_kernel(bidirectional, h_before_ref, r_ref, z_ref, n_ref, hn_ref, d_ref,
                          ur_ref, uz_ref, un_ref, dr_ref, dz_ref, dn_ref, dhn_ref):
     ur, uz, un = ur_ref[...], uz_ref[...], un_ref[...]
+    d_refs, incoming = _incoming(d_ref, r_ref.shape[0])
 
-    def step(t, dh_next):
-        r, z, n = r_ref[t], z_ref[t], n_ref[t]
-        dh = dhs_ref[t] + dh_next
+    def step(t, dh_next, loaded):
+        *d, h_before, r, z, n, hn = loaded
+        dh = incoming(t, d, dh_next)
         dn = dh * (1.0 - z) * (1.0 - n * n)  # at n's pre-activation
-        dr = dn * hn_ref[t] * r * (1.0 - r)
-        dz = dh * (h_before_ref[t] - n) * z * (1.0 - z)
+        dr = dn * hn * r * (1.0 - r)
+        dz = dh * (h_before - n) * z * (1.0 - z)
         dhn = dn * r
         for ref, value in ((dr_ref, dr), (dz_ref, dz), (dn_ref, dn), (dhn_ref, dhn)):
             ref[t] = value
-        return dh * z + _matmul_t(dr, ur) + _matmul_t(dz, uz) + _matmul_t(dhn, un)
+        return dh * z + _matmul(dr, ur, True) + _matmul(dz, uz, True) + _matmul(dhn, un, True)
 
-    _time_loop(dhs_ref.shape[0], step, _zeros(dhs_ref), reverse=True)
+    _time_loop(r_ref.shape[0], step, _zeros(r_ref),
+               (*d_refs, h_before_ref, r_ref, z_ref, n_ref, hn_ref),
+               _backwards(bidirectional, True))
 
 
-@jax.custom_vjp
+def _project(xs: Array, w: Array, b: Array) -> Array:
+    """Each direction's ``xs @ w[d] + b[d]``, ``[D, T, B, H]``."""
+    return jax.vmap(ops.project, in_axes=(None, 0, 0))(xs, w, b)
+
+
+def _previous(hs: Array, bidirectional: bool) -> Array:
+    """The state each step started from, ``[D, T, B, H]``: the step before in the
+    direction's own order (direction 1 of a bidirectional call runs backwards)."""
+    before = [ops.shift(hs[0])]
+    if bidirectional:
+        before.append(jnp.concatenate([hs[1, 1:], jnp.zeros_like(hs[1, :1])]))
+    return jnp.stack(before)
+
+
+def _grads(cell: str, xs: Array, w, h_prev: Array, dz: tuple[Array, ...]) -> tuple:
+    """:func:`jaxseq.nn.ops.param_grads` of each direction; the inputs' summed."""
+    d_xs, *rest = jax.vmap(functools.partial(ops.param_grads, cell),
+                           in_axes=(None, 0, 0, 0))(xs, w, h_prev, dz)
+    return (d_xs.sum(0), *rest)
+
+
+#: Per cell: ``(w, b, u, vectors)`` from its parameters (``b`` goes into the projection),
+#: the forward and gradient kernels with their numbers of outputs, and the gradient
+#: kernel's step inputs from ``(hs, saved, previous)``.
+_CELLS = {
+    "rnn": (lambda w, b, u: ((w,), (b,), (u,), ()), _rnn_forward_kernel, 1,
+            _rnn_backward_kernel, 1, lambda hs, saved, previous: [hs]),
+    "lstm": (lambda w, u, b: (w, b, u, ()), _lstm_forward_kernel, 7, _lstm_backward_kernel, 4,
+             lambda hs, saved, previous: [previous(saved[0]), *saved[1:]]),
+    "gru": (lambda w, b, u, b_hn: (w, b, u, (b_hn,)), _gru_forward_kernel, 5,
+            _gru_backward_kernel, 4, lambda hs, saved, previous: [previous(hs), *saved]),
+}
+
+
+def _forward(cell: str, xs: Array, params: tuple, bidirectional: bool):
+    split, kernel, num_out = _CELLS[cell][:3]
+    w, b, u, vectors = split(*params)
+    _check(f"{cell}_sequence_pallas", xs, u[0].shape[-1], [k[0] for k in u],
+           [v[0] for v in (*b, *vectors)])
+    xw = [_project(xs, w_k, b_k) for w_k, b_k in zip(w, b, strict=True)]
+    hs, *saved = _recurrence(kernel, xw, list(u), list(vectors), num_out, f"{cell}_forward",
+                             bidirectional)
+    return hs, (xs, params, hs, saved)
+
+
+def _backward(cell: str, bidirectional: bool, residuals, d_hs) -> tuple:
+    split, _, _, kernel, num_out, step_inputs = _CELLS[cell]
+    xs, params, hs, saved = residuals
+    previous = functools.partial(_previous, bidirectional=bidirectional)
+    dz = _recurrence(kernel, [*step_inputs(hs, saved, previous), d_hs], list(split(*params)[2]),
+                     [], num_out, f"{cell}_backward", bidirectional)
+    return _grads(cell, xs, params[0], previous(hs), dz)
+
+
+@functools.cache
+def pallas_sequence_fn(cell: str, bidirectional: bool = False,
+                       last_step: bool = False) -> Callable[..., Array]:
+    """``fn(xs [T, B, I], *params)`` of ``cell`` as persistent kernels (a ``custom_vjp``).
+
+    Args:
+      cell: ``"rnn"``, ``"lstm"`` or ``"gru"``; ``params`` as :mod:`jaxseq.nn.scan`'s.
+      bidirectional: each parameter stacked ``[2, ...]`` (forward, backward direction), both
+        directions in one launch, the backward one reading the steps in reverse order.
+      last_step: return only the outputs at ``t = T-1``; the gradient kernel then takes that
+        step's gradient alone.
+
+    Returns:
+      ``[T, B, H]`` (``[B, H]`` with ``last_step``), or ``[2, T, B, H]`` (``[2, B, H]``)
+      with both directions' outputs in input order.
+    """
+    def fwd(xs, *params):
+        hs, residuals = _forward(cell, xs, params, bidirectional)
+        return (hs[:, -1] if last_step else hs), residuals
+
+    @jax.custom_vjp
+    def stacked(xs, *params):
+        return fwd(xs, *params)[0]
+
+    stacked.defvjp(fwd, functools.partial(_backward, cell, bidirectional))
+    if bidirectional:
+        return stacked
+    return lambda xs, *params: stacked(xs, *jax.tree.map(lambda p: p[None], params))[0]
+
+
+def rnn_sequence_pallas(xs: Array, w: Array, b: Array, u: Array) -> Array:
+    """:func:`jaxseq.nn.scan.rnn_sequence` as one persistent kernel each way.
+
+    All arrays float32, ``xs [T, B, I]`` with ``T, B >= 1``, ``H`` a power of two ``>= 16``.
+
+    Raises:
+      ValueError: for another dtype, a bad ``xs`` shape, a bad ``H``, or a recurrent
+        kernel or bias of another shape.
+    """
+    return pallas_sequence_fn("rnn")(xs, w, b, u)
+
+
+def lstm_sequence_pallas(xs: Array, w: LstmGates, u: LstmGates, b: LstmGates) -> Array:
+    """:func:`jaxseq.nn.scan.lstm_sequence` as one persistent kernel each way; float32,
+    ``H`` a power of two ``>= 16``; ``ValueError`` as :func:`rnn_sequence_pallas`."""
+    return pallas_sequence_fn("lstm")(xs, w, u, b)
+
+
 def gru_sequence_pallas(xs: Array, w: GruGates, b: GruGates, u: GruGates,
                         b_hn: Array) -> Array:
     """:func:`jaxseq.nn.scan.gru_sequence` as one persistent kernel each way; float32,
     ``H`` a power of two ``>= 16``; ``ValueError`` as :func:`rnn_sequence_pallas`."""
-    return _gru_forward(xs, w, b, u, b_hn)[0]
+    return pallas_sequence_fn("gru")(xs, w, b, u, b_hn)
 
-
-def _gru_forward(xs, w, b, u, b_hn):
-    _check("gru_sequence_pallas", xs, u[0].shape[-1], u, (*b, b_hn))
-    xw = [project(xs, w_k, b_k) for w_k, b_k in zip(w, b, strict=True)]
-    hs, *saved = _recurrence(_gru_forward_kernel, xw, list(u), [b_hn], 5, "gru_forward")
-    return hs, (xs, w, u, hs, saved)
-
-
-def _gru_backward(residuals, d_hs):
-    xs, w, u, hs, (r, z, n, hn) = residuals
-    h_prev = shift(hs)
-    dz = _recurrence(_gru_backward_kernel, [d_hs, h_prev, r, z, n, hn], list(u), [], 4,
-                     "gru_backward")
-    return param_grads("gru", xs, w, h_prev, dz)
-
-
-gru_sequence_pallas.defvjp(_gru_forward, _gru_backward)
 
 #: The persistent kernels by cell name.
 PALLAS_SEQUENCE_FNS = {"rnn": rnn_sequence_pallas, "lstm": lstm_sequence_pallas,

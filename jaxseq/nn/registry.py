@@ -11,8 +11,9 @@ import dataclasses
 __all__ = ["CELLS", "IMPLEMENTATIONS", "CellInfo", "cell_info", "check_implementation"]
 
 #: How a layer's recurrence is computed: ``"fused"`` (:mod:`jaxseq.nn.scan`), ``"flax"``
-#: (``nn.RNN`` over Flax's cell) or ``"pallas"`` (:mod:`jaxseq.nn.pallas`).
-IMPLEMENTATIONS = ("fused", "flax", "pallas")
+#: (``nn.RNN`` over Flax's cell), ``"pallas"`` (:mod:`jaxseq.nn.pallas`) or ``"cudnn"``
+#: (:mod:`jaxseq.nn.cudnn`, GPU only).
+IMPLEMENTATIONS = ("fused", "flax", "pallas", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +41,7 @@ CELLS: dict[str, CellInfo] = {
     "rnn": CellInfo("rnn", "SimpleCell", ("",), ("fused", "flax", "pallas"),
                     "Elman RNN, h = tanh(x W + b + h U)"),
     "lstm": CellInfo("lstm", "OptimizedLSTMCell", ("i", "f", "g", "o"),
-                     ("fused", "flax", "pallas"),
+                     ("fused", "flax", "pallas", "cudnn"),
                      "LSTM with forget gate (Hochreiter & Schmidhuber 1997; Gers et al. 2000)"),
     "gru": CellInfo("gru", "GRUCell", ("r", "z", "n"), ("fused", "flax", "pallas"),
                     "GRU (Cho et al. 2014), PyTorch/cuDNN formulation"),

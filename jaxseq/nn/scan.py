@@ -1,9 +1,10 @@
 """The recurrences as ``lax.scan`` with a cuDNN-style custom VJP, time-major, from a zero carry.
 
-The scans do only ``h @ U`` and ``dz @ U.T`` per step; projections and weight gradients are
-matmuls over all steps (:mod:`jaxseq.nn.ops`). Flax's ``nn.SimpleCell``, ``OptimizedLSTMCell``
-(Hochreiter & Schmidhuber, 1997; Gers et al., 2000) and ``GRUCell`` (Cho et al., 2014, in
-the PyTorch/cuDNN form). ``jit``, ``vmap``, reverse mode and ``jax.hessian`` work, not ``jvp``.
+The scans do only ``h @ U`` and ``dz @ U.T`` per step (at ``ops.recurrent_precision()``);
+projections and weight gradients are matmuls over all steps (:mod:`jaxseq.nn.ops`). Flax's
+``nn.SimpleCell``, ``OptimizedLSTMCell`` (Hochreiter & Schmidhuber, 1997; Gers et al., 2000)
+and ``GRUCell`` (Cho et al., 2014, in the PyTorch/cuDNN form). ``jit``, ``vmap``, reverse
+mode and ``jax.hessian`` work, not ``jvp``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxseq.nn.ops import GruGates, LstmGates, check_sequence_args, param_grads, project, shift
+from jaxseq.nn.ops import recurrent_matmul as _mm
 
 Array = jax.Array
 
@@ -57,7 +59,7 @@ def _rnn_forward(xs, w, b, u):
     check_sequence_args("rnn_sequence", xs, (w, b, u))
 
     def step(h, xw_t):
-        h = jnp.tanh(xw_t + h @ u)
+        h = jnp.tanh(xw_t + _mm(h, u))
         return h, h
 
     _, hs = _scan(step, jnp.zeros(xs.shape[1:2] + u.shape[:1], xs.dtype), project(xs, w, b))
@@ -71,7 +73,7 @@ def _rnn_backward(residuals, d_hs):
     def step(dh_next, inputs):
         d_h, h = inputs
         dz = (d_h + dh_next) * (1.0 - h * h)
-        return dz @ u_t, dz
+        return _mm(dz, u_t), dz
 
     _, dz = _scan(step, jnp.zeros_like(hs[0]), (d_hs, hs), reverse=True)
     return param_grads("rnn", xs, w, shift(hs), (dz,))
@@ -102,10 +104,10 @@ def _lstm_forward(xs, w, u, b):
 
     def step(carry, x):
         c, h = carry
-        i = jax.nn.sigmoid(x[0] + h @ u[0])
-        f = jax.nn.sigmoid(x[1] + h @ u[1])
-        g = jnp.tanh(x[2] + h @ u[2])
-        o = jax.nn.sigmoid(x[3] + h @ u[3])
+        i = jax.nn.sigmoid(x[0] + _mm(h, u[0]))
+        f = jax.nn.sigmoid(x[1] + _mm(h, u[1]))
+        g = jnp.tanh(x[2] + _mm(h, u[2]))
+        o = jax.nn.sigmoid(x[3] + _mm(h, u[3]))
         c = f * c + i * g
         tanh_c = jnp.tanh(c)
         h = o * tanh_c
@@ -127,7 +129,7 @@ def _lstm_backward(residuals, d_hs):
         dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
         dz = (dc * g * i * (1.0 - i), dc * c_before * f * (1.0 - f),
               dc * i * (1.0 - g * g), dh * tanh_c * o * (1.0 - o))
-        dh_prev = sum(d @ k for d, k in zip(dz, u_t, strict=True))
+        dh_prev = sum(_mm(d, k) for d, k in zip(dz, u_t, strict=True))
         return (dh_prev, dc * f), dz
 
     _, dz = _scan(step, (zeros, zeros), (d_hs, shift(cs), tanh_cs, i, f, g, o), reverse=True)
@@ -158,9 +160,9 @@ def _gru_forward(xs, w, b, u, b_hn):
     xw = tuple(project(xs, w_k, b_k) for w_k, b_k in zip(w, b, strict=True))
 
     def step(h, x):
-        r = jax.nn.sigmoid(x[0] + h @ u[0])
-        z = jax.nn.sigmoid(x[1] + h @ u[1])
-        hn = h @ u[2] + b_hn
+        r = jax.nn.sigmoid(x[0] + _mm(h, u[0]))
+        z = jax.nn.sigmoid(x[1] + _mm(h, u[1]))
+        hn = _mm(h, u[2]) + b_hn
         n = jnp.tanh(x[2] + r * hn)
         h = (1.0 - z) * n + z * h
         return h, (h, r, z, n, hn)
@@ -181,7 +183,7 @@ def _gru_backward(residuals, d_hs):
         dr = dn * hn * r * (1.0 - r)
         dz = dh * (h_before - n) * z * (1.0 - z)
         dhn = dn * r
-        dh_prev = dh * z + dr @ u_t[0] + dz @ u_t[1] + dhn @ u_t[2]
+        dh_prev = dh * z + _mm(dr, u_t[0]) + _mm(dz, u_t[1]) + _mm(dhn, u_t[2])
         return dh_prev, (dr, dz, dn, dhn)
 
     _, dz = _scan(step, jnp.zeros_like(hs[0]), (d_hs, h_prev, r, z, n, hn), reverse=True)
