@@ -64,7 +64,16 @@ def assert_trees_equal(a, b, tol: float = 0.0) -> None:
 
 
 @pytest.mark.parametrize(("cell", "implementation"), registry_cases())
-def test_logits_and_gradients_match_linen(cell, implementation):
+def test_logits_and_gradients_match_linen(cell, implementation, monkeypatch):
+    if implementation == "cudnn" and jax.default_backend() != "gpu":
+        # cuDNN off a GPU: JAX's reference of the same call, as tests/test_cudnn.py does.
+        from jax.experimental import rnn
+        from test_cudnn import reference_lstm
+
+        from jaxseq.nn import cudnn
+
+        monkeypatch.setattr(cudnn, "check_available", lambda *a: None)
+        monkeypatch.setattr(rnn, "lstm", reference_lstm)
     features = 16 if implementation == "pallas" else 4  # Pallas: a power of two >= 16
     models, modules, params = [], [], []
     for bidirectional in (False, True):
