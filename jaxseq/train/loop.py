@@ -148,6 +148,63 @@ def _check_history(history: Mapping[str, Sequence[float]], initial_epoch: int) -
     return history
 
 
+def _check_run(epochs: int, batch_size: int, progress_updates: int,
+               log_every_steps: int | None, resume: ResumePoint) -> History:
+    """Check ``fit``'s sizes and ``resume``; return a copy of the resumed history."""
+    for name, value in (("epochs", epochs), ("batch_size", batch_size),
+                        ("progress_updates", progress_updates)):
+        check_positive_int(name, value)
+    if log_every_steps is not None:
+        check_positive_int("log_every_steps", log_every_steps)
+    initial_epoch = resume.epoch
+    if (not isinstance(initial_epoch, (int, np.integer)) or isinstance(initial_epoch, bool)
+            or not 0 <= initial_epoch <= epochs):
+        raise ValueError(f"initial_epoch must be an integer in [0, epochs={epochs}], "
+                         f"got {initial_epoch!r}")
+    return _check_history(resume.history or {}, int(initial_epoch))
+
+
+def _check_data(state: TrainState, train: Dataset, validation: Dataset | None,
+                objective: Objective) -> None:
+    """The checks of the data that ``fit`` makes on the host before any step."""
+    check_labels(state, train, objective, "training set")
+    if validation:
+        check_labels(state, validation, objective, "validation set")
+
+
+def _host_progress(epoch: int, done: int, sums: Mapping[str, jax.Array],
+                   written: Mapping[str, np.ndarray] | None, seconds: float) -> EpochProgress:
+    """The :class:`EpochProgress` of a stop after step ``done`` of ``epoch``."""
+    host_sums = {k: (int(v) if k == NONFINITE_STEP else float(v))
+                 for k, v in jax.device_get(dict(sums)).items()}
+    return EpochProgress(epoch, done, host_sums, None if written is None else
+                         {k: float(v) for k, v in written.items()}, seconds)
+
+
+def _record(epoch: int, train_sums: Mapping[str, jax.Array],
+            val_sums: Mapping[str, jax.Array] | None) -> dict[str, float]:
+    """An epoch's history values from its sums, ``epoch_seconds`` still to come."""
+    record = {"epoch": epoch}
+    record.update({f"train_{k}": v for k, v in mean_sums(train_sums).items()})
+    if val_sums is not None:
+        record.update({f"val_{k}": v for k, v in mean_sums(val_sums).items()})
+    return record
+
+
+def _end_epoch(record: dict[str, float], history: History, callbacks: Callbacks,
+               global_step: int, state: TrainState) -> None:
+    """Append an epoch's ``record`` to ``history``; write, log and call back."""
+    for key, value in record.items():
+        history.setdefault(key, []).append(value)
+    if callbacks.metric_writer is not None:
+        callbacks.metric_writer.write_scalars(global_step, epoch_scalars(record))
+        callbacks.metric_writer.flush()
+    if callbacks.log is not None:
+        callbacks.log(format_epoch(record))
+    if callbacks.on_epoch_end is not None:
+        callbacks.on_epoch_end(int(record["epoch"]), state, history)
+
+
 def _check_progress(progress: EpochProgress, initial_epoch: int, steps: int,
                     shapes: Mapping[str, jax.ShapeDtypeStruct]) -> None:
     if progress.epoch != initial_epoch + 1 or not 0 < progress.step < steps:
@@ -238,24 +295,13 @@ def fit(
     resume = ResumePoint() if resume is None else resume
     initial_epoch, resume_progress = resume.epoch, resume.progress
     should_stop, writer = callbacks.should_stop, callbacks.metric_writer
-    for name, value in (("epochs", epochs), ("batch_size", batch_size),
-                        ("progress_updates", progress_updates)):
-        check_positive_int(name, value)
-    if log_every_steps is not None:
-        check_positive_int("log_every_steps", log_every_steps)
-    if (not isinstance(initial_epoch, (int, np.integer)) or isinstance(initial_epoch, bool)
-            or not 0 <= initial_epoch <= epochs):
-        raise ValueError(f"initial_epoch must be an integer in [0, epochs={epochs}], "
-                         f"got {initial_epoch!r}")
-    history = _check_history(resume.history or {}, int(initial_epoch))
+    history = _check_run(epochs, batch_size, progress_updates, log_every_steps, resume)
     num_examples = train.num_examples
     check_batch_size(batch_size, num_examples)
     mesh = data_mesh() if mesh is None else mesh
     check_divisible("batch_size", batch_size, mesh)
     rng = _as_key(rng)
-    check_labels(state, train, objective, "training set")
-    if validation:
-        check_labels(state, validation, objective, "validation set")
+    _check_data(state, train, validation, objective)
     dropout_rng = (jax.random.fold_in(rng, _DROPOUT_STREAM)
                    if uses_dropout(state.apply_fn) else None)
     if dropout_rng is not None and jax.process_count() == 1:
@@ -313,31 +359,14 @@ def fit(
             if done < steps and stop_agreed(should_stop):  # save and stop here
                 bar.close()
                 if callbacks.on_stop is not None:
-                    seconds = time.perf_counter() - start
-                    host_sums = {k: (int(v) if k == NONFINITE_STEP else float(v))
-                                 for k, v in jax.device_get(dict(sums)).items()}
-                    callbacks.on_stop(state, history, EpochProgress(
-                        epoch, done, host_sums,
-                        None if written is None else {k: float(v) for k, v in written.items()},
-                        seconds))
+                    callbacks.on_stop(state, history, _host_progress(
+                        epoch, done, sums, written, time.perf_counter() - start))
                 raise TrainingStopped(epoch, done, steps)
         bar.close()
-        record = {"epoch": epoch}
-        record.update({f"train_{k}": v for k, v in mean_sums(sums).items()})
-        if val_data is not None:
-            val = evaluate_batches(
-                state, val_data.inputs, val_data.labels, val_data.weights, objective, mesh,
-                val_data.lengths,
-            )
-            record.update({f"val_{k}": v for k, v in mean_sums(val).items()})
+        val = None if val_data is None else evaluate_batches(
+            state, val_data.inputs, val_data.labels, val_data.weights, objective, mesh,
+            val_data.lengths)
+        record = _record(epoch, sums, val)
         record["epoch_seconds"] = time.perf_counter() - start
-        for key, value in record.items():
-            history.setdefault(key, []).append(value)
-        if writer is not None:
-            writer.write_scalars(epoch_start_step + steps, epoch_scalars(record))
-            writer.flush()
-        if callbacks.log is not None:
-            callbacks.log(format_epoch(record))
-        if callbacks.on_epoch_end is not None:
-            callbacks.on_epoch_end(epoch, state, history)
+        _end_epoch(record, history, callbacks, epoch_start_step + steps, state)
     return state, history
