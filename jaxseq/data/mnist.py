@@ -224,11 +224,13 @@ def split_indices(count: int, seed: int, validation_fraction: float = 0.2,
     """The rows of ``count`` training images that :func:`load_splits` makes its training
     and validation sets for ``seed``.
 
-    >>> [part.tolist() for part in split_indices(5, seed=0, validation_fraction=0.4)]
-    [[2, 4, 3], [0, 1]]
-
     Raises:
       ValueError: if a part would be empty, or ``train_subset`` exceeds the training part.
+
+    Example:
+      >>> train, validation = split_indices(5, seed=0, validation_fraction=0.4)
+      >>> train.tolist(), validation.tolist()
+      ([2, 4, 3], [0, 1])
     """
     num_validation = int(round(count * float(validation_fraction)))
     num_train = count - num_validation

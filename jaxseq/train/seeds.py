@@ -76,10 +76,11 @@ class SeedData:
     Raises:
       ValueError: for no seeds, or rows that are not 1-D integers in ``[0, N)``.
 
-    >>> data = Dataset(np.arange(12.0).reshape(6, 2), np.arange(6))
-    >>> seeds = SeedData(data, [[0, 2, 4], [5, 3]])
-    >>> seeds.num_seeds, seeds.seed(1).labels.tolist(), seeds.select([1]).indices
-    (2, [5, 3], (array([5, 3], dtype=int32),))
+    Example:
+      >>> data = Dataset(np.arange(12.0).reshape(6, 2), np.arange(6))
+      >>> seeds = SeedData(data, [[0, 2, 4], [5, 3]])
+      >>> seeds.num_seeds, seeds.seed(1).labels.tolist(), seeds.select([1]).indices
+      (2, [5, 3], (array([5, 3], dtype=int32),))
     """
 
     data: Dataset
@@ -240,8 +241,8 @@ def fit_seeds(
       train, validation: each seed's rows of one dataset (:class:`SeedData`); the
         training sets must give every seed the same number of steps per epoch.
       rngs: one PRNG key or integer seed per seed (a key array ``[seeds]`` or a sequence).
-      objective, epochs, batch_size, eval_batch_size, mesh, progress, progress_updates,
-        log_every_steps: as for ``fit``; one progress bar for all seeds.
+      objective, epochs, batch_size, eval_batch_size, mesh: as for ``fit``.
+      progress, progress_updates, log_every_steps: as for ``fit``; one bar for all seeds.
       callbacks: one :class:`~jaxseq.train.Callbacks` per seed (default: print); training
         stops when any seed's ``should_stop()`` is true.
       resume: one :class:`~jaxseq.train.ResumePoint` per seed, all at the same epoch and
@@ -276,7 +277,8 @@ def fit_seeds(
       ([8, 8], [[1, 2], [1, 2]])
       >>> _, alone = fit(fresh[1], train.seed(1), train.seed(1), epochs=2, batch_size=16,
       ...                rng=11, progress=False, callbacks=quiet[0])
-      >>> bool(np.allclose(alone["val_loss"], histories[1]["val_loss"], rtol=1e-5))
+      >>> seed_1 = histories[1]
+      >>> bool(np.allclose(alone["val_loss"], seed_1["val_loss"], rtol=1e-5))
       True
     """
     count = train.num_seeds

@@ -175,10 +175,11 @@ def run_seeds(config: AdderConfig, seeds: Sequence[int], session: RunSession | N
     float rounding) or, without ``together``, one after another. Arguments, results and
     errors as for :func:`run_seed`, one result per seed.
 
-    >>> config = AdderConfig(samples=320, epochs=1, eval_bits=(5,), eval_samples=10)
-    >>> results = run_seeds(config, [3, 4], RunSession(None, progress=False, log=None))
-    >>> [(r["seed"], r["history"]["epoch"], r["steps_per_epoch"]) for r in results]
-    [(3, [1], 9), (4, [1], 9)]
+    Example:
+      >>> config = AdderConfig(samples=320, epochs=1, eval_bits=(5,), eval_samples=10)
+      >>> results = run_seeds(config, [3, 4], RunSession(None, progress=False, log=None))
+      >>> {r["seed"]: r["steps_per_epoch"] for r in results}
+      {3: 9, 4: 9}
     """
     for seed in seeds:
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
