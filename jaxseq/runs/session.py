@@ -213,6 +213,9 @@ class RunSession:
                 key = (point.epoch, at, len(train.indices[k]) // batch_size)
                 groups.setdefault(key, []).append(k)
             folders = dict(zip(labels, names, strict=True))
+            for group in groups.values() if len(groups) > 1 else ():
+                self.say(f"{', '.join(labels[k] for k in group)}: one program (seeds left at "
+                         f"different points, or with different steps per epoch, train apart)")
             for group in groups.values():
                 with self._naming([labels[k] for k in group], folders):
                     trained, histories = fit_seeds(
