@@ -10,11 +10,14 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["MAX_SEED", "check_batch_size", "check_dropout_rate", "check_fraction",
+__all__ = ["MAX_SEED", "SEEDS_TOGETHER", "check_batch_size", "check_dropout_rate", "check_fraction",
            "check_positive_int", "check_positive_number"]
 
 #: Largest seed accepted (seeds feed ``jax.random.key``, a 32-bit seed here).
 MAX_SEED = 2**32 - 1
+#: How the seeds of a run train: one program (``"on"``), one after another (``"off"``), or
+#: as measured fastest on the backend (``"auto"``, :func:`jaxseq.train.seeds_together`).
+SEEDS_TOGETHER = ("auto", "on", "off")
 
 
 def _is_real(value: object) -> bool:

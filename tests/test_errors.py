@@ -184,9 +184,9 @@ def spy_on_json_writes(monkeypatch) -> dict:
      (["--resume", "/tmp", "--eval-only", "/tmp"], ["cannot be combined"]),
      (["--resume", "/tmp", "--epochs", "3", "--cell", "gru"],
       ["--resume takes the run's saved settings; it can only be combined with "
-       "--data-dir, --keep-checkpoints, --log-dir, --log-every-steps, --no-progress and the "
-       "multi-process flags (--distributed, --coordinator-address, --num-processes, "
-       "--process-id, --heartbeat-timeout) (got --cell, --epochs)"]),
+       "--data-dir, --keep-checkpoints, --log-dir, --log-every-steps, --no-progress, "
+       "--seeds-together and the multi-process flags (--distributed, --coordinator-address, "
+       "--num-processes, --process-id, --heartbeat-timeout) (got --cell, --epochs)"]),
      (["--log-every-steps", "5"], ["--log-every-steps needs --log-dir"]),
      (["--eval-only", "/tmp", "--hidden-size", "8"],
       ["--eval-only takes the run's saved settings", "(got --hidden-size)"])],
@@ -277,8 +277,9 @@ def test_mnist_bad_data_file_is_a_one_line_error(case, broken_mnist, mnist_dir, 
      (["--keep-checkpoints", "0"], "--keep-checkpoints: must be a positive integer"),
      (["--resume", "/nonexistent/run"], "--resume: run folder /nonexistent/run does not exist"),
      (["--resume", "/tmp", "--bits", "3"], "can only be combined with --keep-checkpoints, "
-      "--log-dir, --log-every-steps, --no-progress and the multi-process flags (--distributed, "
-      "--coordinator-address, --num-processes, --process-id, --heartbeat-timeout) (got --bits)"),
+      "--log-dir, --log-every-steps, --no-progress, --seeds-together and the multi-process "
+      "flags (--distributed, --coordinator-address, --num-processes, --process-id, "
+      "--heartbeat-timeout) (got --bits)"),
      (["--log-every-steps", "0"], "--log-every-steps: must be a positive integer"),
      (["--log-every-steps", "5"], "--log-every-steps needs --log-dir"),
      (["--distributed", "--samples", "100"], "jax.distributed.initialize() failed")],

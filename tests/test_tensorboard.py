@@ -30,7 +30,7 @@ from jaxseq.train import (  # noqa: E402
     fit,
     train_step,
 )
-from jaxseq.train.loop import _epoch_indices  # noqa: E402
+from jaxseq.train.epochs import epoch_indices  # noqa: E402
 
 N, BATCH, EPOCHS = 200, 10, 2  # 20 steps per epoch
 STEPS = N // BATCH
@@ -121,7 +121,7 @@ def test_epoch_and_step_scalars_match_history(tmp_path, model, toy):
     key = jax.random.key(3)
     losses, accuracies = [], []
     for epoch in range(1, EPOCHS + 1):
-        for rows in np.asarray(_epoch_indices(key, epoch, N, STEPS, BATCH)):
+        for rows in np.asarray(epoch_indices(key, epoch, N, STEPS, BATCH)):
             state, sums = step(state, train.inputs[rows], train.labels[rows],
                                objective=CLASSIFICATION)
             losses.append(float(sums["loss"]) / BATCH)

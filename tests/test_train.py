@@ -21,7 +21,7 @@ from jaxseq.train import (
     train_chunk,
     train_step,
 )
-from jaxseq.train.loop import _epoch_indices
+from jaxseq.train.epochs import epoch_indices
 
 QUIET = Callbacks(log=None)  # fit without its per-epoch line
 
@@ -152,8 +152,8 @@ def test_fit_is_deterministic_and_compiles_once(toy, model):
 
 def test_epochs_reshuffle_without_repeats():
     rng = jax.random.key(0)
-    first = np.asarray(_epoch_indices(rng, 1, 100, 6, 16))
-    second = np.asarray(_epoch_indices(rng, 2, 100, 6, 16))
+    first = np.asarray(epoch_indices(rng, 1, 100, 6, 16))
+    second = np.asarray(epoch_indices(rng, 2, 100, 6, 16))
     assert first.shape == (6, 16)
     assert len(np.unique(first)) == 96 and len(np.unique(second)) == 96
     assert not np.array_equal(first, second)

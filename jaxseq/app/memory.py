@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["Estimate", "MemoryLimitError", "adder_estimate", "available_device_bytes",
-           "available_host_bytes", "check_fits", "format_bytes", "mnist_estimate", "step_bytes",
-           "tree_bytes"]
+           "available_host_bytes", "check_fits", "format_bytes", "mnist_estimate",
+           "seeds_at_once", "step_bytes", "tree_bytes"]
 
 
 class MemoryLimitError(ValueError):
@@ -178,8 +178,17 @@ def _batch(batch_size: int, device_count: int, shape: tuple, dtype: Any) -> Any:
     return jax.ShapeDtypeStruct((-(-batch_size // max(device_count, 1)), *shape), dtype)
 
 
+def seeds_at_once(config: Any) -> int:
+    """How many seeds of a task's ``config`` train at once: all, as one program
+    (:func:`jaxseq.train.seeds_together`), else 1."""
+    from jaxseq.train import seeds_together
+
+    return config.seeds if config.seeds > 1 and seeds_together(config.seeds_together) else 1
+
+
 def mnist_estimate(config: Any, splits: Any, devices: int, device_count: int) -> Estimate:
-    """The :class:`Estimate` of the largest model of an MNIST run.
+    """The :class:`Estimate` of the largest model of an MNIST run (of its seeds, when they
+    train as one program).
 
     Args:
       config: a :class:`jaxseq.tasks.mnist.config.MnistConfig`.
@@ -200,11 +209,12 @@ def mnist_estimate(config: Any, splits: Any, devices: int, device_count: int) ->
     parts = step_bytes(model, make_optimizer("adam", config.learning_rate), CLASSIFICATION,
                        _batch(config.batch_size, device_count, example, np.float32),
                        _batch(config.batch_size, device_count, (), np.int32))
-    return Estimate(0, device_data, *parts, devices)
+    return Estimate(0, device_data, *(seeds_at_once(config) * n for n in parts), devices)
 
 
 def adder_estimate(config: Any, devices: int, device_count: int) -> Estimate:
-    """The :class:`Estimate` of one seed of an adder run, before any data is generated.
+    """The :class:`Estimate` of one seed of an adder run (of all, when they train as one
+    program), before any data is generated.
 
     Host data: the generated additions (inputs ``[N, bits, 2]`` and labels ``[N, bits]``
     int32) and their split copy, and for the length table one length's additions padded to
@@ -225,7 +235,9 @@ def adder_estimate(config: Any, devices: int, device_count: int) -> Estimate:
     int32 = np.dtype(np.int32).itemsize
     example_bytes = config.bits * 3 * int32  # 2 input bits and 1 label bit per step
     longest = max(config.eval_bits)
-    host = 2 * config.samples * example_bytes + 3 * config.eval_samples * longest * 3 * int32
+    seeds = seeds_at_once(config)
+    host = (2 * seeds * config.samples * example_bytes
+            + 3 * config.eval_samples * longest * 3 * int32)
     model = BinaryAdder(config.hidden_size)
     params, opt_state, train = step_bytes(
         model, make_optimizer(config.optimizer, config.learning_rate),
@@ -238,5 +250,5 @@ def adder_estimate(config: Any, devices: int, device_count: int) -> Estimate:
     stats = jax.jit(lambda p, x: model.apply({"params": p}, x)).lower(
         params_like, inputs).compile().memory_analysis()
     forward = stats.temp_size_in_bytes + stats.output_size_in_bytes + inputs.size * int32
-    return Estimate(host, config.samples * example_bytes, params, opt_state,
-                    max(train, forward), devices)
+    return Estimate(host, config.samples * example_bytes * seeds, params * seeds,
+                    opt_state * seeds, max(train * seeds, forward), devices)

@@ -18,7 +18,7 @@ from jaxseq.data.dataset import Dataset
 from jaxseq.data.idx import read_idx_file
 
 __all__ = ["MNISTSplits", "data_files", "load_mnist", "load_splits", "load_test_set",
-           "preprocess"]
+           "preprocess", "split_indices"]
 
 _PathLike = str | os.PathLike
 _IMAGE_SIDE = 28
@@ -223,7 +223,31 @@ def load_splits(data_dir: _PathLike | None = None, *, source: str = "idx", seed:
         raise ValueError(f"train_subset must be a positive integer or None, got {train_subset!r}")
 
     raw = load_mnist(data_dir, source=source, download=download, dataset=dataset)
-    count = raw["train_labels"].shape[0]
+    train_index, validation_index = split_indices(raw["train_labels"].shape[0], seed,
+                                                  validation_fraction, train_subset)
+
+    def subset(part: str, index: np.ndarray | slice) -> Dataset:
+        return Dataset(preprocess(raw[f"{part}_images"][index]),
+                       raw[f"{part}_labels"][index].astype(np.int32))
+
+    return MNISTSplits(train=subset("train", train_index),
+                       validation=subset("train", validation_index),
+                       test=subset("test", slice(None)))
+
+
+def split_indices(count: int, seed: int, validation_fraction: float = 0.2,
+                  train_subset: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``count`` training images that :func:`load_splits` makes its training
+    and validation sets for ``seed``.
+
+    Raises:
+      ValueError: if a part would be empty, or ``train_subset`` exceeds the training part.
+
+    Example:
+      >>> train, validation = split_indices(5, seed=0, validation_fraction=0.4)
+      >>> train.tolist(), validation.tolist()
+      ([2, 4, 3], [0, 1])
+    """
     num_validation = int(round(count * float(validation_fraction)))
     num_train = count - num_validation
     if num_validation < 1 or num_train < 1:
@@ -234,17 +258,7 @@ def load_splits(data_dir: _PathLike | None = None, *, source: str = "idx", seed:
         raise ValueError(f"train_subset must be at most the training part's size {num_train}, "
                          f"got {train_subset}")
     permutation = np.random.default_rng(seed).permutation(count)
-    train_index = permutation[:num_train]
-    if train_subset is not None:
-        train_index = train_index[:train_subset]
-
-    def subset(part: str, index: np.ndarray | slice) -> Dataset:
-        return Dataset(preprocess(raw[f"{part}_images"][index]),
-                       raw[f"{part}_labels"][index].astype(np.int32))
-
-    return MNISTSplits(train=subset("train", train_index),
-                       validation=subset("train", permutation[num_train:]),
-                       test=subset("test", slice(None)))
+    return permutation[:num_train][:train_subset], permutation[num_train:]
 
 
 def data_files(data_dir: _PathLike | None = None,

@@ -22,9 +22,10 @@ writes TensorBoard curves, collects the warnings, and writes results atomically,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,13 @@ from jaxseq.train import (
     NonFiniteLossError,
     Objective,
     ResumePoint,
+    SeedData,
     TrainingStopped,
     TrainState,
     fit,
+    fit_seeds,
+    seed_state,
+    stack_states,
     training_warnings,
 )
 
@@ -142,34 +147,129 @@ class RunSession:
           jaxseq.train.TrainingStopped: naming the model, after ``should_stop()``.
         """
         label = name if label is None else label
+        with contextlib.ExitStack() as stack:
+            state, rng, point, callbacks = self._open(
+                stack, name, model, state, rng, train.inputs[:1], task, extra, announce,
+                self.log)
+            with self._naming([label], {label: name}):
+                return fit(state, train, validation, objective=objective, epochs=epochs,
+                           batch_size=batch_size, rng=rng, progress=self.progress,
+                           log_every_steps=self.log_every_steps, resume=point,
+                           callbacks=callbacks)
 
-        def run(state: TrainState, rng: jax.Array, resume: ResumePoint | None = None,
-                **callbacks: Any) -> tuple[TrainState, History]:
-            return fit(state, train, validation, objective=objective, epochs=epochs,
-                       batch_size=batch_size, rng=rng, progress=self.progress,
-                       log_every_steps=self.log_every_steps, resume=resume,
-                       callbacks=Callbacks(log=self.log, should_stop=self.should_stop,
-                                           **callbacks))
+    def train_seeds(self, names: Sequence[str], model: nn.Module, states: Sequence[TrainState],
+                    rngs: Sequence[jax.Array], train: SeedData,
+                    validation: SeedData | None = None, *,
+                    objective: Objective = CLASSIFICATION, epochs: int = 10,
+                    batch_size: int = 64, labels: Sequence[str] | None = None,
+                    task: str = "classification",
+                    extras: Sequence[Mapping[str, Any] | None] | None = None,
+                    announce: bool = True) -> list[tuple[TrainState, History]]:
+        """:meth:`train` of several seeds of ``model`` as one program
+        (:func:`jaxseq.train.fit_seeds`), each checkpointed in its own folder as
+        :meth:`train` does, so that either way resumes the other's run.
 
+        Seeds at different points of a resumed run (or with different steps per epoch)
+        train in groups, one program per group. Each seed's epoch lines start with its
+        label; ``names``, ``states``, ``rngs``, ``labels`` and ``extras`` hold one entry
+        per seed, the other arguments are as for :meth:`train`.
+
+        Returns:
+          Each seed's trained state and history, in order.
+
+        Raises:
+          ValueError, jaxseq.train.NonFiniteLossError: as for :meth:`train`, naming the
+            seed.
+          jaxseq.train.TrainingStopped: naming every seed of the program stopped.
+
+        Example:
+          >>> import jax, numpy as np, tempfile
+          >>> from jaxseq.data import Dataset
+          >>> from jaxseq.nn import RecurrentClassifier
+          >>> from jaxseq.train import SeedData, create_train_state
+          >>> data = SeedData(Dataset(np.zeros((12, 3, 2), np.float32), np.zeros(12, int)),
+          ...                 [np.arange(8), np.arange(4, 12)])
+          >>> model = RecurrentClassifier(cell="rnn", features=4, num_classes=2)
+          >>> states = [create_train_state(model, jax.random.key(k), data.data.inputs)
+          ...           for k in (0, 1)]
+          >>> session = RunSession(tempfile.mkdtemp(), progress=False, log=None)
+          >>> trained = session.train_seeds(["seed-0", "seed-1"], model, states,
+          ...                               jax.random.split(jax.random.key(2)), data, data,
+          ...                               epochs=2, batch_size=4)
+          >>> [history["epoch"] for _, history in trained], session.epochs("seed-1")
+          ([[1, 2], [1, 2]], [1, 2])
+        """
+        labels = list(names) if labels is None else list(labels)
+        extras = [None] * len(names) if extras is None else list(extras)
+        results: list[Any] = [None] * len(names)
+        with contextlib.ExitStack() as stack:
+            opened = [self._open(stack, name, model, state, rng, train.data.inputs[:1], task,
+                                 extra, announce, self._prefixed(label))
+                      for name, state, rng, extra, label in zip(
+                          names, states, rngs, extras, labels, strict=True)]
+            groups: dict[Any, list[int]] = {}
+            for k, (_, _, point, _) in enumerate(opened):
+                at = point.progress and (point.progress.epoch, point.progress.step)
+                key = (point.epoch, at, len(train.indices[k]) // batch_size)
+                groups.setdefault(key, []).append(k)
+            folders = dict(zip(labels, names, strict=True))
+            for group in groups.values() if len(groups) > 1 else ():
+                self.say(f"{', '.join(labels[k] for k in group)}: one program (seeds left at "
+                         f"different points, or with different steps per epoch, train apart)")
+            for group in groups.values():
+                with self._naming([labels[k] for k in group], folders):
+                    trained, histories = fit_seeds(
+                        stack_states([opened[k][0] for k in group]), train.select(group),
+                        None if validation is None else validation.select(group),
+                        rngs=[opened[k][1] for k in group], objective=objective,
+                        epochs=epochs, batch_size=batch_size, progress=self.progress,
+                        log_every_steps=self.log_every_steps,
+                        callbacks=[opened[k][3] for k in group],
+                        resume=[opened[k][2] for k in group],
+                        labels=[labels[k] for k in group])
+                for i, k in enumerate(group):
+                    results[k] = (seed_state(trained, i), histories[i])
+        return results
+
+    def _prefixed(self, label: str) -> Callable[[str], None] | None:
+        return None if self.log is None else (lambda line: self.log(f"{label}: {line}"))
+
+    def _open(self, stack: contextlib.ExitStack, name: str, model: nn.Module,
+              state: TrainState, rng: jax.Array, example: Any, task: str,
+              extra: Mapping[str, Any] | None, announce: bool,
+              log: Callable[[str], None] | None,
+              ) -> tuple[TrainState, jax.Array, ResumePoint, Callbacks]:
+        """A model's state, key and resume point, and the callbacks that checkpoint it
+        (its checkpointer and metric writer closed by ``stack``)."""
         if self.run_dir is None:
-            return run(state, rng)
+            return state, rng, ResumePoint(), Callbacks(log=log, should_stop=self.should_stop)
         writer = writer_for(self.log_dir, name, self.primary)
-        directory = folder.checkpoint_dir(self.run_dir, name)
+        if writer is not None:
+            stack.callback(writer.close)
+        checkpointer = stack.enter_context(Checkpointer(
+            folder.checkpoint_dir(self.run_dir, name), keep=self.keep_checkpoints, model=model,
+            example_inputs=np.asarray(example), task=task, extra=extra))
+        state, rng, point = self._restore(checkpointer, state, rng, name, announce)
+        return state, rng, point, Callbacks(
+            log=log, should_stop=self.should_stop, metric_writer=writer,
+            on_epoch_end=interrupt.on_epoch_end(checkpointer, rng),
+            on_stop=interrupt.saver(checkpointer, rng))
+
+    @contextlib.contextmanager
+    def _naming(self, labels: list[str], names: Mapping[str, str]) -> Iterator[None]:
+        """Errors of training naming the model(s) ``labels``, and for a non-finite loss
+        the last good checkpoint of the model it names (``names``: label -> folder)."""
+        if self.run_dir is None:
+            yield
+            return
         try:
-            with Checkpointer(directory, keep=self.keep_checkpoints, model=model,
-                              example_inputs=np.asarray(train.inputs[:1]), task=task,
-                              extra=extra) as checkpointer:
-                state, rng, point = self._restore(checkpointer, state, rng, name, announce)
-                return run(state, rng, point, metric_writer=writer,
-                           on_epoch_end=interrupt.on_epoch_end(checkpointer, rng),
-                           on_stop=interrupt.saver(checkpointer, rng))
+            yield
         except TrainingStopped as error:
-            raise error.in_run(label) from None
+            raise error.in_run(", ".join(labels)) from None
         except NonFiniteLossError as error:
-            raise error.in_run(label, folder.latest_epoch(directory), directory) from None
-        finally:
-            if writer is not None:
-                writer.close()
+            where = error.where or labels[0]
+            directory = folder.checkpoint_dir(self.run_dir, names[where])
+            raise error.in_run(where, folder.latest_epoch(directory), directory) from None
 
     def _restore(self, checkpointer: Checkpointer, state: TrainState, rng: jax.Array,
                  name: str, announce: bool) -> tuple[TrainState, jax.Array, ResumePoint]:

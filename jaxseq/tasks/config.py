@@ -24,7 +24,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from jaxseq.checks import MAX_SEED, check_positive_int, check_positive_number
+from jaxseq.checks import MAX_SEED, SEEDS_TOGETHER, check_positive_int, check_positive_number
 
 __all__ = ["ModelSettings", "RunSettings", "Setting", "TrainingSettings", "check_choice",
            "check_flag", "check_nonnegative_int", "check_optional", "check_seed",
@@ -156,6 +156,13 @@ class TrainingSettings:
                            "shuffles", rule=check_seed, what=f"an integer in [0, {MAX_SEED}]")
     seeds: int = setting(1, "train with the seeds seed, seed+1, ... in turn, each in its own "
                             "checkpoint folder, and report each and their mean", **_POSITIVE)
+    seeds_together: str = setting(
+        "auto", "with several --seeds: train them as one vmapped program (on; each seed its own "
+                "data, initialisation and shuffles, equal to its own run to float rounding), "
+                "one after another (off), or as measured fastest on the backend (auto: on for "
+                "GPU and TPU, off for CPU)",
+        rule=check_choice("seeds_together values", SEEDS_TOGETHER), choices=SEEDS_TOGETHER,
+        resumable=True, optional=True)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,22 +24,46 @@ from jaxseq.train.steps import eval_step
 def evaluate_batches(
     state: TrainState, inputs: jax.Array, labels: jax.Array, weights: jax.Array,
     objective: Objective, mesh: Mesh | None = None, lengths: jax.Array | None = None,
+    indices: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
     """:func:`eval_step`'s sums over every real example of ``[num_batches, batch, ...]``
     data (:class:`EvalData`) in one compiled scan, each batch split along the
-    :data:`DATA_AXIS` of ``mesh`` when given (static, as is ``objective``)."""
+    :data:`DATA_AXIS` of ``mesh`` when given (static, as is ``objective``).
 
-    def step(inputs, labels, weights, lengths=None):
-        return eval_step(state, *(split_batch(a, mesh) for a in (inputs, labels, weights)),
-                         objective,
-                         seq_lengths=None if lengths is None else split_batch(lengths, mesh))
+    With ``indices [num_batches, batch]`` (int32), ``inputs``, ``labels`` and ``lengths``
+    are ``[N, ...]`` and batch ``i`` is their rows ``indices[i]``, gathered in the scan."""
+    data = (inputs, labels) + (() if lengths is None else (lengths,))
+
+    def step(weights, *batch):
+        if indices is not None:
+            batch = tuple(a[batch[0]] for a in data)
+        x, y, *n = (split_batch(a, mesh) for a in batch)
+        return eval_step(state, x, y, split_batch(weights, mesh), objective,
+                         seq_lengths=n[0] if n else None)
 
     def body(sums, batch):
         return jax.tree.map(jnp.add, sums, step(*batch)), None
 
-    batches = (inputs, labels, weights) + (() if lengths is None else (lengths,))
+    batches = (weights, *(data if indices is None else (indices,)))
     sums, _ = jax.lax.scan(body, step(*(a[0] for a in batches)), tuple(a[1:] for a in batches))
     return sums
+
+
+def batch_layout(num_examples: int, batch_size: int, mesh: Mesh | None = None
+                 ) -> tuple[int, int]:
+    """``(batch, num_batches)`` of :class:`EvalData`: ``min(batch_size, num_examples)``
+    rounded up to a multiple of ``mesh.size``, and the batches that hold every example.
+
+    Raises:
+      ValueError: for no examples or a non-positive ``batch_size``.
+    """
+    check_positive_int("eval_batch_size", batch_size)
+    if num_examples == 0:
+        raise ValueError("cannot evaluate on an empty dataset")
+    batch_size = min(batch_size, num_examples)
+    if mesh is not None:
+        batch_size = -(-batch_size // mesh.size) * mesh.size
+    return batch_size, -(-num_examples // batch_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,14 +93,8 @@ class EvalData:
         Raises:
           ValueError: for an empty dataset or a non-positive ``batch_size``.
         """
-        check_positive_int("eval_batch_size", batch_size)
         n = dataset.num_examples
-        if n == 0:
-            raise ValueError("cannot evaluate on an empty dataset")
-        batch_size = min(batch_size, n)
-        if mesh is not None:
-            batch_size = -(-batch_size // mesh.size) * mesh.size
-        num_batches = -(-n // batch_size)
+        batch_size, num_batches = batch_layout(n, batch_size, mesh)
         pad = num_batches * batch_size - n
 
         def batched(array: np.ndarray, fill: int = 0) -> jax.Array:

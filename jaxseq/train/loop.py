@@ -3,9 +3,7 @@ logging and metric writing, callbacks, stopping and resuming."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -14,149 +12,35 @@ from flax.training.train_state import TrainState
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from jaxseq.checks import MAX_SEED, check_batch_size, check_positive_int
+from jaxseq.checks import check_batch_size
 from jaxseq.data.dataset import Dataset
-from jaxseq.train.diagnostics import format_epoch
+from jaxseq.train.epochs import (
+    DROPOUT_STREAM,
+    Callbacks,
+    History,
+    ResumePoint,
+    as_key,
+    check_data,
+    check_progress,
+    check_run,
+    chunk_length,
+    end_epoch,
+    epoch_indices,
+    epoch_record,
+    host_progress,
+    shapes_of_sums,
+    zeros_of,
+)
 from jaxseq.train.evaluation import EvalData, evaluate_batches
-from jaxseq.train.metrics import MetricWriter, epoch_scalars, write_step_means
+from jaxseq.train.metrics import write_step_means
 from jaxseq.train.objective import (
     CLASSIFICATION,
     NONFINITE_STEP,
     Objective,
-    check_labels,
-    mean_sums,
 )
 from jaxseq.train.sharding import check_divisible, data_mesh, replicated, to_mesh
-from jaxseq.train.steps import train_chunk, train_step, uses_dropout
-from jaxseq.train.stopping import EpochProgress, NonFiniteLossError, TrainingStopped, stop_agreed
-
-#: What :func:`fit` returns and continues: one list per key (``"epoch"``,
-#: ``"train_loss"``, ``"train_<metric>"``, ``"val_loss"``, ``"val_<metric>"``,
-#: ``"epoch_seconds"``), one value per completed epoch, oldest first.
-History = dict[str, list[float]]
-
-#: The dropout keys come from ``fold_in(rng, _DROPOUT_STREAM)``; the shuffles use
-#: ``fold_in(rng, epoch)`` with epochs counted from 1, so 0 is free.
-_DROPOUT_STREAM = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class Callbacks:
-    """What :func:`fit` calls while it trains.
-
-    Attributes:
-      log: called with one line per epoch (:func:`format_epoch`); ``None``: silence.
-      on_epoch_end: ``(epoch, state, history)`` after each epoch (1-based), e.g. to save a
-        checkpoint (:meth:`jaxseq.runs.checkpoint.Checkpointer.on_epoch_end`).
-      should_stop: checked before every epoch and after every chunk, e.g.
-        :class:`jaxseq.app.signals.StopRequest`; on several processes any one stops all.
-      on_stop: ``(state, history, progress)`` when ``should_stop()`` becomes true inside
-        an epoch, before :func:`fit` raises :class:`TrainingStopped`.
-      metric_writer: receives each epoch's history values at the global step of the
-        epoch's end (tags ``train/loss``, ``val/<metric>``, ``time/epoch_seconds``, ...),
-        and is flushed every epoch.
-    """
-
-    log: Callable[[str], None] | None = print
-    on_epoch_end: Callable[[int, TrainState, History], None] | None = None
-    should_stop: Callable[[], bool] | None = None
-    on_stop: Callable[[TrainState, History, EpochProgress], None] | None = None
-    metric_writer: MetricWriter | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class ResumePoint:
-    """Where :func:`fit` continues a run: epochs done, their history, and a mid-epoch point.
-
-    Attributes:
-      epoch: epochs already done (0 for a new run), in ``[0, epochs]``.
-      history: the history of those epochs, one value per epoch in every list.
-      progress: an :class:`EpochProgress` saved by ``on_stop`` in epoch ``epoch + 1``,
-        continued after its steps; ``None``: the epoch starts from its first step.
-    """
-
-    epoch: int = 0
-    history: History | None = None
-    progress: EpochProgress | None = None
-
-
-def _as_key(rng: object) -> jax.Array:
-    """``fit``'s ``rng``: a PRNG key, or an integer seed in ``[0, MAX_SEED]`` made one."""
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        if not 0 <= rng <= MAX_SEED:
-            raise ValueError(f"rng must be a PRNG key or an integer seed in [0, {MAX_SEED}], "
-                             f"got {rng}")
-        return jax.random.key(int(rng))
-    if isinstance(rng, jax.Array) and jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
-        return rng
-    if (isinstance(rng, (jax.Array, np.ndarray)) and rng.dtype == np.uint32
-            and rng.shape == (2,)):  # a raw key (jax.random.PRNGKey), also as NumPy
-        return jnp.asarray(rng)
-    raise ValueError(f"rng must be a PRNG key (jax.random.key(seed)) or an integer seed in "
-                     f"[0, {MAX_SEED}], got {type(rng).__name__}")
-
-
-def _epoch_indices(rng: jax.Array, epoch: int, num_examples: int, steps: int,
-                   batch_size: int) -> jax.Array:
-    permutation = jax.random.permutation(jax.random.fold_in(rng, epoch), num_examples)
-    return permutation[: steps * batch_size].reshape(steps, batch_size)
-
-
-def _chunk_length(steps: int, progress_updates: int, log_every_steps: int | None) -> int:
-    """Steps per compiled chunk: ``progress_updates`` chunks per epoch, shortened to the
-    largest divisor of ``log_every_steps`` (when below ``steps``) so a chunk ends at
-    every metric point."""
-    chunk = -(-steps // min(progress_updates, steps))
-    if log_every_steps is None or log_every_steps >= steps:
-        return chunk
-    return max(d for d in range(1, min(chunk, log_every_steps) + 1) if log_every_steps % d == 0)
-
-
-def _sum_shapes(state: TrainState, objective: Objective, inputs: jax.Array, labels: jax.Array,
-                lengths: jax.Array | None = None) -> dict[str, jax.ShapeDtypeStruct]:
-    """Shapes of the running sums; traces ``train_step`` once, so call it outside loops."""
-    dropout_rng = jax.random.key(0) if uses_dropout(state.apply_fn) else None  # shapes only
-    return jax.eval_shape(
-        lambda s, x, y, n: train_step(s, x, y, objective, seq_lengths=n,
-                                      dropout_rng=dropout_rng)[1], state,
-        inputs[:1], labels[:1], None if lengths is None else lengths[:1]
-    )
-
-
-def _zeros(shapes: Mapping[str, jax.ShapeDtypeStruct]) -> dict[str, jax.Array]:
-    sums = {name: jnp.zeros(s.shape, s.dtype) for name, s in shapes.items()}
-    sums[NONFINITE_STEP] = jnp.full((), -1, jnp.int32)
-    return sums
-
-
-def zero_sums(state: TrainState, objective: Objective, inputs: jax.Array,
-              labels: jax.Array, lengths: jax.Array | None = None) -> dict[str, jax.Array]:
-    """Zeroed running sums for :func:`train_chunk`: ``{"loss", *metrics, "count"}`` float32
-    zeros and ``"nonfinite_step"`` int32 -1, shaped by tracing :func:`train_step` on
-    ``inputs``, ``labels`` (and ``lengths``) ``[N, ...]``."""
-    return _zeros(_sum_shapes(state, objective, inputs, labels, lengths))
-
-
-def _check_history(history: Mapping[str, Sequence[float]], initial_epoch: int) -> History:
-    history = {key: list(values) for key, values in history.items()}
-    lengths = {key: len(values) for key, values in history.items()}
-    if any(length != initial_epoch for length in lengths.values()):
-        raise ValueError(f"history must hold one value per completed epoch "
-                         f"(initial_epoch={initial_epoch}) for every key, got lengths {lengths}")
-    if "epoch" in history and history["epoch"] != list(range(1, initial_epoch + 1)):
-        raise ValueError(f"history['epoch'] must be 1..{initial_epoch}, got {history['epoch']}")
-    return history
-
-
-def _check_progress(progress: EpochProgress, initial_epoch: int, steps: int,
-                    shapes: Mapping[str, jax.ShapeDtypeStruct]) -> None:
-    if progress.epoch != initial_epoch + 1 or not 0 < progress.step < steps:
-        raise ValueError(f"resume_progress must continue epoch initial_epoch + 1 = "
-                         f"{initial_epoch + 1} at a step in [1, {steps}), got epoch "
-                         f"{progress.epoch} step {progress.step}")
-    if set(progress.sums) != set(shapes) | {NONFINITE_STEP}:
-        raise ValueError(f"resume_progress sums {sorted(progress.sums)} do not match the "
-                         f"objective's {sorted(set(shapes) | {NONFINITE_STEP})}")
+from jaxseq.train.steps import train_chunk, uses_dropout
+from jaxseq.train.stopping import NonFiniteLossError, TrainingStopped, stop_agreed
 
 
 def fit(
@@ -238,26 +122,14 @@ def fit(
     resume = ResumePoint() if resume is None else resume
     initial_epoch, resume_progress = resume.epoch, resume.progress
     should_stop, writer = callbacks.should_stop, callbacks.metric_writer
-    for name, value in (("epochs", epochs), ("batch_size", batch_size),
-                        ("progress_updates", progress_updates)):
-        check_positive_int(name, value)
-    if log_every_steps is not None:
-        check_positive_int("log_every_steps", log_every_steps)
-    if (not isinstance(initial_epoch, (int, np.integer)) or isinstance(initial_epoch, bool)
-            or not 0 <= initial_epoch <= epochs):
-        raise ValueError(f"initial_epoch must be an integer in [0, epochs={epochs}], "
-                         f"got {initial_epoch!r}")
-    history = _check_history(resume.history or {}, int(initial_epoch))
+    history = check_run(epochs, batch_size, progress_updates, log_every_steps, resume)
     num_examples = train.num_examples
     check_batch_size(batch_size, num_examples)
     mesh = data_mesh() if mesh is None else mesh
     check_divisible("batch_size", batch_size, mesh)
-    rng = _as_key(rng)
-    for data, where in ((train, "training set"), (validation, "validation set")):
-        if data:
-            check_labels(state, data, objective, where)
-            data.check_finite(where)
-    dropout_rng = (jax.random.fold_in(rng, _DROPOUT_STREAM)
+    rng = as_key(rng)
+    check_data(state, train, validation, objective)
+    dropout_rng = (jax.random.fold_in(rng, DROPOUT_STREAM)
                    if uses_dropout(state.apply_fn) else None)
     if dropout_rng is not None and jax.process_count() == 1:
         dropout_rng = jax.device_put(dropout_rng, replicated(mesh))
@@ -271,18 +143,18 @@ def fit(
     state = to_mesh(state, on_mesh)
     first_step = int(jax.device_get(state.step))
     steps = num_examples // batch_size
-    chunk = _chunk_length(steps, progress_updates, log_every_steps)
+    chunk = chunk_length(steps, progress_updates, log_every_steps)
     step_writes = writer is not None and log_every_steps is not None
 
-    sum_shapes = _sum_shapes(state, objective, inputs, labels, lengths)  # traced once
+    sum_shapes = shapes_of_sums(state, objective, inputs, labels, lengths)  # traced once
     resumed_steps = 0
     if resume_progress is not None:
-        _check_progress(resume_progress, int(initial_epoch), steps, sum_shapes)
+        check_progress(resume_progress, int(initial_epoch), steps, sum_shapes)
         resumed_steps = resume_progress.step
     for epoch in range(initial_epoch + 1, epochs + 1):
         start = time.perf_counter()
-        indices = to_mesh(_epoch_indices(rng, epoch, num_examples, steps, batch_size), on_mesh)
-        sums = to_mesh(_zeros(sum_shapes), on_mesh)
+        indices = to_mesh(epoch_indices(rng, epoch, num_examples, steps, batch_size), on_mesh)
+        sums = to_mesh(zeros_of(sum_shapes), on_mesh)
         written = None  # the host copy of the sums at the last metric point
         done_before = 0
         if resume_progress is not None and epoch == resume_progress.epoch:
@@ -314,31 +186,14 @@ def fit(
             if done < steps and stop_agreed(should_stop):  # save and stop here
                 bar.close()
                 if callbacks.on_stop is not None:
-                    seconds = time.perf_counter() - start
-                    host_sums = {k: (int(v) if k == NONFINITE_STEP else float(v))
-                                 for k, v in jax.device_get(dict(sums)).items()}
-                    callbacks.on_stop(state, history, EpochProgress(
-                        epoch, done, host_sums,
-                        None if written is None else {k: float(v) for k, v in written.items()},
-                        seconds))
+                    callbacks.on_stop(state, history, host_progress(
+                        epoch, done, sums, written, time.perf_counter() - start))
                 raise TrainingStopped(epoch, done, steps)
         bar.close()
-        record = {"epoch": epoch}
-        record.update({f"train_{k}": v for k, v in mean_sums(sums).items()})
-        if val_data is not None:
-            val = evaluate_batches(
-                state, val_data.inputs, val_data.labels, val_data.weights, objective, mesh,
-                val_data.lengths,
-            )
-            record.update({f"val_{k}": v for k, v in mean_sums(val).items()})
+        val = None if val_data is None else evaluate_batches(
+            state, val_data.inputs, val_data.labels, val_data.weights, objective, mesh,
+            val_data.lengths)
+        record = epoch_record(epoch, sums, val)
         record["epoch_seconds"] = time.perf_counter() - start
-        for key, value in record.items():
-            history.setdefault(key, []).append(value)
-        if writer is not None:
-            writer.write_scalars(epoch_start_step + steps, epoch_scalars(record))
-            writer.flush()
-        if callbacks.log is not None:
-            callbacks.log(format_epoch(record))
-        if callbacks.on_epoch_end is not None:
-            callbacks.on_epoch_end(epoch, state, history)
+        end_epoch(record, history, callbacks, epoch_start_step + steps, state)
     return state, history

@@ -3,8 +3,8 @@
 The reference study teaches a 32-parameter recurrent cell
 (:class:`jaxseq.nn.adder.FullAdderCell`) to add binary numbers fed least significant bit
 first, then asks whether it adds numbers longer than those it saw in training.
-:func:`run_seed` is one seeded run, :func:`run` every seed of a run in a run folder;
-``experiments/adder.py`` is the command line.
+:func:`run_seed` is one seeded run, :func:`run_seeds` several as one program, :func:`run`
+every seed of a run in a run folder; ``experiments/adder.py`` is the command line.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from jaxseq.tasks.adder.config import OUTPUTS, AdderConfig, seed_name  # noqa: F
 from jaxseq.tasks.adder.model import TASK, is_full_adder, truth_table
 
 __all__ = ["ADDER_CHANCE_LOSS", "ADDER_OBJECTIVES", "OUTPUTS", "AdderConfig", "eval_dataset",
-           "evaluate_lengths", "get_objective", "run", "run_seed"]
+           "evaluate_lengths", "get_objective", "run", "run_seed", "run_seeds"]
 
 #: Keras-style clipped binary cross-entropy or mean squared error, with per-bit and
 #: exact-sum accuracy.
@@ -165,27 +165,76 @@ def run_seed(config: AdderConfig, seed: int = 0, session: RunSession | None = No
       jaxseq.train.NonFiniteLossError, jaxseq.train.TrainingStopped: as for
         :meth:`~jaxseq.runs.session.RunSession.train`.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
+    return run_seeds(config, [seed], session, model=model, together=False)[0]
+
+
+def run_seeds(config: AdderConfig, seeds: Sequence[int], session: RunSession | None = None, *,
+              model: BinaryAdder | None = None, together: bool = True) -> list[dict[str, Any]]:
+    """:func:`run_seed` of each of ``seeds``, trained as one program
+    (:meth:`~jaxseq.runs.session.RunSession.train_seeds`; equal to their separate runs to
+    float rounding) or, without ``together``, one after another. Arguments, results and
+    errors as for :func:`run_seed`, one result per seed.
+
+    Example:
+      >>> config = AdderConfig(samples=320, epochs=1, eval_bits=(5,), eval_samples=10)
+      >>> results = run_seeds(config, [3, 4], RunSession(None, progress=False, log=None))
+      >>> {r["seed"]: r["steps_per_epoch"] for r in results}
+      {3: 9, 4: 9}
+    """
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
     session = RunSession(None, progress=False) if session is None else session
-    start = time.perf_counter()
     objective = get_objective(config.loss)
+    if model is None or model.hidden_features != config.hidden_size:
+        model = BinaryAdder(config.hidden_size)
+    kwargs = {"objective": objective, "epochs": config.epochs, "batch_size": config.batch_size,
+              "task": TASK, "announce": False}
+    if not together:
+        results = []
+        for seed in seeds:
+            start = time.perf_counter()
+            train_set, test_set, state, key = _prepare(config, seed, model)
+            state, history = session.train(seed_name(seed), model, state, key, train_set,
+                                           test_set, label=f"seed {seed}",
+                                           extra=_extra(config, seed), **kwargs)
+            results.append(_results(config, seed, model, session, state, history, train_set,
+                                    test_set, start))
+        return results
+    start = time.perf_counter()
+    prepared = [_prepare(config, seed, model) for seed in seeds]
+    trained = session.train_seeds(
+        [seed_name(seed) for seed in seeds], model, [p[2] for p in prepared],
+        [p[3] for p in prepared], train.SeedData.stack([p[0] for p in prepared]),
+        train.SeedData.stack([p[1] for p in prepared]), labels=[f"seed {seed}" for seed in seeds],
+        extras=[_extra(config, seed) for seed in seeds], **kwargs)
+    return [_results(config, seed, model, session, state, history, p[0], p[1], start)
+            for seed, p, (state, history) in zip(seeds, prepared, trained, strict=True)]
+
+
+def _extra(config: AdderConfig, seed: int) -> dict[str, Any]:
+    return {"seed": seed, "config": dataclasses.asdict(config)}
+
+
+def _prepare(config: AdderConfig, seed: int, model: BinaryAdder) -> tuple[Any, ...]:
+    """One seed's training and test sets, fresh state and shuffle key."""
     rng = np.random.default_rng(seed)
     data = adder_data.generate(config.bits, config.samples, rng)
     train_set, test_set = adder_data.split(data, config.test_size, rng, config.split)
     if config.split != "random":  # the random split's sizes were checked by the config
         check_batch_size(config.batch_size, train_set.num_examples)
-    if model is None or model.hidden_features != config.hidden_size:
-        model = BinaryAdder(config.hidden_size)
     init_key, shuffle_key = jax.random.split(jax.random.key(seed))
     state = train.create_train_state(
         model, init_key, train_set.inputs[:1],
         optimizer=make_optimizer(config.optimizer, config.learning_rate))
-    state, history = session.train(
-        seed_name(seed), model, state, shuffle_key, train_set, test_set, objective=objective,
-        epochs=config.epochs, batch_size=config.batch_size, label=f"seed {seed}", task=TASK,
-        extra={"seed": seed, "config": dataclasses.asdict(config)}, announce=False)
-    test_metrics = train.evaluate(state, test_set, objective)
+    return train_set, test_set, state, shuffle_key
+
+
+def _results(config: AdderConfig, seed: int, model: BinaryAdder, session: RunSession,
+             state: train.TrainState, history: train.History, train_set: Dataset,
+             test_set: Dataset, start: float) -> dict[str, Any]:
+    """A trained seed's test scores, length table and truth table: :func:`run_seed`'s."""
+    test_metrics = train.evaluate(state, test_set, get_objective(config.loss))
     warnings = session.warnings(f"seed {seed}", history, test_metrics,
                                 ADDER_CHANCE_LOSS[config.loss])
     # Host copies: with several processes the state's arrays span them all.
@@ -215,8 +264,9 @@ def run(config: AdderConfig, run_dir: str | os.PathLike, *, resume: bool = False
         should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Train and evaluate every seed of ``config`` into ``run_dir``; write its results.
 
-    Seeds ``config.seed ..`` run in turn through :func:`run_seed` (sharing one model and so
-    its compiled functions), checkpointed in ``run_dir/checkpoints/seed-<k>``.
+    Seeds ``config.seed ..`` run through :func:`run_seeds` (sharing one model and so its
+    compiled functions), as one program or in turn (``config.seeds_together``,
+    :func:`jaxseq.train.seeds_together`), checkpointed in ``run_dir/checkpoints/seed-<k>``.
     ``config.json`` is written first (not on ``resume``), ``results.json`` and the figure
     ``accuracy_vs_bits.png`` at the end.
 
@@ -225,7 +275,8 @@ def run(config: AdderConfig, run_dir: str | os.PathLike, *, resume: bool = False
       run_dir: the run folder (created when missing).
       resume, progress, log, log_dir, log_every_steps, should_stop: as for
         :class:`~jaxseq.runs.session.RunSession`.
-      on_seed_end: called with each seed's result when it is done (to print its tables).
+      on_seed_end: called with each seed's result when it is done (to print its tables;
+        seeds trained as one program are done together).
       run_info: extra JSON values for ``config.json``.
 
     Returns:
@@ -249,14 +300,19 @@ def run(config: AdderConfig, run_dir: str | os.PathLike, *, resume: bool = False
         session.write_json("config.json", settings | dict(run_info or {}))
     start = time.perf_counter()
     model = BinaryAdder(config.hidden_size)
+    seeds = list(range(config.seed, config.seed + config.seeds))
+    together = config.seeds > 1 and train.seeds_together(config.seeds_together)
+    if together:
+        session.say(f"\n=== seeds {', '.join(map(str, seeds))} as one program ===")
     runs = []
-    for seed in range(config.seed, config.seed + config.seeds):
-        session.say(f"\n=== seed {seed} ===")
-        result = run_seed(config, seed, session, model=model)
-        result.pop("params")
-        runs.append(result)
-        if on_seed_end is not None:
-            on_seed_end(result)
+    for group in [seeds] if together else [[seed] for seed in seeds]:
+        if not together:
+            session.say(f"\n=== seed {group[0]} ===")
+        for result in run_seeds(config, group, session, model=model, together=together):
+            result.pop("params")
+            runs.append(result)
+            if on_seed_end is not None:
+                on_seed_end(result)
     converged = [r["seed"] for r in runs if r["converged"]]
     results = {"config": settings,
                "summary": {"seeds": [r["seed"] for r in runs], "converged": len(converged),

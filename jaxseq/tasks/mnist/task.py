@@ -1,4 +1,5 @@
-"""Sequential MNIST: train recurrent classifiers into a run folder, score them, re-score a run.
+"""Sequential MNIST: train recurrent classifiers into a run folder and score them (re-scoring
+a run is :mod:`jaxseq.tasks.mnist.rescore`, whose names this module re-exports).
 
 Each 28x28 image is read as 28 steps of 28 pixels (or, with ``order="pixels"`` /
 ``"permuted"``, 784 steps of one pixel); the logits come from the last step. A run folder
@@ -14,12 +15,13 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from jaxseq.data import catalogue, download, files, orders
 from jaxseq.data import mnist as mnist_data
-from jaxseq.runs import folder
+from jaxseq.data.dataset import Dataset
 from jaxseq.tasks.mnist.config import (  # noqa: F401  (re-exported)
     OUTPUTS,
     SCHEDULES,
@@ -27,15 +29,18 @@ from jaxseq.tasks.mnist.config import (  # noqa: F401  (re-exported)
     model_name,
     run_name,
 )
+from jaxseq.tasks.mnist.rescore import (  # noqa: F401  (re-exported)
+    EVAL_LOSS_RTOL,
+    compare_scores,
+    evaluate_run,
+)
 
 __all__ = ["EVAL_LOSS_RTOL", "OUTPUTS", "SCHEDULES", "MnistConfig", "compare_scores",
-           "evaluate_run", "load_data", "mean_and_std", "model_name", "run", "run_name"]
+           "evaluate_run", "load_data", "load_seed_data", "mean_and_std", "model_name", "run",
+           "run_name"]
 
 #: What survives a result file that cannot be written.
 _KEPT = "every epoch is checkpointed: free space, then --resume RUN_DIR writes the results"
-#: Relative tolerance on the test loss within which a re-scored run agrees with its saved
-#: results "to float rounding" (:func:`compare_scores`).
-EVAL_LOSS_RTOL = 1e-5
 
 
 def mean_and_std(values: list[float]) -> tuple[float, float | None]:
@@ -53,34 +58,6 @@ def mean_and_std(values: list[float]) -> tuple[float, float | None]:
     if len(values) == 1:
         return mean, None
     return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
-def compare_scores(saved_accuracy: float, saved_loss: float, accuracy: float, loss: float,
-                   num_examples: int, loss_rtol: float = EVAL_LOSS_RTOL) -> str:
-    """How a re-scored test accuracy and loss compare with the saved ones.
-
-    Scored on another device count or backend, the losses are summed in another order, so
-    the loss may differ in its last digits and a near-tie may change class: ``"equal"`` (bit
-    for bit), ``"rounding"`` (the loss within ``loss_rtol`` relative and the accuracy within
-    one of ``num_examples`` examples) or ``"differs"`` (anything else, NaN included).
-
-    >>> compare_scores(0.9, 0.3, 0.9001, 0.3000001, num_examples=10000)
-    'rounding'
-
-    Raises:
-      ValueError: for a ``num_examples`` below 1 or a negative ``loss_rtol``.
-    """
-    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
-        raise ValueError(f"num_examples must be a positive integer, got {num_examples!r}")
-    if not loss_rtol >= 0:
-        raise ValueError(f"loss_rtol must be >= 0, got {loss_rtol!r}")
-    if (saved_accuracy, saved_loss) == (accuracy, loss):
-        return "equal"
-    examples_apart = abs(accuracy - saved_accuracy) * num_examples  # accuracies are k / n
-    if (math.isclose(loss, saved_loss, rel_tol=loss_rtol, abs_tol=0.0)
-            and examples_apart <= 1 + 1e-6):
-        return "rounding"
-    return "differs"
 
 
 def load_data(config: MnistConfig, seed: int | None = None) -> mnist_data.MNISTSplits:
@@ -107,32 +84,53 @@ def load_data(config: MnistConfig, seed: int | None = None) -> mnist_data.MNISTS
     return orders.in_order(splits, config.order, config.seed)
 
 
-def _train_one(cell: str, seed: int, config: MnistConfig, session: Any,
-               splits: mnist_data.MNISTSplits) -> dict[str, Any]:
-    """Train one classifier (or continue it from its checkpoint); return its results."""
+def load_seed_data(config: MnistConfig) -> tuple[Any, Any]:
+    """Every seed's training and validation sets (:func:`load_data` of each seed) as rows
+    of the training images, held once: two :class:`jaxseq.train.SeedData`. Errors as
+    :func:`load_data`'s."""
+    from jaxseq.train import SeedData
+
+    raw = mnist_data.load_mnist(config.data_dir, source=config.source, dataset=config.dataset)
+    images = Dataset(mnist_data.preprocess(raw["train_images"]),
+                     raw["train_labels"].astype(np.int32))
+    images = orders.in_order(images, config.order, config.seed)
+    parts = [mnist_data.split_indices(images.num_examples, seed, train_subset=config.train_subset)
+             for seed in config.seed_list]
+    config.check_steps(len(parts[0][0]))
+    return tuple(SeedData(images, [part[k] for part in parts]) for k in (0, 1))
+
+
+def _start(cell: str, seed: int, config: MnistConfig, session: Any,
+           train: Dataset) -> tuple[str, Any, Any, Any, int]:
+    """A new classifier's name, model, state, shuffle key and parameter count."""
     import jax
 
-    from jaxseq import plots
     from jaxseq.nn.classifier import RecurrentClassifier
     from jaxseq.optim import make_optimizer, make_schedule
-    from jaxseq.train import create_train_state, evaluate
+    from jaxseq.train import create_train_state
 
     name = run_name(cell, config, seed)
     model = RecurrentClassifier(cell=cell, features=config.hidden_size,
                                 num_layers=config.num_layers, bidirectional=config.bidirectional,
                                 dropout=config.dropout)
     init_rng, shuffle_rng = jax.random.split(jax.random.key(seed))
-    total_steps = config.epochs * (splits.train.num_examples // config.batch_size)
+    total_steps = config.epochs * (train.num_examples // config.batch_size)
     learning_rate = make_schedule(config.learning_rate, config.schedule, config.warmup_steps,
                                   total_steps)
     optimizer = make_optimizer("adam", learning_rate, clip_grad_norm=config.clip_grad_norm)
-    state = create_train_state(model, init_rng, splits.train.inputs[:1], optimizer=optimizer)
+    state = create_train_state(model, init_rng, train.inputs[:1], optimizer=optimizer)
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     session.say(f"\n== {name}: {num_params:,} parameters")
-    state, history = session.train(name, model, state, shuffle_rng, splits.train,
-                                   splits.validation, epochs=config.epochs,
-                                   batch_size=config.batch_size)
-    test = evaluate(state, splits.test)
+    return name, model, state, shuffle_rng, num_params
+
+
+def _finish(name: str, seed: int, model: Any, state: Any, history: Any, num_params: int,
+            test_set: Dataset, config: MnistConfig, session: Any) -> dict[str, Any]:
+    """Score a trained classifier on the test set; plot and write its results."""
+    from jaxseq import plots
+    from jaxseq.train import evaluate
+
+    test = evaluate(state, test_set)
     session.say(f"{name}: test accuracy {100 * test['accuracy']:.2f}%  (test loss "
                 f"{test['loss']:.4f})")
     warnings = session.warnings(name, history, test, chance_loss=math.log(model.num_classes))
@@ -155,6 +153,35 @@ def _train_one(cell: str, seed: int, config: MnistConfig, session: Any,
 
     session.write(f"the results of {name}", write, _KEPT)
     return result
+
+
+def _train_cell(cell: str, config: MnistConfig, session: Any, splits: mnist_data.MNISTSplits,
+                seed_data: tuple[Any, Any] | None) -> list[dict[str, Any]]:
+    """Train (or continue) every seed of one classifier, one after another or, with
+    ``seed_data`` (:func:`load_seed_data`), as one program; return their results."""
+    name = model_name(cell, config.bidirectional)
+    runs = []
+    if seed_data is None:
+        for seed in config.seed_list:
+            if config.seeds > 1:
+                session.say(f"\n=== {name}, seed {seed} ===")
+            data = splits if seed == config.seed else load_data(config, seed)
+            run, model, state, rng, size = _start(cell, seed, config, session, data.train)
+            state, history = session.train(run, model, state, rng, data.train, data.validation,
+                                           epochs=config.epochs, batch_size=config.batch_size)
+            runs.append(_finish(run, seed, model, state, history, size, data.test, config,
+                                session))
+        return runs
+    session.say(f"\n=== {name}, seeds {', '.join(map(str, config.seed_list))} as one program "
+                f"===")
+    train, validation = seed_data
+    started = [_start(cell, seed, config, session, train.seed(0)) for seed in config.seed_list]
+    trained = session.train_seeds([s[0] for s in started], started[0][1],
+                                  [s[2] for s in started], [s[3] for s in started], train,
+                                  validation, epochs=config.epochs, batch_size=config.batch_size)
+    return [_finish(run, seed, model, state, history, size, splits.test, config, session)
+            for (run, model, _, _, size), seed, (state, history)
+            in zip(started, config.seed_list, trained, strict=True)]
 
 
 def run(config: MnistConfig, run_dir: str | os.PathLike, *, resume: bool = False,
@@ -195,6 +222,7 @@ def run(config: MnistConfig, run_dir: str | os.PathLike, *, resume: bool = False
     """
     from jaxseq import plots
     from jaxseq.runs.session import RunSession
+    from jaxseq.train import seeds_together
 
     session = RunSession(run_dir, resume, config.keep_checkpoints, progress, log, log_dir,
                          log_every_steps, should_stop)
@@ -220,14 +248,11 @@ def run(config: MnistConfig, run_dir: str | os.PathLike, *, resume: bool = False
             orders.write_permutation(run_dir, config.order, config.seed)))
     start = time.perf_counter()
     results: dict[str, list[dict[str, Any]]] = {}
+    together = config.seeds > 1 and seeds_together(config.seeds_together)
+    seed_data = load_seed_data(config) if together else None
     for cell in config.cells:
-        runs = []
-        for seed in config.seed_list:
-            if config.seeds > 1:
-                session.say(f"\n=== {model_name(cell, config.bidirectional)}, seed {seed} ===")
-            runs.append(_train_one(cell, seed, config, session,
-                                   splits if seed == config.seed else load_data(config, seed)))
-        results[model_name(cell, config.bidirectional)] = runs
+        results[model_name(cell, config.bidirectional)] = _train_cell(cell, config, session,
+                                                                      splits, seed_data)
     summary = {"config": settings,
                "results": {name: _model_summary(runs) for name, runs in results.items()},
                "resumed": resume, "total_seconds": time.perf_counter() - start,
@@ -262,96 +287,3 @@ def _model_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"test_accuracy": mean, "test_accuracy_std": std, "std_ddof": 1,
             "seeds": [r["seed"] for r in runs], "test_accuracies": accuracies,
             "mean_epoch_seconds": mean_and_std([r["mean_epoch_seconds"] for r in runs])[0]}
-
-
-def _saved_number(saved: Mapping[str, Any], key: str, path: Path) -> float:
-    """``saved[key]`` of a ``<model>_results.json``, which must be a finite real number."""
-    if key not in saved:
-        raise ValueError(f"{path} holds no {key}; the results file is damaged (delete it to "
-                         f"re-score the run without comparing)")
-    value = saved[key]
-    if (isinstance(value, bool) or not isinstance(value, int | float)
-            or not math.isfinite(value)):
-        raise ValueError(f"{path} holds {key} = {value!r}, not a number; the results file is "
-                         f"damaged (delete it to re-score the run without comparing)")
-    return float(value)
-
-
-def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
-                 seed: int = 0) -> list[dict[str, Any]]:
-    """Re-score every saved model of a run on the test set; compare with its results.
-
-    The test images are those of the run's ``dataset`` and ``source``, read in its
-    ``order`` (``config.json``; ``"mnist"``, ``"idx"`` and ``"rows"`` when absent).
-
-    Args:
-      run_dir: the run folder.
-      data_dir: the data folder (``None``: as :func:`jaxseq.data.mnist.load_splits`).
-      seed: the run's seed (for a permuted order).
-
-    Returns:
-      One dict per model: ``{"model", "epoch", "test_accuracy", "test_loss",
-      "num_examples", "saved", "comparison"}``: ``saved`` is ``<model>_results.json``
-      (``None`` for an unfinished run), ``comparison`` :func:`compare_scores` of the saved
-      and re-scored numbers (``None`` without ``saved``).
-
-    Raises:
-      FileNotFoundError: for a missing run folder, checkpoints or data.
-      ValueError: corrupt data, a checkpoint that cannot be loaded or does not fit the
-        model ``config.json`` describes (an edited ``order``), a results file without
-        finite scores, or a saved permutation that does not match.
-    """
-    from flax.errors import FlaxError
-
-    from jaxseq.runs.predictor import load_run
-
-    run_dir = Path(run_dir).expanduser()
-    names = folder.checkpoint_names(run_dir)
-    if not names:
-        raise FileNotFoundError(f"{run_dir} holds no checkpoint")
-    config_path = run_dir / "config.json"
-    saved_config = files.read_json(config_path) if config_path.is_file() else {}
-    saved_config = saved_config if isinstance(saved_config, dict) else {}
-    order = saved_config.get("order", "rows")
-    dataset = saved_config.get("dataset", "mnist")
-    source = saved_config.get("source", "idx")
-    try:
-        MnistConfig(order=order, dataset=dataset, source=source)
-    except ValueError as error:
-        raise ValueError(f"{config_path}: {error}") from None
-    orders.check_saved_permutation(run_dir, order, seed)
-    test_set = mnist_data.load_test_set(data_dir, dataset=dataset, source=source)
-    test_set = orders.in_order(test_set, order, seed)
-    shape = list(test_set.inputs.shape[1:])
-    misfit = (f"{config_path}: the parameters of checkpoint {{}} do not fit the model "
-              f"config.json describes (order {order!r}: test inputs of shape {shape} per "
-              f"example")
-    scores = []
-    for name in names:
-        results_path = run_dir / f"{name}_results.json"
-        saved = files.read_json(results_path) if results_path.is_file() else None
-        if saved is not None:  # checked before the (slow) scoring
-            if not isinstance(saved, dict):
-                raise ValueError(f"{results_path} holds {type(saved).__name__}, not an object "
-                                 f"of results; the results file is damaged")
-            for key in ("test_accuracy", "test_loss"):
-                _saved_number(saved, key, results_path)
-        predictor = load_run(run_dir, name)
-        saved_shape = list((predictor.input_spec or {}).get("shape", shape))
-        if saved_shape != shape:  # before the model's own checks
-            raise ValueError(misfit.format(name) + f"; the checkpoint was saved for "
-                                                   f"{saved_shape}); was config.json edited?")
-        try:
-            test = predictor.evaluate(test_set)
-        except FlaxError as error:  # e.g. ScopeParamShapeError: an edited config.json
-            detail = " ".join(str(error).split(" (https://")[0].split()).rstrip(".")
-            raise ValueError(misfit.format(name) + f"): {detail}; was config.json "
-                                                   f"edited?") from None
-        comparison = (None if saved is None else compare_scores(
-            saved["test_accuracy"], saved["test_loss"], test["accuracy"], test["loss"],
-            test_set.num_examples))
-        scores.append({"model": name, "epoch": predictor.epoch,
-                       "test_accuracy": test["accuracy"], "test_loss": test["loss"],
-                       "num_examples": test_set.num_examples, "saved": saved,
-                       "comparison": comparison})
-    return scores
