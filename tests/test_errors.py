@@ -13,15 +13,24 @@ import importlib.util
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import MNIST_NAMES, REPO_ROOT, run_experiment
 
+from jaxseq import losses
 from jaxseq.data import Dataset, files
 from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.runs.checkpoint import Checkpointer
 from jaxseq.runs.folder import latest_epoch
-from jaxseq.train import Callbacks, NonFiniteLossError, ResumePoint, create_train_state, fit
+from jaxseq.train import (
+    Callbacks,
+    NonFiniteLossError,
+    Objective,
+    ResumePoint,
+    create_train_state,
+    fit,
+)
 
 MNIST = REPO_ROOT / "experiments" / "mnist.py"
 ADDER = REPO_ROOT / "experiments" / "adder.py"
@@ -43,11 +52,18 @@ def assert_one_line_error(result, code, *mentions):
 # --- non-finite losses --------------------------------------------------------------
 
 
+#: Softmax cross-entropy whose loss is NaN for the label 3 (the poisoned example's): a
+#: non-finite loss the data checks cannot see (NaN inputs are refused before any step).
+NAN_AT_LABEL_3 = Objective(
+    lambda logits, labels: jnp.where(labels == 3, jnp.nan, losses.softmax_cross_entropy(
+        logits, jnp.minimum(labels, 2))), losses.classification_metrics)
+
+
 def poisoned_task():
     """330 examples, batches of 32: 10 steps per epoch and 10 examples left out. One
-    example's inputs are NaN; the seed is chosen so that epoch 1 leaves it out and epoch
-    2 uses it at a step other than the first. Returns the data, the seed and that step,
-    found from the shuffles directly."""
+    example's loss is NaN (label 3, :data:`NAN_AT_LABEL_3`); the seed is chosen so that
+    epoch 1 leaves it out and epoch 2 uses it at a step other than the first. Returns the
+    data, the seed and that step, found from the shuffles directly."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(330, 6, 4)).astype(np.float32)
     y = rng.integers(0, 3, 330).astype(np.int32)
@@ -58,7 +74,7 @@ def poisoned_task():
         poisoned = first[-1]  # left out of epoch 1 (only the first 320 are used)
         position = int(np.flatnonzero(second == poisoned)[0])
         if 32 <= position < 320:
-            x[poisoned] = np.nan
+            y[poisoned] = 3
             return Dataset(x, y), seed, position // 32 + 1
     raise AssertionError("no suitable seed")
 
@@ -78,8 +94,8 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_checkpoint(tmp_path,
             save(epoch, state, history)
 
         with pytest.raises(NonFiniteLossError) as caught:
-            fit(state, data, epochs=3, batch_size=32, rng=seed, progress=False,
-                progress_updates=progress_updates,
+            fit(state, data, objective=NAN_AT_LABEL_3, epochs=3, batch_size=32, rng=seed,
+                progress=False, progress_updates=progress_updates,
                 callbacks=Callbacks(log=None, on_epoch_end=on_epoch_end))
         error = caught.value
         assert (error.epoch, error.step, error.steps_per_epoch) == (2, step, 10)
