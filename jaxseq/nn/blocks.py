@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax.linen.recurrent import flip_sequences
 
 from jaxseq.nn.cells import LINEAR_CELLS
-from jaxseq.nn.lengths import masked
+from jaxseq.nn.lengths import check_seq_lengths, time_mask
 from jaxseq.nn.ops import cast_inputs, check_sequence_inputs
 
 Array = jax.Array
@@ -35,6 +35,7 @@ class LinearRNN(nn.Module):
       features: hidden units (the LRU's complex state size).
       implementation: ``"parallel"``, ``"sequential"`` or ``None`` (the backend's default).
       bidirectional: also read each row's valid steps backwards.
+      time_major: inputs and outputs are ``[time, batch, ...]`` (no transposes inside).
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -48,23 +49,31 @@ class LinearRNN(nn.Module):
     features: int
     implementation: str | None = None
     bidirectional: bool = False
+    time_major: bool = False
 
     @nn.compact
     def __call__(self, inputs: Array, seq_lengths: Array | None = None) -> Array:
         """Run the layer; ``seq_lengths``: optional ``[batch]`` ints in ``[1, time]``."""
-        check_sequence_inputs(inputs)
+        if not self.time_major:
+            check_sequence_inputs(inputs)
         cls = LINEAR_CELLS[self.cell]
-        cells = [cls(self.features, implementation=self.implementation, name=name)
-                 for name in ("forward", "backward")[:1 + self.bidirectional]]
+        forward, *backward = [cls(self.features, implementation=self.implementation, name=name)
+                              for name in ("forward", "backward")[:1 + self.bidirectional]]
+        x, mask = cast_inputs(inputs, jnp.float32), None
+        if seq_lengths is not None:
+            time = x.shape[1 - self.time_major]
+            seq_lengths = check_seq_lengths(seq_lengths, x.shape[self.time_major], time)
+            mask = time_mask(seq_lengths, time)
+            mask = jnp.swapaxes(mask, 0, 1) if self.time_major else mask
+            x = jnp.where(mask, x, 0)
+        outputs = forward.sequence(x, self.time_major)
+        if backward:
+            def flip(y: Array) -> Array:
+                return flip_sequences(y, seq_lengths, 1, self.time_major)
 
-        def run(x: Array, seq_lengths: Array | None) -> Array:
-            outputs = [cells[0].sequence(x)]
-            if self.bidirectional:
-                back = cells[1].sequence(flip_sequences(x, seq_lengths, 1, False))
-                outputs.append(flip_sequences(back, seq_lengths, 1, False))
-            return jnp.concatenate(outputs, -1) if self.bidirectional else outputs[0]
-
-        return masked(run, cast_inputs(inputs, jnp.float32), seq_lengths)
+            back = flip(backward[0].sequence(flip(x), self.time_major))
+            outputs = jnp.concatenate([outputs, back], -1)
+        return outputs if mask is None else jnp.where(mask, outputs, 0)
 
 
 class ResidualBlock(nn.Module):
@@ -75,7 +84,7 @@ class ResidualBlock(nn.Module):
     and ``out`` (LRU: ``glu``, ``gate``).
 
     Attributes:
-      cell, features, implementation, bidirectional: as :class:`LinearRNN`.
+      cell, features, implementation, bidirectional, time_major: as :class:`LinearRNN`.
       dropout: the dropout rate (PRNG stream ``"dropout"`` when ``train``).
 
     Examples:
@@ -91,13 +100,15 @@ class ResidualBlock(nn.Module):
     implementation: str | None = None
     bidirectional: bool = False
     dropout: float = 0.0
+    time_major: bool = False
 
     @nn.compact
     def __call__(self, inputs: Array, seq_lengths: Array | None = None, *,
                  train: bool = False) -> Array:
         """The block's output; ``seq_lengths``: optional ``[batch]`` ints in ``[1, time]``."""
         y = LinearRNN(self.cell, self.features, self.implementation, self.bidirectional,
-                      name="rnn")(nn.LayerNorm(name="norm")(inputs), seq_lengths)
+                      self.time_major, name="rnn")(nn.LayerNorm(name="norm")(inputs),
+                                                   seq_lengths)
         drop = nn.Dropout(self.dropout, deterministic=not train)
         if self.cell == "lru":
             y = drop(nn.gelu(y))

@@ -113,13 +113,14 @@ class RecurrentClassifier(nn.Module):
         check_real_inputs(inputs)
         if seq_lengths is not None:
             seq_lengths = check_seq_lengths(seq_lengths, *inputs.shape[:2])
-        if linear:
-            outputs = nn.Dense(self.features, name="input")(cast_inputs(inputs, jnp.float32))
+        if linear:  # time-major inside: no transposes around each recurrence
+            outputs = jnp.swapaxes(cast_inputs(inputs, jnp.float32), 0, 1)
+            outputs = nn.Dense(self.features, name="input")(outputs)
             for layer in range(self.num_layers):
                 outputs = ResidualBlock(self.cell, self.features, self.implementation,
-                                        self.bidirectional, self.dropout,
+                                        self.bidirectional, self.dropout, time_major=True,
                                         name=f"cell_{layer}")(outputs, seq_lengths, train=train)
-            outputs = nn.LayerNorm(name="norm")(outputs)
+            outputs = jnp.swapaxes(nn.LayerNorm(name="norm")(outputs), 0, 1)
         else:
             outputs = self._classic_layers(inputs, seq_lengths, train)
         if self.pooling == "mean":

@@ -8,12 +8,16 @@ than ``complex64`` here (``docs/performance.md``).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 from jaxseq.nn.registry import LINEAR_IMPLEMENTATIONS
 
 Array = jax.Array
+#: A real array, or a complex one as the pair ``(re, im)``.
+Values = Array | tuple[Array, Array]
 
 __all__ = ["DEFAULT_IMPLEMENTATION", "LINEAR_IMPLEMENTATIONS", "default_implementation",
            "linear_recurrence"]
@@ -39,8 +43,8 @@ def _add(x, y, complex_pairs: bool):
     return (x[0] + y[0], x[1] + y[1]) if complex_pairs else x + y
 
 
-def linear_recurrence(a, b, implementation: str, *, log_space: bool = False,
-                      complex_pairs: bool = False, axis: int = 1):
+def linear_recurrence(a: Values, b: Values, implementation: str, *, log_space: bool = False,
+                      complex_pairs: bool = False, axis: int = 1) -> Values:
     """The states ``h`` of ``h_t = a_t * h_{t-1} + b_t``, ``h_{-1} = 0``, along ``axis``.
 
     Args:
@@ -69,6 +73,17 @@ def linear_recurrence(a, b, implementation: str, *, log_space: bool = False,
     if implementation not in LINEAR_IMPLEMENTATIONS:
         raise ValueError(f"unknown implementation {implementation!r} of a linear recurrence; "
                          f"valid: {', '.join(LINEAR_IMPLEMENTATIONS)}")
+    return _recurrence(a, b, implementation, log_space, complex_pairs, axis)
+
+
+def _shift(h: Array, axis: int) -> Array:
+    """``[0, h_0, ..., h_{T-2}]`` along ``axis``: the state each step starts from."""
+    first = jax.lax.slice_in_dim(h, 0, 1, axis=axis)
+    return jnp.concatenate([jnp.zeros_like(first),
+                            jax.lax.slice_in_dim(h, 0, h.shape[axis] - 1, axis=axis)], axis)
+
+
+def _scan(a, b, implementation, log_space, complex_pairs, axis):
     shape = jax.tree.leaves(b)[0].shape
     constant = jax.tree.leaves(a)[0].ndim < len(shape)  # no time axis: the same every step
     if implementation == "parallel":
@@ -96,3 +111,23 @@ def linear_recurrence(a, b, implementation: str, *, log_space: bool = False,
     xs = b if constant else (jax.tree.map(lambda x: jnp.moveaxis(x, axis, 0), a), b)
     _, h = jax.lax.scan(step, jax.tree.map(lambda x: jnp.zeros_like(x[0]), b), xs)
     return jax.tree.map(lambda x: jnp.moveaxis(x, 0, axis), h)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
+def _recurrence(a, b, implementation, log_space, complex_pairs, axis):
+    return _scan(a, b, implementation, log_space, complex_pairs, axis)
+
+
+@_recurrence.defjvp
+def _recurrence_jvp(implementation, log_space, complex_pairs, axis, primals, tangents):
+    """The tangent is the same recurrence, ``dh_t = a_t dh_{t-1} + da_t h_{t-1} + db_t``,
+    so reverse mode runs one reverse recurrence instead of differentiating every step."""
+    (a, b), (da, db) = primals, tangents
+    h = _scan(a, b, implementation, log_space, complex_pairs, axis)
+    h_prev = jax.tree.map(lambda x: _shift(x, axis), h)
+    if log_space:  # d(exp a) = exp(a) da
+        a = jnp.exp(a)
+        c = a * da * h_prev + jnp.exp(b) * db
+    else:
+        c = _add(_mul(da, h_prev, complex_pairs), db, complex_pairs)
+    return h, _scan(a, c, implementation, False, complex_pairs, axis)

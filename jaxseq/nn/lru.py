@@ -49,7 +49,7 @@ class LRUCell(nn.RNNCellBase):
     """The LRU of Orvieto et al. (2023) as a Flax cell, ``[*batch, H] -> [*batch, H]``.
 
     ``carry, y = cell(carry, u)`` takes one step (the carry: ``h`` as ``(re, im)``, each
-    ``[*batch, features]``); :meth:`sequence` runs ``[batch, time, H]`` from a zero state,
+    ``[*batch, features]``); ``sequence`` runs ``[batch, time, H]`` from a zero state,
     ``"parallel"`` (``jax.lax.associative_scan``) or ``"sequential"`` (``jax.lax.scan``),
     the same outputs and gradients. Parameters as in the paper's appendix: ``nu_log``,
     ``theta_log``, ``gamma_log`` ``[features]``, ``B_re``, ``B_im`` ``[features, H]``
@@ -111,11 +111,13 @@ class LRUCell(nn.RNNCellBase):
         h = (a_re * carry[0] - a_im * carry[1] + b_re, a_re * carry[1] + a_im * carry[0] + b_im)
         return h, output(h)
 
-    def sequence(self, inputs: Array) -> Array:
-        """All steps from a zero state, ``[batch, time, H] -> [batch, time, H]``."""
+    def sequence(self, inputs: Array, time_major: bool = False) -> Array:
+        """All steps from a zero state, ``[batch, time, H] -> [batch, time, H]``
+        (``[time, batch, H]`` if ``time_major``)."""
         a, bu, output = self._parts(inputs)
         implementation = self.implementation or default_implementation()
-        return output(linear_recurrence(a, bu, implementation, complex_pairs=True))
+        return output(linear_recurrence(a, bu, implementation, complex_pairs=True,
+                                        axis=0 if time_major else 1))
 
     @nn.nowrap
     def initialize_carry(self, rng: jax.Array, input_shape: tuple[int, ...]

@@ -55,12 +55,13 @@ class _MinCell(nn.RNNCellBase):
         h = a * carry + b
         return h, h
 
-    def sequence(self, inputs: Array) -> Array:
-        """All steps from a zero carry, ``[batch, time, in] -> [batch, time, features]``."""
+    def sequence(self, inputs: Array, time_major: bool = False) -> Array:
+        """All steps from a zero carry, ``[batch, time, in] -> [batch, time, features]``
+        (``[time, batch, ...]`` if ``time_major``)."""
         implementation = self.implementation or default_implementation()
         log_space = implementation == "parallel"
         return linear_recurrence(*self.coefficients(inputs, log_space), implementation,
-                                 log_space=log_space)
+                                 log_space=log_space, axis=0 if time_major else 1)
 
     @nn.nowrap
     def initialize_carry(self, rng: jax.Array, input_shape: tuple[int, ...]) -> Array:
@@ -76,7 +77,7 @@ class MinGRUCell(_MinCell):
     r"""minGRU: ``z = sigmoid(x W_z + b_z)``, ``h = (1 - z) * h + z * g(x W_h + b_h)``.
 
     A Flax cell (``carry, y = cell(carry, x)``, ``y = h``) that also runs whole sequences
-    from a zero carry with :meth:`sequence`: ``"parallel"`` scans ``log(1 - z)`` and
+    from a zero carry with ``sequence``: ``"parallel"`` scans ``log(1 - z)`` and
     ``log z + log g(.)`` in log space, ``"sequential"`` steps; the same outputs and
     gradients. Parameters: ``iz``, ``ih`` (``nn.Dense``).
 
