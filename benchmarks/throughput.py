@@ -24,6 +24,8 @@ What is measured, on whatever device JAX picks (CPU here, GPU/TPU unchanged):
   ``F = 2 T G H (I + H)`` flops; the backward pass does twice that (input gradients and
   weight gradients), so training costs ``3 F`` per sample, evaluation ``F``; the head adds
   ``3 * 2 * D * H * C`` (``D`` directions, ``C`` classes). Element-wise work is not counted.
+  Not counted for the linear recurrences (mingru, minlstm, lru: ``-``), whose blocks
+  (``--num-layers`` of them) have other matmuls.
 * ``matmul peak``: float32 GFLOP/s of a 1024 x 1024 x 1024 ``jnp.dot``, measured in the
   same run: the ceiling for the GFLOP/s column.
 * PyTorch (when ``torch`` is installed): the study's model (``nn.RNN``/``nn.LSTM``/``nn.GRU``,
@@ -89,7 +91,7 @@ from jaxseq.app import cli, runtime
 from jaxseq.data import Dataset, files
 from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.nn.ops import recurrent_precision
-from jaxseq.nn.registry import CELLS, IMPLEMENTATIONS
+from jaxseq.nn.registry import CELLS, IMPLEMENTATIONS, LINEAR_IMPLEMENTATIONS
 from jaxseq.train import (
     CLASSIFICATION,
     EvalData,
@@ -116,8 +118,11 @@ COLUMNS = {
 
 
 def train_flops_per_sample(cell: str, bidirectional: bool, time_steps: int = 28,
-                           inputs: int = 28, hidden: int = 128, classes: int = 10) -> float:
+                           inputs: int = 28, hidden: int = 128, classes: int = 10
+                           ) -> float | None:
     """Analytic training flops of one sample (see the module docstring)."""
+    if "fused" not in CELLS[cell].implementations:
+        return None
     directions = 2 if bidirectional else 1
     forward = 2 * time_steps * len(CELLS[cell].gates) * hidden * (inputs + hidden) * directions
     return 3 * forward + 3 * 2 * directions * hidden * classes
@@ -166,8 +171,8 @@ def _time_chunk(state, sums, x, y, indices, objective, mesh, repeats: int):
 
 
 def bench_jax(cell: str, bidirectional: bool, batch_size: int, steps: int, repeats: int,
-              implementation: str, time_steps: int = 28, features: int = 28,
-              evaluation: bool = True, hidden: int = 128) -> dict:
+              implementation: str | None, time_steps: int = 28, features: int = 28,
+              evaluation: bool = True, hidden: int = 128, num_layers: int = 1) -> dict:
     """jaxseq's figures for inputs ``[batch_size, time_steps, features]`` float32."""
     mesh = data_mesh()
     rng = np.random.default_rng(0)
@@ -175,7 +180,7 @@ def bench_jax(cell: str, bidirectional: bool, batch_size: int, steps: int, repea
     x = _replicate(jnp.asarray(rng.normal(size=(n, time_steps, features)), jnp.float32), mesh)
     y = _replicate(jnp.asarray(rng.integers(0, 10, n), jnp.int32), mesh)
     model = RecurrentClassifier(cell=cell, features=hidden, bidirectional=bidirectional,
-                                implementation=implementation)
+                                implementation=implementation, num_layers=num_layers)
     state = _replicate(create_train_state(model, jax.random.key(0), x[:1]), mesh)
     sums = _replicate(zero_sums(state, CLASSIFICATION, x, y), mesh)
     indices = _replicate(jnp.arange(n, dtype=jnp.int32).reshape(steps, batch_size), mesh)
@@ -185,7 +190,8 @@ def bench_jax(cell: str, bidirectional: bool, batch_size: int, steps: int, repea
     train_rate = n / seconds
     flops = train_flops_per_sample(cell, bidirectional, time_steps, features, hidden)
     row = {"train_samples_per_s": train_rate, "compile_s": compile_seconds,
-           "train_gflops": train_rate * flops / 1e9, "train_flops_per_sample": flops}
+           "train_gflops": None if flops is None else train_rate * flops / 1e9,
+           "train_flops_per_sample": flops, "num_layers": num_layers}
     if evaluation:
         count = min(n, 10_000)
         data = EvalData.from_dataset(Dataset(np.asarray(x[:count]), np.asarray(y[:count])),
@@ -317,7 +323,8 @@ def _modes_of(rows) -> list[str]:
 
 def markdown(result: dict) -> str:
     """The Markdown table(s) of a result of this script (main run or ``--scaling``)."""
-    names = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU", "bilstm": "BiLSTM"}
+    names = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU", "bilstm": "BiLSTM", "mingru": "minGRU",
+             "minlstm": "minLSTM", "lru": "LRU"}
     torch_info = result.get("torch") or {}
     lines = [f"jaxseq on {result['machine'].get('device_name', result['machine']['backend'])}"
              f" (JAX {result['machine']['jax']}); PyTorch "
@@ -344,7 +351,7 @@ def markdown(result: dict) -> str:
               + ["jaxseq / fastest PyTorch"])
     body = [[names[name], _num(r["train_samples_per_s"]), _num(r["compile_s"], 2),
              _num(r.get("eval_samples_per_s")), _num(r["train_gflops"], 1),
-             _num(100 * r["train_gflops"] / peak, 1)]
+             _num(r["train_gflops"] and 100 * r["train_gflops"] / peak, 1)]
             + [_torch_cell(r, m) for m in modes] + [_ratio_cell(r)]
             for name, r in rows.items()]
     lines.append(_table(header, body))
@@ -374,14 +381,14 @@ def _scaling(args) -> dict:
                        "features": features}
                 row.update(bench_jax(cell, bidirectional, batch_size, args.steps,
                                      args.repeats, args.implementation, time_steps, features,
-                                     evaluation=False))
+                                     evaluation=False, num_layers=args.num_layers))
                 if not args.no_torch:
                     add_torch(row, bench_torch(cell, bidirectional, batch_size, args.steps,
                                                args.repeats, device, modes, time_steps,
                                                features))
                 rows.append(row)
                 print(f"{name:8s} {batch_size:5d} {f'{time_steps}x{features}':>8s} "
-                      f"{row['train_samples_per_s']:9.0f} {row['train_gflops']:8.1f} "
+                      f"{row['train_samples_per_s']:9.0f} {_num(row['train_gflops'], 1):>8s} "
                       + (_short_torch(row, modes) if "torch" in row else ""), flush=True)
     return {"scaling": rows}
 
@@ -389,7 +396,10 @@ def _scaling(args) -> dict:
 def _parse_args(argv: list[str]):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--implementation", default="fused", choices=IMPLEMENTATIONS)
+    parser.add_argument("--implementation", default=None,
+                        choices=IMPLEMENTATIONS + LINEAR_IMPLEMENTATIONS,
+                        help="default: each cell's (fused; the backend's for mingru, minlstm, lru)")
+    parser.add_argument("--num-layers", type=int, default=1, help="stacked layers (blocks)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=200, help="batches per timed repeat")
     parser.add_argument("--repeats", type=int, default=5)
@@ -420,7 +430,7 @@ def _parse_args(argv: list[str]):
                              "ignored by git, the committed benchmarks/results/ stay as they "
                              "are)")
     args = parser.parse_args(argv)
-    for name in ("batch_size", "steps", "repeats"):
+    for name in ("batch_size", "steps", "repeats", "num_layers"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got "
                          f"{getattr(args, name)}")
@@ -559,14 +569,14 @@ def _main_table(args, peak: float) -> dict:
     for name in args.models:
         cell, bidirectional = MODELS[name]
         row = bench_jax(cell, bidirectional, args.batch_size, args.steps, args.repeats,
-                        args.implementation)
+                        args.implementation, num_layers=args.num_layers)
         if not args.no_torch:
             add_torch(row, bench_torch(cell, bidirectional, args.batch_size, args.steps,
                                        args.repeats, device, modes))
         rows[name] = row
         print(f"{name:8s} {row['train_samples_per_s']:9.0f} {row['compile_s']:9.2f} "
-              f"{row['eval_samples_per_s']:9.0f} {row['train_gflops']:8.1f} "
-              f"{100 * row['train_gflops'] / peak:6.1f} "
+              f"{row['eval_samples_per_s']:9.0f} {_num(row['train_gflops'], 1):>8s} "
+              f"{_num(row['train_gflops'] and 100 * row['train_gflops'] / peak, 1):>6s} "
               + (_short_torch(row, modes) if "torch" in row else ""), flush=True)
     return rows
 

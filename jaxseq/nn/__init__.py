@@ -1,7 +1,8 @@
 """Recurrent cells and layers, the sequence classifier, the full adder, the cell registry.
 
-Bottom to top: ``registry`` (no JAX), ``ops``, ``scan`` | ``pallas`` | ``cudnn``, ``lengths`` |
-``cells``, ``layers``, ``classifier`` | ``adder``. The names below are imported on first use.
+Bottom to top: ``registry`` (no JAX), ``ops``, ``scan`` | ``pallas`` | ``cudnn`` |
+``linear_scan``, ``lengths``, ``minrnn`` | ``lru``, ``cells``, ``blocks``, ``layers``,
+``classifier`` | ``adder``. The names below are imported on first use.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ _EXPORTS = {
     "FullAdderCell": "jaxseq.nn.adder",
     "make_cell": "jaxseq.nn.cells",
     "keras_uniform": "jaxseq.nn.cells",
+    "MinGRUCell": "jaxseq.nn.minrnn",
+    "MinLSTMCell": "jaxseq.nn.minrnn",
+    "LRUCell": "jaxseq.nn.lru",
+    "ResidualBlock": "jaxseq.nn.blocks",
+    "linear_recurrence": "jaxseq.nn.linear_scan",
     "FusedRNN": "jaxseq.nn.layers",
     "FusedBidirectional": "jaxseq.nn.layers",
     "recurrent_layer": "jaxseq.nn.layers",

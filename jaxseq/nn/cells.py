@@ -1,4 +1,5 @@
-"""Flax's recurrent cells by registry name, and Keras' uniform initializer."""
+"""The recurrent cells by registry name (Flax's, and jaxseq's linear recurrences), and Keras'
+uniform initializer."""
 
 from __future__ import annotations
 
@@ -9,20 +10,28 @@ import jax
 import jax.numpy as jnp
 
 from jaxseq.checks import check_positive_int
+from jaxseq.nn.lru import LRUCell
+from jaxseq.nn.minrnn import MinGRUCell, MinLSTMCell
 from jaxseq.nn.registry import cell_info
 
-__all__ = ["keras_uniform", "make_cell"]
+__all__ = ["LINEAR_CELLS", "keras_uniform", "make_cell"]
+
+#: The cell class of each linear recurrence of :data:`jaxseq.nn.registry.CELLS`.
+LINEAR_CELLS: dict[str, type[nn.RNNCellBase]] = {
+    "mingru": MinGRUCell, "minlstm": MinLSTMCell, "lru": LRUCell}
 
 #: A Flax initializer: ``(key, shape, dtype) -> array``.
 Initializer = Any
 
 
 def make_cell(cell: str, features: int, **cell_kwargs: Any) -> nn.RNNCellBase:
-    """Flax's recurrent cell of a :data:`jaxseq.nn.registry.CELLS` name.
+    """The recurrent cell of a :data:`jaxseq.nn.registry.CELLS` name.
 
     Args:
       cell: ``"rnn"`` (``nn.SimpleCell``, tanh), ``"lstm"`` (``nn.OptimizedLSTMCell``,
-        carry ``(c, h)``) or ``"gru"`` (``nn.GRUCell``, the PyTorch/cuDNN formulation).
+        carry ``(c, h)``), ``"gru"`` (``nn.GRUCell``, the PyTorch/cuDNN formulation), or
+        one of :data:`LINEAR_CELLS` (``"lru"``: :class:`~jaxseq.nn.lru.LRUCell`, whose
+        ``y`` keeps the input size).
       features: hidden units (positive).
       **cell_kwargs: passed on to the cell (``name``, ``dtype``, initializers...).
 
@@ -38,7 +47,8 @@ def make_cell(cell: str, features: int, **cell_kwargs: Any) -> nn.RNNCellBase:
     """
     info = cell_info(cell)
     features = check_positive_int("features", features)
-    return getattr(nn, info.flax_cell)(features=features, **cell_kwargs)
+    cls = LINEAR_CELLS.get(info.name) or getattr(nn, info.flax_cell)
+    return cls(features=features, **cell_kwargs)
 
 
 def keras_uniform(minval: float = -0.05, maxval: float = 0.05) -> Initializer:

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 from flax.linen.recurrent import DenseParams, flip_sequences
 
 from jaxseq.checks import check_positive_int
-from jaxseq.nn.cells import make_cell
+from jaxseq.nn.blocks import LinearRNN
+from jaxseq.nn.cells import LINEAR_CELLS, make_cell
 from jaxseq.nn.lengths import last_valid, masked
 from jaxseq.nn.ops import cast_inputs, check_in_features, check_sequence_inputs, forward_mode_hint
 from jaxseq.nn.registry import CELLS, check_implementation
@@ -238,11 +239,11 @@ def _last(last_step: bool, outputs: Array, seq_lengths: Array | None) -> Array:
     return outputs[:, -1] if seq_lengths is None else last_valid(outputs, seq_lengths)
 
 
-def check_layer(cell: str, features: int, implementation: str) -> None:
-    """Refuse (``ValueError``) an unknown or unsupported cell and implementation, a
-    non-positive ``features``, a ``"pallas"`` one not a power of two ``>= 16``, or
-    ``"cudnn"`` off a GPU."""
-    check_implementation(cell, implementation)
+def check_layer(cell: str, features: int, implementation: str | None) -> None:
+    """Refuse (``ValueError``) an unknown or unsupported cell and implementation (``None``:
+    the cell's default), a non-positive ``features``, a ``"pallas"`` one not a power of two
+    ``>= 16``, or ``"cudnn"`` off a GPU."""
+    check_implementation(cell, implementation or CELLS[cell].implementations[0])
     check_positive_int("features", features)
     if implementation == "pallas":
         from jaxseq.nn.pallas import check_features
@@ -254,7 +255,7 @@ def check_layer(cell: str, features: int, implementation: str) -> None:
         check_available(CELLS[cell].implementations)
 
 
-def recurrent_layer(cell: str, features: int, *, implementation: str = "fused",
+def recurrent_layer(cell: str, features: int, *, implementation: str | None = None,
                     bidirectional: bool = False, last_step: bool = False,
                     name: str | None = None) -> nn.Module:
     """The layer of ``cell`` in ``implementation``, called as ``layer(inputs, seq_lengths=None)``.
@@ -262,16 +263,19 @@ def recurrent_layer(cell: str, features: int, *, implementation: str = "fused",
     Args:
       cell: a key of :data:`jaxseq.nn.registry.CELLS`.
       features: hidden units per direction.
-      implementation: ``"fused"``, ``"pallas"``, ``"flax"`` or ``"cudnn"`` (LSTM, GPU).
+      implementation: ``"fused"`` (``None``), ``"pallas"``, ``"flax"`` or ``"cudnn"`` (LSTM,
+        GPU); for the linear recurrences ``"parallel"`` or ``"sequential"`` (``None``: the
+        backend's default).
       bidirectional: run both directions and concatenate their outputs.
       last_step: return only each row's last valid step, ``[batch, features * directions]``.
       name: where the parameters live in the calling module: ``name`` for the forward
         direction, ``name + "_backward"`` for the backward one (Flax's cell layout).
 
     Returns:
-      A :class:`FusedRNN`, :class:`FusedBidirectional` or :class:`MaskedRNN`,
-      ``[batch, time, in] -> [batch, time, features * directions]`` float32
-      (``ValueError`` as :func:`check_layer`).
+      A :class:`FusedRNN`, :class:`FusedBidirectional`, :class:`MaskedRNN` or
+      :class:`~jaxseq.nn.blocks.LinearRNN`, ``[batch, time, in] -> [batch, time, features
+      * directions]`` float32 (the LRU's: ``in * directions``; ``ValueError`` as
+      :func:`check_layer`).
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -283,6 +287,10 @@ def recurrent_layer(cell: str, features: int, *, implementation: str = "fused",
       (2, 5, 8)
     """
     check_layer(cell, features, implementation)
+    if cell in LINEAR_CELLS:
+        layer = LinearRNN(cell, features, implementation, bidirectional, name=name)
+        return MaskedRNN(layer, last_step) if last_step else layer
+    implementation = implementation or "fused"
     names = (name, None if name is None else f"{name}_backward")
     if implementation == "flax":
         rnns = [nn.RNN(make_cell(cell, features, name=n)) for n in names[:1 + bidirectional]]

@@ -16,7 +16,8 @@ from flax.linen.recurrent import flip_sequences
 
 Array = jax.Array
 
-__all__ = ["check_seq_lengths", "flip_sequences", "last_valid", "masked", "time_mask"]
+__all__ = ["check_seq_lengths", "flip_sequences", "last_valid", "masked", "mean_valid",
+           "time_mask"]
 
 
 def check_seq_lengths(seq_lengths: Array | np.ndarray, batch: int, time: int) -> Array:
@@ -70,3 +71,12 @@ def masked(fn: Callable[[Array, Array | None], Array], inputs: Array,
 def last_valid(outputs: Array, seq_lengths: Array) -> Array:
     """Each row's output at its last valid step, ``[batch, time, F] -> [batch, F]``."""
     return outputs[jnp.arange(outputs.shape[0]), seq_lengths - 1]
+
+
+def mean_valid(outputs: Array, seq_lengths: Array | None) -> Array:
+    """Each row's mean output over its valid steps (all steps for ``None``),
+    ``[batch, time, F] -> [batch, F]``."""
+    if seq_lengths is None:
+        return outputs.mean(1)
+    mask = time_mask(seq_lengths, outputs.shape[1])
+    return jnp.where(mask, outputs, 0).sum(1) / seq_lengths[:, None].astype(outputs.dtype)

@@ -13,7 +13,7 @@ from jaxseq.checks import (
 )
 from jaxseq.data.catalogue import DATASETS, SOURCES, dataset_info
 from jaxseq.data.orders import ORDERS
-from jaxseq.nn.registry import CELLS, cell_info
+from jaxseq.nn.registry import CELLS, POOLINGS, STUDY_CELLS, cell_info
 from jaxseq.tasks import config as c
 
 __all__ = ["MODEL_NAME_PATTERN", "OUTPUTS", "SCHEDULES", "MnistConfig", "model_name",
@@ -45,7 +45,8 @@ class MnistConfig(c.ModelSettings, c.TrainingSettings, c.RunSettings):
     """Settings of a sequential-MNIST run, each checked when the config is made.
 
     The fields, their defaults and rules are listed by ``python experiments/mnist.py
-    --help``; ``cell="all"`` trains every cell of :data:`jaxseq.nn.registry.CELLS` in turn.
+    --help``; ``cell="all"`` trains the reference study's cells
+    (:data:`jaxseq.nn.registry.STUDY_CELLS`) in turn.
 
     >>> MnistConfig(cell="gru").cells
     ['gru']
@@ -57,11 +58,12 @@ class MnistConfig(c.ModelSettings, c.TrainingSettings, c.RunSettings):
       ValueError: for any invalid setting (one line naming it).
     """
 
-    cell: str = c.setting("lstm", "recurrent cell; 'all' trains " + ", ".join(CELLS)
+    cell: str = c.setting("lstm", "recurrent cell; 'all' trains " + ", ".join(STUDY_CELLS)
                           + " in turn", rule=_check_cell, choices=(*CELLS, "all"))
     bidirectional: bool = c.setting(False, "read each sequence in both directions (e.g. BiLSTM)",
                                     rule=c.check_flag)
-    num_layers: int = c.setting(1, "stacked recurrent layers", rule=check_positive_int,
+    num_layers: int = c.setting(1, "stacked recurrent layers (residual blocks for mingru, "
+                                   "minlstm, lru)", rule=check_positive_int,
                                 what="a positive integer")
     dropout: float = c.setting(
         0.0, "dropout probability in [0, 1) on the outputs of every recurrent layer but the "
@@ -92,6 +94,10 @@ class MnistConfig(c.ModelSettings, c.TrainingSettings, c.RunSettings):
     warmup_steps: int = c.setting(
         0, "linear learning-rate warm-up from 0 over the first N steps",
         rule=c.check_nonnegative_int, what="a non-negative integer", metavar="N", optional=True)
+    pooling: str = c.setting(
+        "last", "what the classifier's head reads: the last time step (the study's) or the "
+                "mean over the time steps", rule=c.check_choice("poolings", POOLINGS),
+        choices=POOLINGS, optional=True)
     dataset: str = c.setting(
         "mnist", "MNIST digits, Fashion-MNIST (Zalando articles) or Kuzushiji-MNIST (cursive "
                  "hiragana); the same 28x28 images, splits and models",
@@ -127,7 +133,7 @@ class MnistConfig(c.ModelSettings, c.TrainingSettings, c.RunSettings):
     @property
     def cells(self) -> list[str]:
         """The cells this run trains, in order."""
-        return list(CELLS) if self.cell == "all" else [self.cell]
+        return list(STUDY_CELLS) if self.cell == "all" else [self.cell]
 
     @property
     def seed_list(self) -> list[int]:
