@@ -166,7 +166,8 @@ def test_stacked_layers_feed_each_other(inputs):
 
 
 def test_unknown_cell_lists_valid_names():
-    with pytest.raises(ValueError, match="unknown cell 'transformer'.*gru, lru, lstm, mingru, minlstm, rnn"):
+    with pytest.raises(ValueError,
+                       match="unknown cell 'transformer'.*gru, lru, lstm, mingru, minlstm, rnn"):
         RecurrentClassifier(cell="transformer")
 
 
