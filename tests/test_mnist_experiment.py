@@ -73,3 +73,17 @@ def test_short_real_mnist_run(mnist_dir, tmp_path):
     # Refuses to write into a folder that already holds a run.
     again = run_script("--data-dir", str(mnist_dir), "--out-dir", str(out), timeout=120)
     assert again.returncode == 2 and "already holds files" in again.stderr
+
+
+def test_linear_recurrence_runs_with_the_study_flags(mnist_dir, tmp_path):
+    """--cell lru (mingru, minlstm alike) with blocks, mean pooling and the run flags."""
+    out = tmp_path / "run"
+    result = run_script("--cell", "lru", "--num-layers", "2", "--hidden-size", "16",
+                        "--pooling", "mean", "--epochs", "1", "--train-subset", "640",
+                        "--data-dir", str(mnist_dir), "--out-dir", str(out), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "== lru: " in result.stdout and "test accuracy" in result.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["pooling"] == "mean" and config["cell"] == "lru"
+    results = json.loads((out / "lru_results.json").read_text())
+    assert len(results["history"]["val_accuracy"]) == 1 and 0 <= results["test_accuracy"] <= 1
