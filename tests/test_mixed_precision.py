@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
+import json
+import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import REPO_ROOT, run_experiment
 from flax import nnx
 from jax.experimental import rnn
 
+from jaxseq.data.mnist import load_splits
 from jaxseq.nn import cudnn
 from jaxseq.nn.adder import BinaryAdder
 from jaxseq.nn.cells import make_cell
@@ -27,6 +32,10 @@ from jaxseq.nn.classifier import RecurrentClassifier
 from jaxseq.nn.layers import recurrent_layer
 from jaxseq.nn.nnx import NNXRecurrentClassifier, to_linen
 from jaxseq.nn.registry import CELLS
+from jaxseq.runs.predictor import load_run
+from jaxseq.tasks.adder.config import AdderConfig
+from jaxseq.tasks.mnist.config import MnistConfig
+from jaxseq.train import create_train_state, evaluate, fit
 
 BATCH, TIME, IN, FEATURES, CLASSES = 4, 28, 3, 16, 5  # CLASSES: a size no other axis has
 ON_GPU = jax.default_backend() == "gpu"
@@ -251,9 +260,6 @@ def test_nnx_model_takes_dtype():
 def test_bfloat16_training_reaches_float32_accuracy(mnist_dir):
     """GRU, 8,000 training images, 2 epochs, seed 0: both runs near 93% test accuracy.
     At this size four seeds gave differences of 0.01 to 0.03 points, well under 0.5."""
-    from jaxseq.data.mnist import load_splits
-    from jaxseq.train import create_train_state, evaluate, fit
-
     splits = load_splits(mnist_dir, train_subset=8000, download=False)
     accuracy = {}
     for dtype in ("float32", "bfloat16"):
@@ -265,3 +271,72 @@ def test_bfloat16_training_reaches_float32_accuracy(mnist_dir):
         accuracy[dtype] = 100 * evaluate(state, splits.test)["accuracy"]
     assert accuracy["float32"] > 85
     assert abs(accuracy["bfloat16"] - accuracy["float32"]) <= 0.5, accuracy
+
+
+# The scripts' --dtype: a generated flag (jaxseq.tasks.config.ModelSettings.dtype).
+
+SCRIPTS = ("mnist.py", "adder.py")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_scripts_list_the_dtype_flag(script):
+    result = run_experiment(script, "--help", timeout=120)
+    assert result.returncode == 0, result.stderr
+    help_text = " ".join(result.stdout.split())
+    assert "--dtype {float32,bfloat16}" in help_text and "(default: float32)" in help_text
+
+
+@pytest.mark.parametrize("script, value", [("mnist.py", "float16"), ("adder.py", "foo")])
+def test_other_dtypes_are_refused_in_one_line(script, value):
+    result = run_experiment(script, "--dtype", value, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert (f"argument --dtype: invalid choice: '{value}' (choose from 'float32', "
+            f"'bfloat16')") in result.stderr
+
+
+def test_configs_check_their_dtype():
+    assert (MnistConfig().dtype, AdderConfig(dtype="bfloat16").dtype) == ("float32", "bfloat16")
+    for config in (MnistConfig, AdderConfig):
+        with pytest.raises(ValueError, match=r"^unknown dtype 'float16'; valid dtypes are "
+                                             r"\['float32', 'bfloat16'\]$"):
+            config(dtype="float16")
+
+
+def load_mnist_script():
+    spec = importlib.util.spec_from_file_location("mnist_script_dtype",
+                                                  REPO_ROOT / "experiments" / "mnist.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_bfloat16_run_records_its_dtype_and_resumes_with_it(mnist_dir, tmp_path):
+    """config.json and the checkpoint's model say bfloat16; ``--resume`` reads it back
+    (and refuses ``--dtype``), rebuilds the bfloat16 model and reproduces the test result."""
+    out = tmp_path / "run"
+    result = run_experiment("mnist.py", "--cell", "gru", "--hidden-size", "16", "--epochs", "1",
+                            "--train-subset", "640", "--dtype", "bfloat16", "--data-dir",
+                            str(mnist_dir), "--out-dir", str(out), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    predictor = load_run(out, "gru")
+    assert jnp.dtype(predictor.model.dtype) == jnp.bfloat16
+    assert {p.dtype for p in jax.tree.leaves(predictor.params)} == {jnp.dtype(jnp.float32)}
+    script = load_mnist_script()
+    (out / "summary.json").unlink()
+    assert script.parse_args(["--resume", str(out)]).dtype == "bfloat16"
+    with pytest.raises(SystemExit):
+        script.parse_args(["--resume", str(out), "--dtype", "float32"])
+    saved = json.loads((out / "gru_results.json").read_text())["test_accuracy"]
+    resumed = run_experiment("mnist.py", "--resume", str(out), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((out / "gru_results.json").read_text())["test_accuracy"] == saved
+
+
+def test_a_config_without_dtype_resumes_in_float32(tmp_path):
+    """Run folders written before ``--dtype`` existed (tests/fixtures/run_0_2_0)."""
+    old = tmp_path / "old"
+    shutil.copytree(REPO_ROOT / "tests" / "fixtures" / "run_0_2_0" / "mnist", old)
+    (old / "summary.json").unlink()
+    assert "dtype" not in (old / "config.json").read_text()
+    assert load_mnist_script().parse_args(["--resume", str(old)]).dtype == "float32"

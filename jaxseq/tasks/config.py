@@ -145,9 +145,9 @@ class ModelSettings:
 
     hidden_size: int = setting(128, "hidden units per direction", **_POSITIVE)
     dtype: str = setting(
-        "float32", "the models' computation dtype: bfloat16 runs the matmuls in bfloat16 "
-                   "(accumulated in float32; carries, logits, losses, parameters and optimizer "
-                   "state stay float32); float32 is the default, faster on CPU",
+        "float32", "the models' computation dtype (Flax's dtype): bfloat16 runs the matmuls "
+                   "in bfloat16, accumulated in float32; parameters, optimizer state, logits "
+                   "and losses stay float32",
         rule=check_choice("dtypes", DTYPES), choices=DTYPES, optional=True)
 
 
