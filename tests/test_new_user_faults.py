@@ -162,7 +162,8 @@ def test_a_batch_the_devices_cannot_split_leaves_no_run_folder(tmp_path, mnist_d
          str(mnist_dir), "--batch-size", "63", "--train-subset", "256", "--epochs", "1",
          "--no-progress", "--out-dir", str(out)],
         capture_output=True, text=True, timeout=300, cwd=REPO_ROOT, env=env)
-    one_line_error(result, "--batch-size 63 must be a multiple of the number of devices (2)")
+    one_line_error(result, "--batch-size 63 must be a multiple of the number of devices (2, set "
+                           "by XLA_FLAGS=--xla_force_host_platform_device_count=2)")
     assert not out.exists() or not any(out.iterdir())
 
 

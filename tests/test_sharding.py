@@ -137,4 +137,5 @@ def test_batch_not_divisible_by_device_count_is_a_clear_error(four_devices, mnis
         capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env=FOUR_DEVICES)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
-    assert "--batch-size 30 must be a multiple of the number of devices (4)" in result.stderr
+    assert ("--batch-size 30 must be a multiple of the number of devices (4, set by "
+            "XLA_FLAGS=--xla_force_host_platform_device_count=4)") in result.stderr

@@ -163,7 +163,10 @@ def raw_image_preparation(config: Mapping[str, Any], input_spec: Mapping[str, An
                           ) -> Callable[[np.ndarray], np.ndarray] | None:
     """:func:`jaxseq.runs.predictor.load_run`'s input hook: :func:`image_preparation` of a
     run's ``order`` and ``seed`` (its ``config.json``) if it is an MNIST-task run (it has
-    ``cell`` and ``hidden_size``), else ``None``. ``input_spec`` is not used."""
-    if not {"cell", "hidden_size"} <= set(config):
+    ``cell`` and ``hidden_size``) whose inputs (``input_spec["shape"]``, one example) are
+    images read in that order, else ``None``."""
+    order = config.get("order", "rows")
+    shape = [_SIDE, _SIDE] if order == "rows" else [_SIDE * _SIDE, 1]
+    if not {"cell", "hidden_size"} <= set(config) or list(input_spec["shape"]) != shape:
         return None
-    return image_preparation(config.get("order", "rows"), config.get("seed", 0))
+    return image_preparation(order, config.get("seed", 0))
