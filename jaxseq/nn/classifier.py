@@ -59,8 +59,8 @@ class RecurrentClassifier(nn.Module):
       pooling: what the head reads: ``"last"`` step, or the ``"mean"`` over valid steps.
       dtype: the computation's dtype, as Flax's layers take it (``jnp.bfloat16``: mixed
         precision); ``None``: ``param_dtype``, the inputs cast to it. The recurrences keep
-        their carries and accumulations in float32 (at least), and the head computes the
-        logits in float32 (at least) whatever ``dtype`` is.
+        their carries and accumulations in float32 (at least; Flax's ``nn.SimpleCell``
+        carries in ``dtype``), and the head computes the float32 (at least) logits.
       param_dtype: the parameters' dtype.
 
     Raises:
