@@ -172,15 +172,18 @@ def _time_chunk(state, sums, x, y, indices, objective, mesh, repeats: int):
 
 def bench_jax(cell: str, bidirectional: bool, batch_size: int, steps: int, repeats: int,
               implementation: str | None, time_steps: int = 28, features: int = 28,
-              evaluation: bool = True, hidden: int = 128, num_layers: int = 1) -> dict:
-    """jaxseq's figures for inputs ``[batch_size, time_steps, features]`` float32."""
+              evaluation: bool = True, hidden: int = 128, num_layers: int = 1,
+              dtype: str = "float32") -> dict:
+    """jaxseq's figures for inputs ``[batch_size, time_steps, features]`` float32, the model
+    computing in ``dtype``."""
     mesh = data_mesh()
     rng = np.random.default_rng(0)
     n = batch_size * steps
     x = _replicate(jnp.asarray(rng.normal(size=(n, time_steps, features)), jnp.float32), mesh)
     y = _replicate(jnp.asarray(rng.integers(0, 10, n), jnp.int32), mesh)
     model = RecurrentClassifier(cell=cell, features=hidden, bidirectional=bidirectional,
-                                implementation=implementation, num_layers=num_layers)
+                                implementation=implementation, num_layers=num_layers,
+                                dtype=dtype)
     state = _replicate(create_train_state(model, jax.random.key(0), x[:1]), mesh)
     sums = _replicate(zero_sums(state, CLASSIFICATION, x, y), mesh)
     indices = _replicate(jnp.arange(n, dtype=jnp.int32).reshape(steps, batch_size), mesh)
@@ -381,7 +384,8 @@ def _scaling(args) -> dict:
                        "features": features}
                 row.update(bench_jax(cell, bidirectional, batch_size, args.steps,
                                      args.repeats, args.implementation, time_steps, features,
-                                     evaluation=False, num_layers=args.num_layers))
+                                     evaluation=False, num_layers=args.num_layers,
+                                     dtype=args.dtype))
                 if not args.no_torch:
                     add_torch(row, bench_torch(cell, bidirectional, batch_size, args.steps,
                                                args.repeats, device, modes, time_steps,
@@ -401,6 +405,8 @@ def _parse_args(argv: list[str]):
                         help="default: each cell's (fused; the backend's for mingru, minlstm, lru)")
     parser.add_argument("--num-layers", type=int, default=1, help="stacked layers (blocks)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="the models' computation dtype (parameters stay float32)")
     parser.add_argument("--steps", type=int, default=200, help="batches per timed repeat")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if present")
@@ -528,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{peak:.0f} GFLOP/s; PyTorch on {torch_device()}")
     result = {"machine": machine, "matmul_peak_gflops": peak, "steps": args.steps,
               "repeats": args.repeats, "implementation": args.implementation,
-              "columns": COLUMNS}
+              "dtype": args.dtype, "columns": COLUMNS}
     if args.scaling:
         result.update(_scaling(args))
         rows = result["scaling"]
@@ -569,7 +575,7 @@ def _main_table(args, peak: float) -> dict:
     for name in args.models:
         cell, bidirectional = MODELS[name]
         row = bench_jax(cell, bidirectional, args.batch_size, args.steps, args.repeats,
-                        args.implementation, num_layers=args.num_layers)
+                        args.implementation, num_layers=args.num_layers, dtype=args.dtype)
         if not args.no_torch:
             add_torch(row, bench_torch(cell, bidirectional, args.batch_size, args.steps,
                                        args.repeats, device, modes))

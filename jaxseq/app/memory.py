@@ -205,7 +205,8 @@ def mnist_estimate(config: Any, splits: Any, devices: int, device_count: int) ->
     example = splits.train.inputs.shape[1:]
     cell = max(config.cells, key=lambda name: len(cell_info(name).gates))  # the largest
     model = RecurrentClassifier(cell=cell, features=config.hidden_size,
-                                num_layers=config.num_layers, bidirectional=config.bidirectional)
+                                num_layers=config.num_layers, bidirectional=config.bidirectional,
+                                pooling=config.pooling, dtype=config.dtype)
     parts = step_bytes(model, make_optimizer("adam", config.learning_rate), CLASSIFICATION,
                        _batch(config.batch_size, device_count, example, np.float32),
                        _batch(config.batch_size, device_count, (), np.int32))
@@ -238,7 +239,7 @@ def adder_estimate(config: Any, devices: int, device_count: int) -> Estimate:
     seeds = seeds_at_once(config)
     host = (2 * seeds * config.samples * example_bytes
             + 3 * config.eval_samples * longest * 3 * int32)
-    model = BinaryAdder(config.hidden_size)
+    model = BinaryAdder(config.hidden_size, dtype=config.dtype)
     params, opt_state, train = step_bytes(
         model, make_optimizer(config.optimizer, config.learning_rate),
         get_objective(config.loss), _batch(config.batch_size, device_count, (config.bits, 2),

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from jaxseq.checks import check_positive_int
 from jaxseq.nn.cells import Initializer, keras_uniform
+from jaxseq.nn.ops import accumulation_dtype
 
 __all__ = ["BinaryAdder", "FullAdderCell"]
 
@@ -38,7 +39,9 @@ class FullAdderCell(nn.RNNCellBase):
       hidden_features: hidden tanh units ``H`` (the study: 5).
       kernel_init: initializer of both kernels.
       bias_init: initializer of both biases.
-      param_dtype: dtype of the parameters and the computation.
+      dtype: the computation's dtype (``None``: ``param_dtype``); the carry keeps the dtype
+        it starts in (:meth:`initialize_carry`: float32 at least).
+      param_dtype: the parameters' dtype.
 
     Raises:
       ValueError: for ``hidden_features < 1``, bits not ``[*batch, 2]`` or a carry not
@@ -55,6 +58,7 @@ class FullAdderCell(nn.RNNCellBase):
     hidden_features: int = 5
     kernel_init: Initializer = keras_uniform()
     bias_init: Initializer = keras_uniform()
+    dtype: Any = None
     param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
@@ -75,18 +79,24 @@ class FullAdderCell(nn.RNNCellBase):
         output_kernel = self.param("output_kernel", self.kernel_init, (h, 2), self.param_dtype)
         output_bias = self.param("output_bias", self.bias_init, (2,), self.param_dtype)
 
-        z = jnp.concatenate(
-            [inputs.astype(self.param_dtype), carry.astype(self.param_dtype)], axis=-1
-        )
+        dtype = self._dtype
+        hidden_kernel, hidden_bias, output_kernel, output_bias = (
+            p.astype(dtype) for p in (hidden_kernel, hidden_bias, output_kernel, output_bias))
+        z = jnp.concatenate([inputs.astype(dtype), carry.astype(dtype)], axis=-1)
         hidden = jnp.tanh(_tiny_matmul(z, hidden_kernel) + hidden_bias)
         o = nn.sigmoid(_tiny_matmul(hidden, output_kernel) + output_bias)
-        return o[..., 1:], o[..., :1]
+        return o[..., 1:].astype(carry.dtype), o[..., :1]
+
+    @property
+    def _dtype(self) -> Any:
+        return self.param_dtype if self.dtype is None else self.dtype
 
     @nn.nowrap
     def initialize_carry(self, rng: jax.Array, input_shape: tuple[int, ...]) -> jax.Array:
-        """Zeros ``[*batch, 1]`` for inputs ``[*batch, 2]`` (``rng`` is unused)."""
+        """Zeros ``[*batch, 1]`` for inputs ``[*batch, 2]`` (``rng`` is unused), in the
+        computation's :func:`~jaxseq.nn.ops.accumulation_dtype`."""
         del rng
-        return jnp.zeros((*input_shape[:-1], 1), self.param_dtype)
+        return jnp.zeros((*input_shape[:-1], 1), accumulation_dtype(self._dtype))
 
     @property
     def num_feature_axes(self) -> int:
@@ -98,11 +108,14 @@ class BinaryAdder(nn.Module):
     """The study's model, ``nn.RNN`` over a :class:`FullAdderCell` (``params["cell"]``).
 
     ``[batch, time, 2]`` bits (0/1 of any numeric dtype, least significant first) ->
-    ``[batch, time, 1]`` float32, the probability that each sum bit is 1.
+    ``[batch, time, 1]`` float32 (at least, whatever ``dtype`` is), the probability that
+    each sum bit is 1.
 
     Attributes:
       hidden_features: hidden tanh units of the cell (the study: 5, 32 parameters).
       unroll: time steps per iteration of the compiled loop (``nn.RNN``'s ``unroll``).
+      dtype: the cell's computation dtype (``None``: ``param_dtype``).
+      param_dtype: the parameters' dtype.
 
     Raises:
       ValueError: at apply, if ``inputs`` is not ``[batch, time, 2]`` with ``time >= 1``.
@@ -116,6 +129,8 @@ class BinaryAdder(nn.Module):
 
     hidden_features: int = 5
     unroll: int = 8
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -125,4 +140,7 @@ class BinaryAdder(nn.Module):
         if inputs.shape[1] < 1:
             raise ValueError(f"inputs need at least one time step (bit), got shape "
                              f"{inputs.shape} ([batch, time, 2])")
-        return nn.RNN(FullAdderCell(self.hidden_features, name="cell"), unroll=self.unroll)(inputs)
+        cell = FullAdderCell(self.hidden_features, dtype=self.dtype, param_dtype=self.param_dtype,
+                             name="cell")
+        probabilities = nn.RNN(cell, unroll=self.unroll)(inputs)
+        return probabilities.astype(accumulation_dtype(cell._dtype))

@@ -8,6 +8,8 @@ a row's last valid step changes none of its valid outputs.
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -25,7 +27,7 @@ __all__ = ["LinearRNN", "ResidualBlock"]
 class LinearRNN(nn.Module):
     """A linear recurrence over whole sequences, in one or both directions.
 
-    ``[batch, time, in]`` of any real dtype ``-> [batch, time, out * directions]`` float32,
+    ``[batch, time, in]`` of any real dtype ``-> [batch, time, out * directions]`` in ``dtype``,
     ``out = features`` (minGRU, minLSTM) or ``in`` (LRU); backward outputs in input order.
     With ``seq_lengths`` the padded steps' outputs are zero and the valid ones are what the
     row alone gives. Parameters: ``forward`` (and ``backward``).
@@ -36,6 +38,9 @@ class LinearRNN(nn.Module):
       implementation: ``"parallel"``, ``"sequential"`` or ``None`` (the backend's default).
       bidirectional: also read each row's valid steps backwards.
       time_major: inputs and outputs are ``[time, batch, ...]`` (no transposes inside).
+      dtype: the computation's dtype (``None``: ``param_dtype``); the recurrence itself
+        runs in float32 (at least).
+      param_dtype: the parameters' dtype.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -50,6 +55,8 @@ class LinearRNN(nn.Module):
     implementation: str | None = None
     bidirectional: bool = False
     time_major: bool = False
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, inputs: Array, seq_lengths: Array | None = None) -> Array:
@@ -57,9 +64,11 @@ class LinearRNN(nn.Module):
         if not self.time_major:
             check_sequence_inputs(inputs)
         cls = LINEAR_CELLS[self.cell]
-        forward, *backward = [cls(self.features, implementation=self.implementation, name=name)
+        dtype = self.param_dtype if self.dtype is None else self.dtype
+        forward, *backward = [cls(self.features, implementation=self.implementation,
+                                  dtype=dtype, param_dtype=self.param_dtype, name=name)
                               for name in ("forward", "backward")[:1 + self.bidirectional]]
-        x, mask = cast_inputs(inputs, jnp.float32), None
+        x, mask = cast_inputs(inputs, dtype), None
         if seq_lengths is not None:
             time = x.shape[1 - self.time_major]
             seq_lengths = check_seq_lengths(seq_lengths, x.shape[self.time_major], time)
@@ -73,18 +82,20 @@ class LinearRNN(nn.Module):
 
             back = flip(backward[0].sequence(flip(x), self.time_major))
             outputs = jnp.concatenate([outputs, back], -1)
+        outputs = outputs.astype(dtype)
         return outputs if mask is None else jnp.where(mask, outputs, 0)
 
 
 class ResidualBlock(nn.Module):
-    """``x + Dropout(mix(LinearRNN(LayerNorm(x))))``, ``[batch, time, features]`` float32.
+    """``x + Dropout(mix(LinearRNN(LayerNorm(x))))``, ``[batch, time, features]``.
 
     ``mix``: ``Dense(features)`` for minGRU and minLSTM; for the LRU, GELU, dropout and the
     GLU ``Dense(features)(y) * sigmoid(Dense(features)(y))``. Parameters: ``norm``, ``rnn``
     and ``out`` (LRU: ``glu``, ``gate``).
 
     Attributes:
-      cell, features, implementation, bidirectional, time_major: as :class:`LinearRNN`.
+      cell, features, implementation, bidirectional, time_major, dtype, param_dtype: as
+        :class:`LinearRNN` (every layer of the block computes in ``dtype``).
       dropout: the dropout rate (PRNG stream ``"dropout"`` when ``train``).
 
     Examples:
@@ -101,19 +112,22 @@ class ResidualBlock(nn.Module):
     bidirectional: bool = False
     dropout: float = 0.0
     time_major: bool = False
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, inputs: Array, seq_lengths: Array | None = None, *,
                  train: bool = False) -> Array:
         """The block's output; ``seq_lengths``: optional ``[batch]`` ints in ``[1, time]``."""
+        dtypes = {"dtype": self.dtype, "param_dtype": self.param_dtype}
         y = LinearRNN(self.cell, self.features, self.implementation, self.bidirectional,
-                      self.time_major, name="rnn")(nn.LayerNorm(name="norm")(inputs),
-                                                   seq_lengths)
+                      self.time_major, **dtypes, name="rnn")(
+            nn.LayerNorm(**dtypes, name="norm")(inputs), seq_lengths)
         drop = nn.Dropout(self.dropout, deterministic=not train)
         if self.cell == "lru":
             y = drop(nn.gelu(y))
-            y = nn.Dense(self.features, name="glu")(y) * jax.nn.sigmoid(
-                nn.Dense(self.features, name="gate")(y))
+            y = nn.Dense(self.features, **dtypes, name="glu")(y) * jax.nn.sigmoid(
+                nn.Dense(self.features, **dtypes, name="gate")(y))
         else:
-            y = nn.Dense(self.features, name="out")(y)
+            y = nn.Dense(self.features, **dtypes, name="out")(y)
         return inputs + drop(y)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -13,7 +14,13 @@ from jaxseq.nn.blocks import ResidualBlock
 from jaxseq.nn.cells import LINEAR_CELLS
 from jaxseq.nn.layers import check_layer, recurrent_layer
 from jaxseq.nn.lengths import check_seq_lengths, last_valid, mean_valid
-from jaxseq.nn.ops import cast_inputs, check_in_features, check_real_inputs, check_sequence_inputs
+from jaxseq.nn.ops import (
+    accumulation_dtype,
+    cast_inputs,
+    check_in_features,
+    check_real_inputs,
+    check_sequence_inputs,
+)
 from jaxseq.nn.registry import POOLINGS, cell_info, check_implementation
 
 __all__ = ["RecurrentClassifier"]
@@ -50,6 +57,11 @@ class RecurrentClassifier(nn.Module):
         dropout module. With ``num_layers=1`` it does nothing, and construction warns.
         The linear recurrences' blocks apply it inside every block.
       pooling: what the head reads: ``"last"`` step, or the ``"mean"`` over valid steps.
+      dtype: the computation's dtype, as Flax's layers take it (``jnp.bfloat16``: mixed
+        precision); ``None``: ``param_dtype``, the inputs cast to it. The recurrences keep
+        their carries and accumulations in float32 (at least; Flax's ``nn.SimpleCell``
+        carries in ``dtype``), and the head computes the float32 (at least) logits.
+      param_dtype: the parameters' dtype.
 
     Raises:
       ValueError: at construction, for an unknown or unsupported ``cell``,
@@ -79,6 +91,8 @@ class RecurrentClassifier(nn.Module):
     implementation: str | None = None
     dropout: float = 0.0
     pooling: str = "last"
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
         check_implementation(self.cell, self.implementation
@@ -114,26 +128,32 @@ class RecurrentClassifier(nn.Module):
         check_real_inputs(inputs)
         if seq_lengths is not None:
             seq_lengths = check_seq_lengths(seq_lengths, *inputs.shape[:2])
+        dtype = self.param_dtype if self.dtype is None else self.dtype
+        dtypes = {"dtype": dtype, "param_dtype": self.param_dtype}
         if linear:  # time-major inside: no transposes around each recurrence
-            outputs = jnp.swapaxes(cast_inputs(inputs, jnp.float32), 0, 1)
-            outputs = nn.Dense(self.features, name="input")(outputs)
+            outputs = jnp.swapaxes(cast_inputs(inputs, dtype), 0, 1)
+            outputs = nn.Dense(self.features, **dtypes, name="input")(outputs)
             for layer in range(self.num_layers):
                 outputs = ResidualBlock(self.cell, self.features, self.implementation,
                                         self.bidirectional, self.dropout, time_major=True,
-                                        name=f"cell_{layer}")(outputs, seq_lengths, train=train)
-            outputs = jnp.swapaxes(nn.LayerNorm(name="norm")(outputs), 0, 1)
+                                        **dtypes, name=f"cell_{layer}")(
+                    outputs, seq_lengths, train=train)
+            outputs = jnp.swapaxes(nn.LayerNorm(**dtypes, name="norm")(outputs), 0, 1)
         else:
-            outputs = self._classic_layers(inputs, seq_lengths, train)
+            outputs = self._classic_layers(inputs, seq_lengths, train, dtypes)
+        logits_dtype = accumulation_dtype(dtype)
+        outputs = outputs.astype(logits_dtype)
         if not linear and self.pooling == "last":
             pooled = outputs  # the last layer gave each row's last valid step
         elif self.pooling == "mean":
             pooled = mean_valid(outputs, seq_lengths)
         else:
             pooled = outputs[:, -1] if seq_lengths is None else last_valid(outputs, seq_lengths)
-        return nn.Dense(self.num_classes, name="head")(pooled)
+        return nn.Dense(self.num_classes, dtype=logits_dtype, param_dtype=self.param_dtype,
+                        name="head")(pooled)
 
     def _classic_layers(self, inputs: jax.Array, seq_lengths: jax.Array | None,
-                        train: bool) -> jax.Array:
+                        train: bool, dtypes: dict[str, Any]) -> jax.Array:
         outputs = inputs
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout > 0:
@@ -144,5 +164,6 @@ class RecurrentClassifier(nn.Module):
                                       bidirectional=self.bidirectional,
                                       last_step=(layer == self.num_layers - 1
                                                  and self.pooling == "last"),
-                                      name=f"cell_{layer}")(outputs, seq_lengths=seq_lengths)
+                                      **dtypes, name=f"cell_{layer}")(
+                outputs, seq_lengths=seq_lengths)
         return outputs

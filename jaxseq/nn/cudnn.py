@@ -3,8 +3,9 @@
 The parameters keep Flax's layout (:class:`jaxseq.nn.layers.FusedCellParams`): each call
 packs them into cuDNN's weight vector, PyTorch's ``W_ih``, ``W_hh``, ``b_ih``, ``b_hh`` per
 direction (the mapping of :mod:`jaxseq.nn.torch_weights`), inside the jitted function, so
-the gradients reach the tree. cuDNN reads ``seq_lengths`` itself. ``jit`` and reverse mode
-work; ``vmap``, forward mode and ``jax.hessian`` do not.
+the gradients reach the tree. cuDNN reads ``seq_lengths`` itself. The binding takes float32
+only: other dtypes are cast to float32 around the call. ``jit`` and reverse mode work;
+``vmap``, forward mode and ``jax.hessian`` do not.
 """
 
 from __future__ import annotations
@@ -52,10 +53,10 @@ def pack_weights(directions: Sequence[Direction]) -> Array:
 
 def lstm_cudnn(inputs: Array, directions: Sequence[Direction],
                seq_lengths: Array | None = None) -> Array:
-    """One LSTM layer by cuDNN from a zero carry, float32.
+    """One LSTM layer by cuDNN from a zero carry, in float32 (the binding's only dtype).
 
     Args:
-      inputs: ``[batch, time, in]``.
+      inputs: ``[batch, time, in]``, of the parameters' dtype (the outputs' dtype).
       directions: ``(w, u, b)`` of the forward direction, then of the backward one if any.
       seq_lengths: optional ``[batch]`` ints in ``[1, time]`` (cuDNN reverses each row's
         valid prefix for the backward direction and zeroes the padded outputs).
@@ -68,14 +69,15 @@ def lstm_cudnn(inputs: Array, directions: Sequence[Direction],
 
     batch, time, in_features = inputs.shape
     hidden = directions[0][1][0].shape[0]
-    zeros = jnp.zeros((len(directions), batch, hidden), inputs.dtype)
+    zeros = jnp.zeros((len(directions), batch, hidden), jnp.float32)
     lengths = (jnp.full((batch,), time, jnp.int32) if seq_lengths is None
                else jnp.asarray(seq_lengths, jnp.int32))
-    outputs, _, _ = rnn.lstm(inputs, zeros, zeros, pack_weights(directions), lengths,
+    weights = pack_weights(directions).astype(jnp.float32)
+    outputs, _, _ = rnn.lstm(inputs.astype(jnp.float32), zeros, zeros, weights, lengths,
                              input_size=in_features, hidden_size=hidden, num_layers=1,
                              dropout=0.0, bidirectional=len(directions) == 2,
                              precision=recurrent_precision())
-    return outputs
+    return outputs.astype(inputs.dtype)
 
 
 def lstm_sequence_cudnn(xs: Array, w: LstmGates, u: LstmGates, b: LstmGates) -> Array:

@@ -5,11 +5,18 @@ one tree runs with each; they give the same outputs and gradients, take ``seq_le
 ``nn.RNN`` does and zero the outputs at padded steps. With ``last_step=True`` a layer returns
 only each row's last (valid) step, ``[batch, features * directions]``: the classifier's last
 layer, whose Pallas kernels then take only that step's gradient.
+
+Mixed precision as in Flax: ``param_dtype`` stores the parameters, ``dtype`` computes (the
+matmuls' operands; ``None``: ``param_dtype``, the inputs cast to it), the outputs come in
+``dtype``. The fused, Pallas and cuDNN recurrences keep their carries, gates and
+accumulations in float32 (at least); ``"flax"`` keeps Flax's cells
+(:func:`jaxseq.nn.cells.make_cell`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -20,7 +27,13 @@ from jaxseq.checks import check_positive_int
 from jaxseq.nn.blocks import LinearRNN
 from jaxseq.nn.cells import LINEAR_CELLS, make_cell
 from jaxseq.nn.lengths import last_valid, masked
-from jaxseq.nn.ops import cast_inputs, check_in_features, check_sequence_inputs, forward_mode_hint
+from jaxseq.nn.ops import (
+    cast_inputs,
+    cast_params,
+    check_in_features,
+    check_sequence_inputs,
+    forward_mode_hint,
+)
 from jaxseq.nn.registry import CELLS, check_implementation
 from jaxseq.nn.scan import gru_sequence, lstm_sequence, rnn_sequence
 
@@ -52,7 +65,7 @@ def sequence_fn(cell: str, implementation: str = "fused") -> Callable[..., Array
     return _SCAN_FNS[cell]
 
 
-def _cell_params(cell: str, features: int, in_features: int) -> tuple:
+def _cell_params(cell: str, features: int, in_features: int, param_dtype: Any) -> tuple:
     """One direction's parameters (the sequence function's arguments after ``xs``), made
     in the calling module as Flax's cell makes them."""
     if cell not in FUSED_CELLS:
@@ -65,8 +78,8 @@ def _cell_params(cell: str, features: int, in_features: int) -> tuple:
     def dense(name: str, use_bias: bool) -> tuple[Array, Array | None]:
         recurrent = name.startswith("h")
         init = flax_cell.recurrent_kernel_init if recurrent else flax_cell.kernel_init
-        return DenseParams(features, use_bias, kernel_init=init, bias_init=flax_cell.bias_init,
-                           name=name)(fan_in[recurrent])
+        return DenseParams(features, use_bias, param_dtype, kernel_init=init,
+                           bias_init=flax_cell.bias_init, name=name)(fan_in[recurrent])
 
     gates = CELLS[cell].gates
     if cell == "rnn":
@@ -82,22 +95,24 @@ def _cell_params(cell: str, features: int, in_features: int) -> tuple:
 
 class FusedCellParams(nn.Module):
     """One direction's parameters of ``cell`` with ``features`` hidden units, as Flax's cell
-    lays them out."""
+    lays them out, in ``param_dtype``."""
 
     cell: str
     features: int
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, in_features: int) -> tuple:
         """The arrays in the sequence function's order (``ValueError`` for an unknown cell)."""
-        return _cell_params(self.cell, self.features, in_features)
+        return _cell_params(self.cell, self.features, in_features, self.param_dtype)
 
 
 class FusedRNN(nn.Module):
-    """``nn.RNN`` over Flax's cell, ``[batch, time, in] -> [batch, time, features]`` float32.
+    """``nn.RNN`` over Flax's cell, ``[batch, time, in] -> [batch, time, features]``.
 
-    The recurrence is fused; inputs of any real dtype are cast. With ``seq_lengths`` the
-    padded steps' outputs are zero and the valid ones are what the row alone gives.
+    The recurrence is fused; inputs of any real dtype are cast to the computation dtype.
+    With ``seq_lengths`` the padded steps' outputs are zero and the valid ones are what the
+    row alone gives.
 
     Attributes:
       cell: ``"rnn"``, ``"lstm"`` or ``"gru"`` (:func:`jaxseq.nn.cells.make_cell`).
@@ -106,6 +121,8 @@ class FusedRNN(nn.Module):
         (``nn.RNN(..., reverse=True, keep_order=True)``).
       implementation: ``"fused"``, ``"pallas"`` or ``"cudnn"`` (:func:`sequence_fn`).
       last_step: return only each row's last valid step, ``[batch, features]``.
+      dtype: the computation's dtype, also the outputs' (``None``: ``param_dtype``).
+      param_dtype: the parameters' dtype.
 
     Raises:
       ValueError: for an unknown cell, inputs not ``[batch, time, in]`` real numbers with
@@ -125,6 +142,8 @@ class FusedRNN(nn.Module):
     reverse: bool = False
     implementation: str = "fused"
     last_step: bool = False
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, inputs: Array, seq_lengths: Array | None = None) -> Array:
@@ -132,7 +151,8 @@ class FusedRNN(nn.Module):
         check_sequence_inputs(inputs)
         if not self.is_initializing():
             check_in_features(inputs, self.variables.get("params"))
-        params = _cell_params(self.cell, self.features, inputs.shape[-1])
+        params = cast_params(_cell_params(self.cell, self.features, inputs.shape[-1],
+                                          self.param_dtype), self.dtype)
         if (self.last_step and self.implementation == "pallas" and seq_lengths is None
                 and not self.reverse):
             from jaxseq.nn.pallas import pallas_sequence_fn
@@ -161,7 +181,8 @@ class FusedBidirectional(nn.Module):
 
     ``[batch, time, in] -> [batch, time, 2 * features]``: forward outputs, then backward
     outputs in input order; ``seq_lengths`` and dtypes as :class:`FusedRNN`. The
-    parameters live where the two :class:`FusedCellParams` are created.
+    parameters live (in their ``param_dtype``) where the two :class:`FusedCellParams` are
+    created.
 
     Attributes:
       forward_cell: the forward direction's parameters.
@@ -169,6 +190,7 @@ class FusedBidirectional(nn.Module):
       implementation: ``"fused"``, ``"pallas"`` (without ``seq_lengths`` one launch, the
         backward direction reading the steps in reverse) or ``"cudnn"`` (LSTM).
       last_step: return only each row's last valid step, ``[batch, 2 * features]``.
+      dtype: the computation's dtype (``None``: the parameters').
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -183,13 +205,14 @@ class FusedBidirectional(nn.Module):
     backward_cell: FusedCellParams
     implementation: str = "fused"
     last_step: bool = False
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, inputs: Array, seq_lengths: Array | None = None) -> Array:
         """Run both directions; ``seq_lengths``: optional ``[batch]`` ints in ``[1, time]``."""
         check_sequence_inputs(inputs)
-        forward = self.forward_cell(inputs.shape[-1])
-        backward = self.backward_cell(inputs.shape[-1])
+        forward = cast_params(self.forward_cell(inputs.shape[-1]), self.dtype)
+        backward = cast_params(self.backward_cell(inputs.shape[-1]), self.dtype)
         cell, implementation = self.forward_cell.cell, self.implementation
         stacked = jax.tree.map(lambda f, b: jnp.stack([f, b]), forward, backward)
         inputs = cast_inputs(inputs, (forward, backward))
@@ -220,15 +243,18 @@ class FusedBidirectional(nn.Module):
 
 
 class MaskedRNN(nn.Module):
-    """Flax's ``rnn`` (``nn.RNN`` or ``nn.Bidirectional``) with the padded steps zeroed."""
+    """Flax's ``rnn`` (``nn.RNN`` or ``nn.Bidirectional``) with the padded steps zeroed, its
+    outputs in ``dtype`` (``None``: as they come)."""
 
     rnn: nn.Module
     last_step: bool = False
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, inputs: Array, seq_lengths: Array | None = None) -> Array:
         """Run the layer; ``seq_lengths``: optional ``[batch]`` ints in ``[1, time]``."""
         outputs = masked(lambda x, n: self.rnn(x, seq_lengths=n), inputs, seq_lengths)
+        outputs = outputs if self.dtype is None else outputs.astype(self.dtype)
         return _last(self.last_step, outputs, seq_lengths)
 
 
@@ -257,6 +283,7 @@ def check_layer(cell: str, features: int, implementation: str | None) -> None:
 
 def recurrent_layer(cell: str, features: int, *, implementation: str | None = None,
                     bidirectional: bool = False, last_step: bool = False,
+                    dtype: Any = None, param_dtype: Any = jnp.float32,
                     name: str | None = None) -> nn.Module:
     """The layer of ``cell`` in ``implementation``, called as ``layer(inputs, seq_lengths=None)``.
 
@@ -268,13 +295,16 @@ def recurrent_layer(cell: str, features: int, *, implementation: str | None = No
         backend's default).
       bidirectional: run both directions and concatenate their outputs.
       last_step: return only each row's last valid step, ``[batch, features * directions]``.
+      dtype: the computation's dtype, also the outputs' (``None``: ``param_dtype``; the
+        inputs are cast to it).
+      param_dtype: the parameters' dtype.
       name: where the parameters live in the calling module: ``name`` for the forward
         direction, ``name + "_backward"`` for the backward one (Flax's cell layout).
 
     Returns:
       A :class:`FusedRNN`, :class:`FusedBidirectional`, :class:`MaskedRNN` or
       :class:`~jaxseq.nn.blocks.LinearRNN`, ``[batch, time, in] -> [batch, time, features
-      * directions]`` float32 (the LRU's: ``in * directions``; ``ValueError`` as
+      * directions]`` (the LRU's: ``in * directions``; ``ValueError`` as
       :func:`check_layer`).
 
     Examples:
@@ -287,16 +317,22 @@ def recurrent_layer(cell: str, features: int, *, implementation: str | None = No
       (2, 5, 8)
     """
     check_layer(cell, features, implementation)
+    dtype = param_dtype if dtype is None else dtype
+    dtypes = {"dtype": dtype, "param_dtype": param_dtype}
     if cell in LINEAR_CELLS:
-        layer = LinearRNN(cell, features, implementation, bidirectional, name=name)
+        layer = LinearRNN(cell, features, implementation, bidirectional, **dtypes, name=name)
         return MaskedRNN(layer, last_step) if last_step else layer
     implementation = implementation or "fused"
     names = (name, None if name is None else f"{name}_backward")
     if implementation == "flax":
-        rnns = [nn.RNN(make_cell(cell, features, name=n)) for n in names[:1 + bidirectional]]
-        return MaskedRNN(nn.Bidirectional(*rnns) if bidirectional else rnns[0], last_step)
+        rnns = [nn.RNN(make_cell(cell, features, **dtypes, name=n))
+                for n in names[:1 + bidirectional]]
+        return MaskedRNN(nn.Bidirectional(*rnns) if bidirectional else rnns[0], last_step,
+                         dtype)
     if bidirectional:
-        return FusedBidirectional(*(FusedCellParams(cell, features, name=n) for n in names),
-                                  implementation=implementation, last_step=last_step)
+        return FusedBidirectional(*(FusedCellParams(cell, features, param_dtype, name=n)
+                                    for n in names),
+                                  implementation=implementation, last_step=last_step,
+                                  dtype=dtype)
     return FusedRNN(cell, features, implementation=implementation, last_step=last_step,
-                    name=name)
+                    **dtypes, name=name)

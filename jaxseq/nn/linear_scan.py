@@ -13,6 +13,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxseq.nn.ops import accumulation_dtype
 from jaxseq.nn.registry import LINEAR_IMPLEMENTATIONS
 
 Array = jax.Array
@@ -59,7 +60,8 @@ def linear_recurrence(a: Values, b: Values, implementation: str, *, log_space: b
       axis: the time axis.
 
     Returns:
-      ``h``, shaped as ``b`` (a pair with ``complex_pairs``).
+      ``h``, shaped as ``b`` (a pair with ``complex_pairs``), in float32 at least
+      (bfloat16 coefficients are cast: rounding would compound over the steps).
 
     Raises:
       ValueError: for an unknown ``implementation``.
@@ -73,6 +75,7 @@ def linear_recurrence(a: Values, b: Values, implementation: str, *, log_space: b
     if implementation not in LINEAR_IMPLEMENTATIONS:
         raise ValueError(f"unknown implementation {implementation!r} of a linear recurrence; "
                          f"valid: {', '.join(LINEAR_IMPLEMENTATIONS)}")
+    a, b = jax.tree.map(lambda x: x.astype(accumulation_dtype(x.dtype)), (a, b))
     return _recurrence(a, b, implementation, log_space, complex_pairs, axis)
 
 

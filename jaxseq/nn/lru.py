@@ -14,6 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
 
 from jaxseq.nn.linear_scan import default_implementation, linear_recurrence
 
@@ -63,6 +64,10 @@ class LRUCell(nn.RNNCellBase):
       max_phase: the largest initial eigenvalue phase.
       implementation: ``"parallel"``, ``"sequential"`` or ``None``
         (:func:`jaxseq.nn.linear_scan.default_implementation`).
+      dtype: the dtype of the ``B`` and ``C`` matmuls (``None``: promoted from the inputs
+        and parameters, as ``nn.Dense``); ``lambda`` and the recurrence stay in float32
+        (at least), where bfloat16 would round ``|lambda|`` near 1.
+      param_dtype: the parameters' dtype.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -80,6 +85,7 @@ class LRUCell(nn.RNNCellBase):
     r_max: float = 1.0
     max_phase: float = 2 * math.pi
     implementation: str | None = None
+    dtype: Any = None
     param_dtype: Any = jnp.float32
 
     @nn.compact
@@ -98,11 +104,14 @@ class LRUCell(nn.RNNCellBase):
         modulus, phase = jnp.exp(-jnp.exp(nu_log)), jnp.exp(theta_log)
         gamma = jnp.exp(gamma_log)
 
+        def matmul(x: Array, kernel: Array) -> Array:
+            return jnp.matmul(*promote_dtype(x, kernel, dtype=self.dtype))
+
         def output(state: tuple[Array, Array]) -> Array:
-            return state[0] @ c_re.T - state[1] @ c_im.T + d * u
+            return matmul(state[0], c_re.T) - matmul(state[1], c_im.T) + d * u
 
         return ((modulus * jnp.cos(phase), modulus * jnp.sin(phase)),
-                (u @ (b_re.T * gamma), u @ (b_im.T * gamma)), output)
+                (matmul(u, b_re.T * gamma), matmul(u, b_im.T * gamma)), output)
 
     def __call__(self, carry: tuple[Array, Array], inputs: Array
                  ) -> tuple[tuple[Array, Array], Array]:

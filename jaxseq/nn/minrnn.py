@@ -85,6 +85,8 @@ class MinGRUCell(_MinCell):
       features: hidden units.
       implementation: ``"parallel"``, ``"sequential"`` or ``None``
         (:func:`jaxseq.nn.linear_scan.default_implementation`).
+      dtype, param_dtype: the gates' ``nn.Dense`` computation and parameter dtypes; the
+        recurrence itself runs in float32 (at least).
 
     Examples:
       >>> import jax, jax.numpy as jnp

@@ -20,10 +20,10 @@ LstmGates = tuple[Array, Array, Array, Array]
 GruGates = tuple[Array, Array, Array]
 
 __all__ = ["FORWARD_MODE_MESSAGE", "PALLAS_FORWARD_MODE_MESSAGE", "RECURRENT_PRECISION",
-           "cast_inputs", "check_in_features", "check_real_inputs", "check_sequence_args",
-           "check_sequence_inputs", "forward_mode_hint", "forward_mode_message",
-           "param_grads", "params_in_features", "project", "recurrent_matmul",
-           "recurrent_precision", "shift"]
+           "accumulation_dtype", "cast_inputs", "cast_params", "check_in_features",
+           "check_real_inputs", "check_sequence_args", "check_sequence_inputs",
+           "forward_mode_hint", "forward_mode_message", "param_grads", "params_in_features",
+           "project", "recurrent_matmul", "recurrent_precision", "shift"]
 
 #: Precision of the recurrent matmuls (``h @ U``, ``dz @ U.T`` at each step of the scans, the
 #: Pallas kernels and cuDNN) per JAX backend while ``jax_default_matmul_precision`` is unset.
@@ -41,14 +41,35 @@ def recurrent_precision() -> str | None:
     return RECURRENT_PRECISION.get(jax.default_backend())
 
 
+def accumulation_dtype(dtype: Any) -> Any:
+    """The dtype of the carries and accumulations of a computation in ``dtype``: float32 for
+    bfloat16 and float16 (``jnp.promote_types(dtype, float32)``), else ``dtype`` itself."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def cast_params(params: Any, dtype: Any) -> Any:
+    """``params`` (a tree of arrays) cast to the computation ``dtype`` (``None``: as they are)."""
+    return params if dtype is None else jax.tree.map(lambda p: p.astype(dtype), params)
+
+
+def _dot(spec: str, a: Array, b: Array, dtype: Any) -> Array:
+    """``einsum(spec, a, b)`` of the operands in ``dtype``, accumulated in
+    :func:`accumulation_dtype`."""
+    return jnp.einsum(spec, a.astype(dtype), b.astype(dtype),
+                      preferred_element_type=accumulation_dtype(dtype))
+
+
 def recurrent_matmul(a: Array, b: Array) -> Array:
-    """``a @ b`` at :func:`recurrent_precision`."""
-    return jnp.matmul(a, b, precision=recurrent_precision())
+    """``a @ b`` at :func:`recurrent_precision`, ``a`` in ``b``'s dtype, accumulated in
+    :func:`accumulation_dtype`."""
+    return jnp.matmul(a.astype(b.dtype), b, precision=recurrent_precision(),
+                      preferred_element_type=accumulation_dtype(b.dtype))
 
 
 def project(xs: Array, kernel: Array, bias: Array | None) -> Array:
-    """``xs [T, B, I] @ kernel [I, H] (+ bias [H])`` as one matmul over all steps."""
-    out = jnp.einsum("tbi,ih->tbh", xs, kernel)
+    """``xs [T, B, I] @ kernel [I, H] (+ bias [H])`` as one matmul over all steps, in
+    :func:`accumulation_dtype`."""
+    out = _dot("tbi,ih->tbh", xs, kernel, kernel.dtype)
     return out if bias is None else out + bias
 
 
@@ -57,16 +78,9 @@ def shift(hs: Array) -> Array:
     return jnp.concatenate([jnp.zeros_like(hs[:1]), hs[:-1]], axis=0)
 
 
-def _input_grad(dz: tuple[Array, ...], kernels: tuple[Array, ...]) -> Array:
-    return sum(jnp.einsum("tbh,ih->tbi", d, k) for d, k in zip(dz, kernels, strict=True))
-
-
-def _kernel_grad(inputs: Array, dz: Array) -> Array:
-    return jnp.einsum("tbi,tbh->ih", inputs, dz)
-
-
 def param_grads(cell: str, xs: Array, w: Any, h_prev: Array, dz: tuple[Array, ...]) -> tuple:
-    """The gradients of ``(xs, *params)`` of a cell's sequence function, from ``dz``.
+    """The gradients of ``(xs, *params)`` of a cell's sequence function, from ``dz``, in
+    ``xs``' dtype (also the matmuls' operands; they accumulate in :func:`accumulation_dtype`).
 
     Args:
       cell: ``"rnn"``, ``"lstm"`` or ``"gru"``.
@@ -76,18 +90,29 @@ def param_grads(cell: str, xs: Array, w: Any, h_prev: Array, dz: tuple[Array, ..
       dz: the gradients at the gate pre-activations, ``[T, B, H]`` each: ``(dz,)``,
         ``(di, df, dg, do)`` or ``(dr, dz, dn, dhn)`` (``dhn`` at ``h U_n + b_hn``).
     """
+    dtype = xs.dtype
+
+    def input_grad(dz: tuple[Array, ...], kernels: tuple[Array, ...]) -> Array:
+        return sum(_dot("tbh,ih->tbi", d, k, dtype) for d, k in zip(dz, kernels, strict=True))
+
+    def kernel_grads(inputs: Array, dz: tuple[Array, ...]) -> tuple[Array, ...]:
+        return tuple(_dot("tbi,tbh->ih", inputs, d, dtype) for d in dz)
+
+    def bias_grads(dz: tuple[Array, ...]) -> tuple[Array, ...]:
+        return tuple(d.sum((0, 1)) for d in dz)
+
     if cell == "rnn":
-        (d,) = dz
-        return (_input_grad(dz, (w,)), _kernel_grad(xs, d), d.sum((0, 1)),
-                _kernel_grad(h_prev, d))
-    if cell == "lstm":
-        return (_input_grad(dz, w), tuple(_kernel_grad(xs, d) for d in dz),
-                tuple(_kernel_grad(h_prev, d) for d in dz), tuple(d.sum((0, 1)) for d in dz))
-    dr, dz_, dn, dhn = dz
-    d_input, d_hidden = (dr, dz_, dn), (dr, dz_, dhn)
-    return (_input_grad(d_input, w), tuple(_kernel_grad(xs, d) for d in d_input),
-            tuple(d.sum((0, 1)) for d in d_input),
-            tuple(_kernel_grad(h_prev, d) for d in d_hidden), dhn.sum((0, 1)))
+        grads = (input_grad(dz, (w,)), *kernel_grads(xs, dz), *bias_grads(dz),
+                 *kernel_grads(h_prev, dz))
+    elif cell == "lstm":
+        grads = (input_grad(dz, w), kernel_grads(xs, dz), kernel_grads(h_prev, dz),
+                 bias_grads(dz))
+    else:
+        dr, dz_, dn, dhn = dz
+        d_input, d_hidden = (dr, dz_, dn), (dr, dz_, dhn)
+        grads = (input_grad(d_input, w), kernel_grads(xs, d_input), bias_grads(d_input),
+                 kernel_grads(h_prev, d_hidden), dhn.sum((0, 1)))
+    return cast_params(grads, dtype)
 
 
 def check_sequence_args(fn: str, xs: Array, params: tuple) -> None:

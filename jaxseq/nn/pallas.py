@@ -2,10 +2,11 @@
 
 A persistent RNN (Diamos et al., 2016) loads the recurrent kernels once and runs all steps
 in one launch; projections and weight gradients stay XLA matmuls (:mod:`jaxseq.nn.ops`).
-The functions take :mod:`jaxseq.nn.scan`'s arguments, float32 only. Triton lowering, one
-program per direction and :data:`BLOCK_BATCH` batch rows: ``hidden`` is a power of two
-``>= 16``; off a GPU they run interpreted (:data:`INTERPRET`). No forward mode, no
-``jax.hessian``.
+The functions take :mod:`jaxseq.nn.scan`'s arguments, all float32 or all bfloat16 (the
+recurrent matmuls' operands; ``tl.dot`` accumulates in float32, the carries and gates are
+float32, the outputs in the arguments' dtype). Triton lowering, one program per direction
+and :data:`BLOCK_BATCH` batch rows: ``hidden`` is a power of two ``>= 16``; off a GPU they
+run interpreted (:data:`INTERPRET`). No forward mode, no ``jax.hessian``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from jax.experimental.pallas import triton as plt
 
 from jaxseq.nn import ops
 from jaxseq.nn.ops import Array, GruGates, LstmGates
+from jaxseq.nn.pallas_ops import incoming_gradient as _incoming
+from jaxseq.nn.pallas_ops import kernel_matmul as _matmul
+from jaxseq.nn.pallas_ops import runs_backwards as _backwards
+from jaxseq.nn.pallas_ops import zero_tile as _zeros
 
 __all__ = ["BLOCK_BATCH", "INTERPRET", "MIN_HIDDEN", "NUM_WARPS", "PALLAS_SEQUENCE_FNS",
            "PREFETCH", "check_features", "gru_sequence_pallas", "interpret_mode",
@@ -70,10 +75,11 @@ def _check(fn: str, xs: Array, hidden: int, kernels: Sequence[Array],
     if xs.shape[0] < 1 or xs.shape[1] < 1:
         raise ValueError(f"{fn}: xs needs at least one time step and one batch row, "
                          f"got shape {xs.shape}")
-    for a in (xs, *kernels, *vectors):
-        if a.dtype != jnp.float32:
-            raise ValueError(f"{fn}: only float32 is supported, got {a.dtype} (FusedRNN "
-                             f"and RecurrentClassifier cast their inputs to float32)")
+    dtypes = sorted({str(a.dtype) for a in (xs, *kernels, *vectors)})
+    if dtypes not in (["float32"], ["bfloat16"]):
+        raise ValueError(f"{fn}: only float32 is supported, or bfloat16 for all arrays, got "
+                         f"{'/'.join(dtypes)} (FusedRNN and RecurrentClassifier cast their "
+                         f"inputs and parameters to their computation dtype)")
     if not (_is_power_of_two(hidden) and hidden >= MIN_HIDDEN):
         raise ValueError(f"{fn}: hidden size must be a power of two >= {MIN_HIDDEN} for the "
                          f"Pallas GPU (Triton) lowering, got {hidden}; use jaxseq.nn.scan "
@@ -124,23 +130,6 @@ def _recurrence(kernel: Callable[..., None], seqs: Sequence[Array], mats: Sequen
     return tuple(o[:, :, :batch] for o in outs)
 
 
-def _matmul(a: Array, b: Array, transpose_b: bool = False) -> Array:
-    """``a @ b`` (or ``a @ b.T``, not materialising the transpose) inside a kernel (Triton
-    ``tl.dot``) at ``ops.recurrent_precision()``, accumulated in float32."""
-    return lax.dot_general(a, b, (((1,), (int(transpose_b),)), ((), ())),
-                           precision=ops.recurrent_precision(),
-                           preferred_element_type=jnp.float32)
-
-
-def _backwards(bidirectional: bool, gradient: bool):
-    """Whether this program's loop runs ``t = T-1 .. 0``: the gradient pass of the forward
-    direction, the forward pass of direction 1 of a bidirectional call (traced there)."""
-    if not bidirectional:
-        return gradient
-    second = pl.program_id(0) == 1
-    return jnp.logical_not(second) if gradient else second
-
-
 def _time_loop(length: int, body, carry, refs: Sequence, backwards) -> None:
     """``carry = body(t, carry, tuple(ref[t] for ref in refs))`` for every step, loaded one
     iteration ahead when :data:`PREFETCH`; ``fori_loop`` counting upwards (the Triton
@@ -157,20 +146,6 @@ def _time_loop(length: int, body, carry, refs: Sequence, backwards) -> None:
         return body(index(k), carry, loaded if PREFETCH else load(k)), ahead
 
     lax.fori_loop(0, length, step, (carry, load(0) if PREFETCH else ()))
-
-
-def _incoming(d_ref, length: int):
-    """The refs to load per step and ``dh(t, loaded, dh_next)`` for the outputs' gradient:
-    ``[T, B, H]``, or ``[B, H]`` at the last step only (added at ``t = T-1``)."""
-    if len(d_ref.shape) == 3:
-        return (d_ref,), lambda t, d, dh_next: d[0] + dh_next
-    last = d_ref[...]
-    return (), lambda t, d, dh_next: jnp.where(t == length - 1, last, 0.0) + dh_next
-
-
-def _zeros(ref) -> Array:
-    """A ``[BLOCK_BATCH, H]`` float32 zero tile shaped like one step of ``ref``."""
-    return jnp.zeros(ref.shape[1:], jnp.float32)
 
 
 def _rnn_forward_kernel(bidirectional, xw_ref, u_ref, hs_ref):
@@ -357,7 +332,7 @@ def pallas_sequence_fn(cell: str, bidirectional: bool = False,
     """
     def fwd(xs, *params):
         hs, residuals = _forward(cell, xs, params, bidirectional)
-        return (hs[:, -1] if last_step else hs), residuals
+        return (hs[:, -1] if last_step else hs).astype(xs.dtype), residuals
 
     @jax.custom_vjp
     def stacked(xs, *params):
@@ -372,7 +347,8 @@ def pallas_sequence_fn(cell: str, bidirectional: bool = False,
 def rnn_sequence_pallas(xs: Array, w: Array, b: Array, u: Array) -> Array:
     """:func:`jaxseq.nn.scan.rnn_sequence` as one persistent kernel each way.
 
-    All arrays float32, ``xs [T, B, I]`` with ``T, B >= 1``, ``H`` a power of two ``>= 16``.
+    All arrays float32 or all bfloat16, ``xs [T, B, I]`` with ``T, B >= 1``, ``H`` a power of
+    two ``>= 16``.
 
     Raises:
       ValueError: for another dtype, a bad ``xs`` shape, a bad ``H``, or a recurrent
@@ -382,15 +358,15 @@ def rnn_sequence_pallas(xs: Array, w: Array, b: Array, u: Array) -> Array:
 
 
 def lstm_sequence_pallas(xs: Array, w: LstmGates, u: LstmGates, b: LstmGates) -> Array:
-    """:func:`jaxseq.nn.scan.lstm_sequence` as one persistent kernel each way; float32,
-    ``H`` a power of two ``>= 16``; ``ValueError`` as :func:`rnn_sequence_pallas`."""
+    """:func:`jaxseq.nn.scan.lstm_sequence` as one persistent kernel each way;
+    dtypes, ``H`` and ``ValueError`` as :func:`rnn_sequence_pallas`."""
     return pallas_sequence_fn("lstm")(xs, w, u, b)
 
 
 def gru_sequence_pallas(xs: Array, w: GruGates, b: GruGates, u: GruGates,
                         b_hn: Array) -> Array:
-    """:func:`jaxseq.nn.scan.gru_sequence` as one persistent kernel each way; float32,
-    ``H`` a power of two ``>= 16``; ``ValueError`` as :func:`rnn_sequence_pallas`."""
+    """:func:`jaxseq.nn.scan.gru_sequence` as one persistent kernel each way;
+    dtypes, ``H`` and ``ValueError`` as :func:`rnn_sequence_pallas`."""
     return pallas_sequence_fn("gru")(xs, w, b, u, b_hn)
 
 

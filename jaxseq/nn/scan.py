@@ -1,7 +1,9 @@
 """The recurrences as ``lax.scan`` with a cuDNN-style custom VJP, time-major, from a zero carry.
 
 The scans do only ``h @ U`` and ``dz @ U.T`` per step (at ``ops.recurrent_precision()``);
-projections and weight gradients are matmuls over all steps (:mod:`jaxseq.nn.ops`). Flax's
+projections and weight gradients are matmuls over all steps (:mod:`jaxseq.nn.ops`). The
+matmuls take their operands in the arguments' dtype; the carries, the gates and the
+accumulations are in ``ops.accumulation_dtype`` (float32 for bfloat16 arguments). Flax's
 ``nn.SimpleCell``, ``OptimizedLSTMCell`` (Hochreiter & Schmidhuber, 1997; Gers et al., 2000)
 and ``GRUCell`` (Cho et al., 2014, in the PyTorch/cuDNN form). ``jit``, ``vmap``, reverse
 mode and ``jax.hessian`` work, not ``jvp``.
@@ -12,7 +14,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxseq.nn.ops import GruGates, LstmGates, check_sequence_args, param_grads, project, shift
+from jaxseq.nn.ops import (
+    GruGates,
+    LstmGates,
+    accumulation_dtype,
+    check_sequence_args,
+    param_grads,
+    project,
+    shift,
+)
 from jaxseq.nn.ops import recurrent_matmul as _mm
 
 Array = jax.Array
@@ -28,6 +38,11 @@ def scan_unroll(length: int) -> int:
     return max(1, min(SCAN_UNROLL.get(jax.default_backend(), 1), length))
 
 
+def _zeros(xs: Array, u: Array) -> Array:
+    """The zero carry ``[B, H]`` of ``xs [T, B, I]``, in ``xs``' accumulation dtype."""
+    return jnp.zeros(xs.shape[1:2] + u.shape[:1], accumulation_dtype(xs.dtype))
+
+
 def _scan(step, carry, xs, reverse: bool = False):
     length = jax.tree.leaves(xs)[0].shape[0]
     return jax.lax.scan(step, carry, xs, reverse=reverse, unroll=scan_unroll(length))
@@ -38,7 +53,7 @@ def rnn_sequence(xs: Array, w: Array, b: Array, u: Array) -> Array:
     """The hidden states ``[T, B, H]`` of a tanh RNN, ``h_t = tanh(x_t w + b + h_{t-1} u)``.
 
     Args:
-      xs: inputs ``[T, B, I]``, of the parameters' floating dtype.
+      xs: inputs ``[T, B, I]``, of the parameters' floating dtype (the outputs' dtype).
       w: input kernel ``[I, H]``.
       b: bias ``[H]``.
       u: recurrent kernel ``[H, H]``.
@@ -62,8 +77,8 @@ def _rnn_forward(xs, w, b, u):
         h = jnp.tanh(xw_t + _mm(h, u))
         return h, h
 
-    _, hs = _scan(step, jnp.zeros(xs.shape[1:2] + u.shape[:1], xs.dtype), project(xs, w, b))
-    return hs, (xs, w, u, hs)
+    _, hs = _scan(step, _zeros(xs, u), project(xs, w, b))
+    return hs.astype(xs.dtype), (xs, w, u, hs)
 
 
 def _rnn_backward(residuals, d_hs):
@@ -100,7 +115,7 @@ def lstm_sequence(xs: Array, w: LstmGates, u: LstmGates, b: LstmGates) -> Array:
 def _lstm_forward(xs, w, u, b):
     check_sequence_args("lstm_sequence", xs, (w, u, b))
     xw = tuple(project(xs, w_k, b_k) for w_k, b_k in zip(w, b, strict=True))
-    zeros = jnp.zeros(xs.shape[1:2] + u[0].shape[:1], xs.dtype)
+    zeros = _zeros(xs, u[0])
 
     def step(carry, x):
         c, h = carry
@@ -114,7 +129,7 @@ def _lstm_forward(xs, w, u, b):
         return (c, h), (h, c, tanh_c, i, f, g, o)
 
     _, (hs, *saved) = _scan(step, (zeros, zeros), xw)
-    return hs, (xs, w, u, hs, saved)
+    return hs.astype(xs.dtype), (xs, w, u, hs, saved)
 
 
 def _lstm_backward(residuals, d_hs):
@@ -167,8 +182,8 @@ def _gru_forward(xs, w, b, u, b_hn):
         h = (1.0 - z) * n + z * h
         return h, (h, r, z, n, hn)
 
-    _, (hs, *saved) = _scan(step, jnp.zeros(xs.shape[1:2] + u[0].shape[:1], xs.dtype), xw)
-    return hs, (xs, w, u, hs, saved)
+    _, (hs, *saved) = _scan(step, _zeros(xs, u[0]), xw)
+    return hs.astype(xs.dtype), (xs, w, u, hs, saved)
 
 
 def _gru_backward(residuals, d_hs):

@@ -38,8 +38,8 @@ def _array(x: Any) -> Any:
 def model_spec(model: nn.Module) -> dict[str, Any]:
     """How to rebuild ``model``: ``{"class": "<module>.<qualname>", "fields": {name: value}}``.
 
-    ``fields`` holds every constructor field but Flax's ``parent`` and ``name``, so
-    ``cls(**fields)`` rebuilds the module.
+    ``fields`` holds every constructor field but Flax's ``parent`` and ``name`` (dtypes by
+    name), so ``cls(**fields)`` rebuilds the module.
 
     Raises:
       ValueError: if the class is not defined in ``jaxseq`` or a field is not a plain
@@ -54,6 +54,8 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
         if not field.init or field.name in ("parent", "name"):
             continue
         value = getattr(model, field.name)
+        if field.name in ("dtype", "param_dtype") and value is not None:
+            value = jnp.dtype(value).name  # "bfloat16", which the module takes back
         if not (value is None or isinstance(value, (str, int, float, bool))):
             raise ValueError(f"model field {field.name}={value!r} is not a plain JSON value")
         fields[field.name] = value

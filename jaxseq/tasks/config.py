@@ -26,7 +26,7 @@ from typing import Any
 
 from jaxseq.checks import MAX_SEED, SEEDS_TOGETHER, check_positive_int, check_positive_number
 
-__all__ = ["ModelSettings", "RunSettings", "Setting", "TrainingSettings", "check_choice",
+__all__ = ["DTYPES", "ModelSettings", "RunSettings", "Setting", "TrainingSettings", "check_choice",
            "check_flag", "check_nonnegative_int", "check_optional", "check_seed",
            "check_seed_range", "override", "setting", "settings", "validate"]
 
@@ -135,12 +135,20 @@ def check_seed_range(seed: int, seeds: int) -> None:
 
 _POSITIVE = {"rule": check_positive_int, "what": "a positive integer"}
 
+#: The computation dtypes of ``--dtype`` (the models' ``dtype``; parameters stay float32).
+DTYPES = ("float32", "bfloat16")
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
-    """The model setting both tasks share."""
+    """The model settings both tasks share."""
 
     hidden_size: int = setting(128, "hidden units per direction", **_POSITIVE)
+    dtype: str = setting(
+        "float32", "the models' computation dtype (Flax's dtype): bfloat16 runs the matmuls "
+                   "in bfloat16, accumulated in float32; parameters, optimizer state, logits "
+                   "and losses stay float32",
+        rule=check_choice("dtypes", DTYPES), choices=DTYPES, optional=True)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -186,8 +186,9 @@ def run_seeds(config: AdderConfig, seeds: Sequence[int], session: RunSession | N
             raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
     session = RunSession(None, progress=False) if session is None else session
     objective = get_objective(config.loss)
-    if model is None or model.hidden_features != config.hidden_size:
-        model = BinaryAdder(config.hidden_size)
+    if (model is None or model.hidden_features != config.hidden_size
+            or model.dtype != config.dtype):
+        model = BinaryAdder(config.hidden_size, dtype=config.dtype)
     kwargs = {"objective": objective, "epochs": config.epochs, "batch_size": config.batch_size,
               "task": TASK, "announce": False}
     if not together:
@@ -299,7 +300,7 @@ def run(config: AdderConfig, run_dir: str | os.PathLike, *, resume: bool = False
     if not resume:
         session.write_json("config.json", settings | dict(run_info or {}))
     start = time.perf_counter()
-    model = BinaryAdder(config.hidden_size)
+    model = BinaryAdder(config.hidden_size, dtype=config.dtype)
     seeds = list(range(config.seed, config.seed + config.seeds))
     together = config.seeds > 1 and train.seeds_together(config.seeds_together)
     if together:

@@ -112,7 +112,8 @@ def _start(cell: str, seed: int, config: MnistConfig, session: Any,
     name = run_name(cell, config, seed)
     model = RecurrentClassifier(cell=cell, features=config.hidden_size,
                                 num_layers=config.num_layers, bidirectional=config.bidirectional,
-                                dropout=config.dropout, pooling=config.pooling)
+                                dropout=config.dropout, pooling=config.pooling,
+                                dtype=config.dtype)
     init_rng, shuffle_rng = jax.random.split(jax.random.key(seed))
     total_steps = config.epochs * (train.num_examples // config.batch_size)
     learning_rate = make_schedule(config.learning_rate, config.schedule, config.warmup_steps,
