@@ -89,6 +89,7 @@ def print_seed(result: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
+    run_dir = getattr(args, "resume", None)  # named by a fault's message once known
     try:
         config = config_from(args)
         import jax
@@ -123,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                           progress=not args.no_progress, on_seed_end=print_seed,
                           run_info=run_info, log_dir=args.log_dir,
                           log_every_steps=args.log_every_steps, should_stop=stop)
-    except Exception as error:  # one line and its exit code (2, 3, 4, 5, 143), else raised
-        faults.exit_for_error(parser, error)
+    except (Exception, KeyboardInterrupt) as error:  # one line, exit 2-5, 130 or 143
+        faults.exit_for_error(parser, error, run_dir)
         raise
     summary, seeds = results["summary"], results["summary"]["seeds"]
     converged = summary["converged_seeds"]

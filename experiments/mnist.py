@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError) as error:
             message = cli.for_command_line(str(error), parser)
             cli.fail(parser.prog, f"--eval-only: {message}", 2)
+    run_dir = getattr(args, "resume", None)  # named by a fault's message once known
     try:
         config = config_from(args)
         from jaxseq.tasks.mnist.task import load_data, run
@@ -112,14 +113,20 @@ def main(argv: list[str] | None = None) -> int:
                     "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
                     "process_count": jax.process_count()}
         print(f"{'resuming the run in ' + str(run_dir) if args.resume else 'config:'}")
-        print(json.dumps(dataclasses.asdict(config) | run_info, indent=2))
+        shown = dataclasses.asdict(config) | run_info
+        if config.source == "idx":  # the folder read, as config.json records it
+            from jaxseq.data import download
+
+            shown["data_dir"] = str(download.resolve_data_dir(config.data_dir,
+                                                              config.dataset).absolute())
+        print(json.dumps(shown, indent=2))
         with signals.StopRequest() as stop:  # SIGTERM: checkpoint, exit 143
             summary = run(config, run_dir, resume=args.resume is not None, splits=splits,
                           progress=not args.no_progress, run_info=run_info,
                           log_dir=args.log_dir, log_every_steps=args.log_every_steps,
                           should_stop=stop)
-    except Exception as error:  # one line and its exit code (2, 3, 4, 5, 143), else raised
-        faults.exit_for_error(parser, error)
+    except (Exception, KeyboardInterrupt) as error:  # one line, exit 2-5, 130 or 143
+        faults.exit_for_error(parser, error, run_dir)
         raise
     if config.seeds > 1:
         print(f"\nmodel      test accuracy, mean ± sample std (ddof=1) over {config.seeds} "

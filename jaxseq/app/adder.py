@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 
 from jaxseq.app import cli, distributed, flags
-from jaxseq.runs import folder, interrupt
 from jaxseq.tasks.adder.config import LOSSES, OPTIMIZERS, AdderConfig
 
 __all__ = ["LOSSES", "OPTIMIZERS", "RESUME_FLAGS", "SETTINGS", "build_parser", "parse_args"]
@@ -51,10 +50,10 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     if (run_dir / "results.json").is_file():
         parser.error(f"--resume: {run_dir} is a finished run (results.json exists); nothing "
                      f"to resume")
-    if not folder.checkpoint_names(run_dir) and not interrupt.has_progress(run_dir):
+    if not cli.resumable(run_dir):
         parser.error(f"--resume: {run_dir} holds no checkpoint to resume from (the run stopped "
-                     f"before its first epoch ended); start it again with --out-dir {run_dir} "
-                     f"--overwrite")
+                     f"before its first epoch ended); start it again with its flags (in "
+                     f"{run_dir / 'config.json'}) and --out-dir {run_dir} --overwrite")
     for key, value in cli.saved_settings(parser, config, SETTINGS, "--resume",
                                          optional=OPTIONAL_SETTINGS).items():
         if key not in given:

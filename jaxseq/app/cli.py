@@ -16,10 +16,8 @@ from jaxseq.app.flags import describe_flags, path, positive_int  # noqa: F401  (
 from jaxseq.app.folders import LOCK_FILE, RunDirLock, RunDirLockError, run_folder_contents
 from jaxseq.app.folders import lock_run_dir as folder_lock_run_dir
 from jaxseq.data.files import read_json
-from jaxseq.runs.folder import (
-    locate_in_run,
-    restore_error_message,
-)
+from jaxseq.runs.folder import checkpoint_names, locate_in_run, restore_error_message
+from jaxseq.runs.interrupt import has_progress
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -108,14 +106,30 @@ def fail(prog: str, message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def resumable(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a checkpoint that ``--resume`` continues from."""
+    return bool(checkpoint_names(run_dir)) or has_progress(run_dir)
+
+
+def interrupted_message(run_dir: object = None) -> str:
+    """What Ctrl-C leaves: the finished epochs' checkpoints in ``run_dir`` (``None``: no
+    run folder made yet), and what to do next."""
+    if run_dir is None:
+        return "interrupted before a run folder was made; nothing was written"
+    if not Path(run_dir).is_dir() or not resumable(Path(run_dir)):
+        return (f"interrupted before the first epoch ended, so nothing was checkpointed; "
+                f"start the run again with the same flags and --out-dir {run_dir} --overwrite")
+    return (f"interrupted; the finished epochs are checkpointed (not the epoch in progress), "
+            f"continue with --resume {run_dir}")
+
+
 def run_main(main: Callable[[], int], prog: str) -> int:
-    """Run a script's ``main``; Ctrl-C ends with one line and exit code 130, no traceback
-    (the checkpoints of finished epochs stay, for ``--resume``)."""
+    """Run a script's ``main``; Ctrl-C outside a run (a run's own is
+    :func:`jaxseq.app.faults.exit_on_fault`'s) ends with one line and exit code 130."""
     try:
         return main()
     except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted; finished epochs are checkpointed, continue with "
-              f"--resume RUN_DIR", file=sys.stderr)
+        print(f"\n{prog}: {interrupted_message()}", file=sys.stderr)
         return 130
 
 
@@ -156,18 +170,25 @@ def ensure_new_run_dir(parser: argparse.ArgumentParser, out_dir: str | os.PathLi
         parser.error(f"--out-dir {out_dir} is not a folder")
     if not _holds_files(out_dir):
         return None
-    if not overwrite:
-        parser.error(f"--out-dir {out_dir} already holds files; choose a new folder, "
-                     f"pass --overwrite to replace that run, or --resume {out_dir} to "
-                     f"continue it")
     contents = run_folder_contents(out_dir)
+    ran = bool(contents.outputs or contents.checkpoints or (out_dir / LOCK_FILE).is_file())
+    a_run = ran and not contents.conflicts  # what --overwrite replaces
+    if not overwrite:  # only the ways out that this folder allows
+        finished = any((out_dir / name).is_file() for name in ("summary.json", "results.json"))
+        ways = ["choose a new folder"] + (["pass --overwrite to replace that run"] if a_run
+                                          else [])
+        if a_run and not finished and (out_dir / "config.json").is_file() and resumable(out_dir):
+            ways.append(f"--resume {out_dir} to continue it")
+        parser.error(f"--out-dir {out_dir} already holds files"
+                     + ("" if ran else " that no run wrote") + "; "
+                     + ", ".join(ways[:-1]) + (" or " if len(ways) > 1 else "") + ways[-1])
     if contents.conflicts:
         shown = ", ".join(str(p.relative_to(out_dir)) for p in contents.conflicts)
         parser.error(f"--overwrite: {out_dir} holds {shown}, which no run wrote, where the "
                      f"run writes its own; --overwrite deletes only a run's files: move "
                      f"{'them' if len(contents.conflicts) > 1 else 'it'} away or choose a "
                      f"new folder")
-    if not (contents.outputs or contents.checkpoints or (out_dir / LOCK_FILE).is_file()):
+    if not a_run:
         parser.error(f"--out-dir {out_dir} holds files but none that a run writes (config.json, "
                      f"results, checkpoints), so it is not a run folder; --overwrite only "
                      f"replaces a run; choose a new folder")

@@ -142,22 +142,22 @@ def is_peer_failure(error: BaseException) -> bool:
     return False
 
 
-def peer_failure_message(error: BaseException) -> str:
+def peer_failure_message(error: BaseException, run_dir: object = None) -> str:
     """One line for a run stopped because another process failed: this process, what JAX
-    said (first line) and what to do."""
+    said (first line) and what to do (``--resume run_dir``, when known)."""
     import jax
 
     first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
     return (f"process {jax.process_index()} of {jax.process_count()}: another process of "
             f"this run failed or was stopped ({first}); the finished epochs are "
-            f"checkpointed: start every process again with --resume RUN_DIR")
+            f"checkpointed: start every process again with --resume {run_dir or 'RUN_DIR'}")
 
 
-def exit_peer_failed(prog: str, error: BaseException) -> NoReturn:
+def exit_peer_failed(prog: str, error: BaseException, run_dir: object = None) -> NoReturn:
     """Print :func:`peer_failure_message` and leave with :data:`EXIT_PEER_FAILED` through
     ``os._exit`` (JAX's exit handler would wait at a shutdown barrier the dead process
     never reaches)."""
-    print(f"{prog}: error: {peer_failure_message(error)}", file=sys.stderr, flush=True)
+    print(f"{prog}: error: {peer_failure_message(error, run_dir)}", file=sys.stderr, flush=True)
     sys.stdout.flush()
     os._exit(EXIT_PEER_FAILED)
 

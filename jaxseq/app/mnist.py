@@ -15,7 +15,6 @@ from jaxseq.app import cli, distributed, flags, runtime
 from jaxseq.checks import check_positive_int
 from jaxseq.data import download
 from jaxseq.data.catalogue import dataset_info
-from jaxseq.runs import folder, interrupt
 from jaxseq.tasks.config import setting
 from jaxseq.tasks.mnist.config import MnistConfig
 
@@ -81,10 +80,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         config = cli.read_run_config(parser, args.resume, "--resume", RUN_KEYS)
         if not distributed.several_processes(args):  # process 0 takes it once JAX started
             args.lock = cli.lock_run_dir(parser, args.resume, "--resume")  # first: in use
-        if not folder.checkpoint_names(args.resume) and not interrupt.has_progress(args.resume):
+        if not cli.resumable(args.resume):
             parser.error(f"--resume: {args.resume} holds no checkpoint to resume from (the run "
-                         f"stopped before its first epoch ended); start it again with "
-                         f"--out-dir {args.resume} --overwrite")
+                         f"stopped before its first epoch ended); start it again with its "
+                         f"flags (in {args.resume / 'config.json'}) and --out-dir "
+                         f"{args.resume} --overwrite")
         if (args.resume / "summary.json").is_file():
             parser.error(f"--resume: {args.resume} is a finished run (summary.json exists); "
                          f"nothing to resume; use --eval-only {args.resume} to re-score it")

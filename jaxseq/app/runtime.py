@@ -95,8 +95,9 @@ def start(cpu_devices: int | None, batch_size: int, distributed: bool = False,
         timeouts = {} if heartbeat_timeout is None else {"heartbeat_timeout": heartbeat_timeout}
         try:
             multi_settings = multi.Settings(*explicit, **timeouts)
-        except ValueError as error:
-            raise ValueError(f"--distributed: {error}") from None
+        except ValueError as error:  # named by the flags given, --distributed or not
+            raise ValueError(f"{'--distributed' if distributed else 'multi-process flags'}: "
+                             f"{error}") from None
     import jax
 
     if cpu_devices is None:

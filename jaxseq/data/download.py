@@ -41,6 +41,9 @@ def resolve(data_dir: _PathLike | None, dataset: str = "mnist") -> tuple[pathlib
     if data_dir is not None:
         return pathlib.Path(data_dir).expanduser(), "given"
     env = os.environ.get(DATA_DIR_ENV_VAR)
+    if env is not None and not env.strip():
+        raise ValueError(f"{DATA_DIR_ENV_VAR} is set but empty; set it to the folder of the "
+                         f"data files, or unset it to use the download cache")
     if env:
         folder = pathlib.Path(env).expanduser()
         if dataset == "mnist":

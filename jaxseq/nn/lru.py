@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 
+from jaxseq.checks import check_positive_int
 from jaxseq.nn.linear_scan import default_implementation, linear_recurrence
 
 Array = jax.Array
@@ -87,6 +88,17 @@ class LRUCell(nn.RNNCellBase):
     implementation: str | None = None
     dtype: Any = None
     param_dtype: Any = jnp.float32
+
+    def __post_init__(self) -> None:
+        check_positive_int("features", self.features)
+        if not (0 <= self.r_min <= self.r_max <= 1 and self.r_min < 1):
+            raise ValueError(f"LRUCell's ring needs 0 <= r_min <= r_max <= 1 and r_min < 1 "
+                             f"(eigenvalue moduli, inside the unit circle), got r_min="
+                             f"{self.r_min!r}, r_max={self.r_max!r}")
+        if not self.max_phase > 0:
+            raise ValueError(f"LRUCell's max_phase must be > 0 (the largest initial "
+                             f"eigenvalue phase, radians), got {self.max_phase!r}")
+        super().__post_init__()
 
     @nn.compact
     def _parts(self, u: Array) -> tuple[tuple[Array, Array], tuple[Array, Array], Any]:

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseq.checks import check_positive_int
 from jaxseq.nn.linear_scan import default_implementation, linear_recurrence
 
 Array = jax.Array
@@ -39,6 +40,10 @@ class _MinCell(nn.RNNCellBase):
     param_dtype: Any = jnp.float32
     carry_init: nn.initializers.Initializer = nn.initializers.zeros_init()
     gates = ()
+
+    def __post_init__(self) -> None:
+        check_positive_int("features", self.features)
+        super().__post_init__()
 
     def setup(self) -> None:
         self.dense = {gate: nn.Dense(self.features, dtype=self.dtype,

@@ -18,7 +18,7 @@ from jaxseq.data.dataset import Dataset
 from jaxseq.train.diagnostics import format_epoch
 from jaxseq.train.metrics import MetricWriter, epoch_scalars
 from jaxseq.train.objective import NONFINITE_STEP, Objective, check_labels, mean_sums
-from jaxseq.train.steps import train_step, uses_dropout
+from jaxseq.train.steps import check_live, train_step, uses_dropout
 from jaxseq.train.stopping import EpochProgress
 
 #: What :func:`fit` returns and continues: one list per key (``"epoch"``,
@@ -162,7 +162,8 @@ def check_run(epochs: int, batch_size: int, progress_updates: int,
 
 def check_data(state: TrainState, train: Dataset, validation: Dataset | None,
                objective: Objective) -> None:
-    """The checks of the data that ``fit`` makes on the host before any step."""
+    """The checks of the state and data that ``fit`` makes on the host before any step."""
+    check_live(state)
     for data, where in ((train, "training set"), (validation, "validation set")):
         if data:
             check_labels(state, data, objective, where)

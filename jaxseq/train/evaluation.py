@@ -17,7 +17,7 @@ from jaxseq.checks import check_positive_int
 from jaxseq.data.dataset import Dataset
 from jaxseq.train.objective import CLASSIFICATION, Objective, check_labels, mean_sums
 from jaxseq.train.sharding import DATA_AXIS, data_mesh, replicated, split_batch, to_mesh
-from jaxseq.train.steps import eval_step
+from jaxseq.train.steps import check_live, eval_step
 
 
 @partial(jax.jit, static_argnames=("objective", "mesh"))
@@ -146,6 +146,7 @@ def evaluate(state: TrainState, dataset: Dataset, objective: Objective = CLASSIF
       (['accuracy', 'loss'], 0.5)
     """
     mesh = data_mesh() if mesh is None else mesh
+    check_live(state)
     check_labels(state, dataset, objective, "evaluation set")
     dataset.check_finite("evaluation set")
     data = EvalData.from_dataset(dataset, batch_size, mesh)

@@ -40,7 +40,7 @@ from jaxseq.train.evaluation import batch_layout, evaluate_batches
 from jaxseq.train.metrics import write_step_means
 from jaxseq.train.objective import CLASSIFICATION, NONFINITE_STEP, Objective
 from jaxseq.train.sharding import DATA_AXIS, check_divisible, data_mesh, replicated, to_mesh
-from jaxseq.train.steps import train_chunk, uses_dropout
+from jaxseq.train.steps import check_live, train_chunk, uses_dropout
 from jaxseq.train.stopping import NonFiniteLossError, TrainingStopped, stop_agreed
 
 #: Whether the seeds of a run train as one program by default, per ``jax.default_backend()``
@@ -308,6 +308,7 @@ def fit_seeds(
                          f"numbers of steps per epoch at batch_size {batch_size}")
     mesh = data_mesh() if mesh is None else mesh
     check_divisible("batch_size", batch_size, mesh)
+    check_live(states, "states")
     check_data(seed_state(states, 0), train.used(),
                 None if validation is None else validation.used(), objective)
 

@@ -21,6 +21,16 @@ from jaxseq.train.objective import NONFINITE, NONFINITE_STEP, Objective
 from jaxseq.train.sharding import split_batch
 
 
+def check_live(state: Any, what: str = "state") -> None:
+    """``ValueError`` if ``state`` holds arrays that were deleted: ``fit`` donates the
+    buffers of the state it is given (it returns the trained one)."""
+    if any(isinstance(leaf, jax.Array) and leaf.is_deleted() for leaf in jax.tree.leaves(state)):
+        raise ValueError(f"the {what} given holds deleted arrays: an earlier fit (or fit_seeds) "
+                         f"took it, since training donates the state's buffers and returns "
+                         f"the trained state; use the state it returned, or keep the "
+                         f"original by giving fit a copy, jax.tree.map(jnp.copy, {what})")
+
+
 def create_train_state(model: nn.Module, rng: jax.Array, example_inputs: jax.Array | np.ndarray,
                        learning_rate: float = 1e-3,
                        optimizer: optax.GradientTransformation | None = None) -> TrainState:
