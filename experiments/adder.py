@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                     "processes": jax.process_count()}
         with signals.StopRequest() as stop:  # SIGTERM: checkpoint, exit 143
             results = run(config, run_dir, resume=args.resume is not None,
-                          progress=not args.no_progress, on_seed_end=print_seed,
+                          progress=not args.no_progress and sys.stderr.isatty(),
+                          on_seed_end=print_seed,
                           run_info=run_info, log_dir=args.log_dir,
                           log_every_steps=args.log_every_steps, should_stop=stop)
     except (Exception, KeyboardInterrupt) as error:  # one line, exit 2-5, 130 or 143
@@ -139,4 +140,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run_main(main, "adder.py"))
+    sys.exit(faults.run_script(main, "adder.py"))

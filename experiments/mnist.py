@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(shown, indent=2))
         with signals.StopRequest() as stop:  # SIGTERM: checkpoint, exit 143
             summary = run(config, run_dir, resume=args.resume is not None, splits=splits,
-                          progress=not args.no_progress, run_info=run_info,
+                          progress=not args.no_progress and sys.stderr.isatty(),
+                          run_info=run_info,
                           log_dir=args.log_dir, log_every_steps=args.log_every_steps,
                           should_stop=stop)
     except (Exception, KeyboardInterrupt) as error:  # one line, exit 2-5, 130 or 143
@@ -147,4 +148,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run_main(main, "mnist.py"))
+    sys.exit(faults.run_script(main, "mnist.py"))

@@ -61,7 +61,7 @@ def test_two_processes_train_like_two_devices_survive_a_kill_and_resume(mnist_di
         lines = [line for line in err.splitlines() if "error" in line]
         assert lines == [line for line in lines if line.startswith("mnist.py: error: process 0 "
                                                                    "of 2: another process")]
-        assert len(lines) == 1 and "--resume RUN_DIR" in lines[0], err
+        assert len(lines) == 1 and f"--resume {run_dir}" in lines[0], err
     else:
         assert procs[0].returncode == -signal.SIGABRT, (procs[0].returncode, err[-2000:])
         assert "another task died" in err

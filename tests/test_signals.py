@@ -62,7 +62,7 @@ def test_mnist_sigterm_mid_epoch_then_resumed_equals_uninterrupted_run(mnist_dir
     assert victim.returncode == signals.EXIT_STOPPED == 143, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("mnist.py: gru: training stopped in epoch 2 after step "), err
-    assert "continue with --resume RUN_DIR" in last and "Traceback" not in err
+    assert f"continue with --resume {cut}" in last and "Traceback" not in err
     step = int(last.split("after step ")[1].split()[0])
     assert 0 < step < 300 and step % 15 == 0  # a chunk boundary
     assert [p.name for p in (cut / "checkpoints" / "gru").iterdir() if p.name.isdigit()] == ["1"]

@@ -127,7 +127,7 @@ def test_script_exits_4_with_one_line_when_results_cannot_be_written(mnist_dir, 
     prog = "mnist.py"  # the script's parser names itself, also in-process
     assert lines == [f"{prog}: error: cannot write the results of rnn to {out}: No space left "
                      f"on device (ENOSPC); every epoch is checkpointed: free space, then "
-                     f"--resume RUN_DIR writes the results"]
+                     f"--resume {out} writes the results"]
     assert folder.checkpoint_epochs(out / "checkpoints" / "rnn") == [1]
 
 

@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import NoReturn
+from collections.abc import Callable
 
 from jaxseq.app import cli, distributed, signals
 from jaxseq.runs import storage
 
 __all__ = ["EXIT_DIVERGED", "EXIT_INTERRUPTED", "EXIT_PEER_FAILED", "EXIT_STOPPED", "EXIT_STORAGE",
-           "exit_for_error", "exit_on_fault"]
+           "exit_for_error", "exit_on_fault", "run_script"]
 
 EXIT_DIVERGED = 3
 EXIT_STORAGE = 4
@@ -42,13 +42,18 @@ def _in(message: object, run_dir: object) -> str:
     return text if run_dir is None else text.replace("--resume RUN_DIR", f"--resume {run_dir}")
 
 
-def _exit_now(line: str, code: int) -> NoReturn:
-    """Print ``line`` and leave through ``os._exit``: after a failed write, the checkpointer's
-    background threads would print tracebacks at interpreter exit (the lock is the kernel's,
-    released with the process)."""
-    print(line, file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(code)
+def run_script(main: Callable[[], int], prog: str) -> int:
+    """:func:`jaxseq.app.cli.run_main` for a script run as a program: after a storage fault
+    (exit 4) it leaves through ``os._exit``, since the checkpointer's background threads
+    would print tracebacks at interpreter exit (the run folder's lock is the kernel's)."""
+    try:
+        return cli.run_main(main, prog)
+    except SystemExit as done:
+        if done.code == EXIT_STORAGE:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_STORAGE)
+        raise
 
 
 def exit_on_fault(prog: str, error: BaseException, run_dir: object = None) -> None:
@@ -63,11 +68,13 @@ def exit_on_fault(prog: str, error: BaseException, run_dir: object = None) -> No
         print(f"\n{prog}: {cli.interrupted_message(run_dir)}", file=sys.stderr, flush=True)
         sys.exit(EXIT_INTERRUPTED)
     if isinstance(error, storage.StorageError):
-        _exit_now(f"{prog}: error: {_in(error, run_dir)}", EXIT_STORAGE)
+        print(f"{prog}: error: {_in(error, run_dir)}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_STORAGE)
     if isinstance(error, OSError) and storage.storage_errno(error) is not None:
         where = f" {error.filename}" if getattr(error, "filename", None) else ""
-        _exit_now(f"{prog}: error: cannot write{where}: {error.strerror or error}; the "
-                  f"finished epochs are checkpointed", EXIT_STORAGE)
+        print(f"{prog}: error: cannot write{where}: {error.strerror or error}; the "
+              f"finished epochs are checkpointed", file=sys.stderr, flush=True)
+        sys.exit(EXIT_STORAGE)
     if distributed.is_peer_failure(error):
         distributed.exit_peer_failed(prog, error, run_dir)
 

@@ -134,7 +134,8 @@ class RunFlags:
 
     out_dir: Path | None = setting(None, "run folder (default: a new folder under runs/)",
                                    parse=Path)
-    no_progress: bool = setting(False, "hide the progress bars", **_WITH_RESUME)
+    no_progress: bool = setting(False, "hide the progress bars (shown only when stderr is a "
+                                "terminal)", **_WITH_RESUME)
     overwrite: bool = setting(False, "replace the run in a non-empty --out-dir (its checkpoints "
                                      "and results are deleted first)")
     resume: Path | None = setting(
