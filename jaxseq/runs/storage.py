@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -103,6 +104,17 @@ def quiet_orbax() -> Iterator[None]:
         logger.setLevel(level)
 
 
+def _drain(held_back: io.StringIO, quiet: float = 0.25, limit: float = 3.0) -> None:
+    """Wait until ``held_back`` stops growing for ``quiet`` seconds (at most ``limit``)."""
+    size, last, start = -1, time.monotonic(), time.monotonic()
+    while time.monotonic() - start < limit:
+        if held_back.tell() != size:
+            size, last = held_back.tell(), time.monotonic()
+        elif time.monotonic() - last >= quiet:
+            return
+        time.sleep(0.05)
+
+
 def save_checkpoint(save: Callable[[], None], directory: str | os.PathLike, what: str,
                     primary: bool = True, kept_from: str | os.PathLike | None = None) -> None:
     """Run ``save()`` (an orbax checkpoint write into ``directory``); a storage failure
@@ -130,8 +142,10 @@ def save_checkpoint(save: Callable[[], None], directory: str | os.PathLike, what
             sys.stderr.write(held_back.getvalue())
             raise
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # its tasks' leftovers
-        if primary:
-            remove_unfinished_saves(directory)
+        with quiet_orbax(), contextlib.redirect_stderr(held_back):  # until its threads end
+            _drain(held_back)
+            if primary:
+                remove_unfinished_saves(directory)
         epochs = checkpoint_epochs(directory if kept_from is None else kept_from)
         kept = (f"the previous checkpoint (epoch {epochs[-1]}) is kept and restorable: free "
                 f"space or fix the folder, then --resume RUN_DIR" if epochs
