@@ -23,6 +23,7 @@ import pytest
 from conftest import REPO_ROOT, run_experiment
 from flax import nnx
 from jax.experimental import rnn
+from test_cudnn import reference_lstm
 
 from jaxseq.data.mnist import load_splits
 from jaxseq.nn import cudnn
@@ -57,15 +58,6 @@ LABELS = jnp.arange(BATCH) % CLASSES
 # backward pass's bfloat16 operands): per leaf 2^-4 of its largest magnitude (measured at
 # most 2.5e-2). That the carries stay float32 is checked on the jaxpr, not by the error.
 LOGITS_TOL, FLOAT32_FLOOR, GRADS_TOL = 2.0 ** -5, 2.0 ** -12, 2.0 ** -4
-
-
-def reference_lstm(x, h_0, c_0, weights, seq_lengths, *, input_size, hidden_size,
-                   num_layers, dropout, bidirectional, precision=None):
-    """``rnn.lstm`` by JAX's pure-JAX reference of the cuDNN call (runs on a CPU)."""
-    unpacked = rnn.unpack_lstm_weights(weights, input_size, hidden_size, num_layers,
-                                       bidirectional)
-    return rnn.lstm_ref(x, h_0, c_0, *unpacked, seq_lengths, input_size, hidden_size,
-                        num_layers, dropout, bidirectional)
 
 
 @contextlib.contextmanager
