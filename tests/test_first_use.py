@@ -61,8 +61,9 @@ def test_a_state_that_fit_took_is_named_and_a_copy_keeps_it():
     (lambda: LRUCell(8, r_min=0.9, r_max=0.5), "got r_min=0.9, r_max=0.5"),
     (lambda: LRUCell(8, r_min=-0.5), "got r_min=-0.5, r_max=1.0"),
     (lambda: LRUCell(8, r_min=1.0), "r_min < 1"),
-    (lambda: LRUCell(8, max_phase=-1.0), "max_phase must be > 0 .* got -1.0"),
-    (lambda: LRUCell(8, max_phase=math.nan), "max_phase must be > 0 .* got nan"),
+    (lambda: LRUCell(8, max_phase=-1.0), "max_phase must be finite and > 0 .* got -1.0"),
+    (lambda: LRUCell(8, max_phase=math.nan), "max_phase must be finite and > 0 .* got nan"),
+    (lambda: LRUCell(8, max_phase=math.inf), "max_phase must be finite and > 0 .* got inf"),
 ])
 def test_cell_settings_outside_their_range_are_named(make, message):
     with pytest.raises(ValueError, match=message):
@@ -146,3 +147,30 @@ def test_multi_process_settings_are_named_by_the_flags_given():
         runtime.start(None, 64, process_id=1)
     with pytest.raises(ValueError, match="^--distributed: coordinator_address"):
         runtime.start(None, 64, distributed=True, num_processes=2)
+
+
+def test_a_folder_another_run_holds_is_named_first(capsys, tmp_path):
+    from jaxseq.app.folders import lock_run_dir
+
+    held = tmp_path / "held"
+    shutil.copytree(RUN, held)
+    lock = lock_run_dir(held)
+    try:
+        refusal = _refusal(capsys, held)
+    finally:
+        lock.release()
+    assert refusal.startswith(f"mnist.py: error: --out-dir: {held} is in use by another run")
+    assert "--overwrite" not in refusal.split("in use by another run")[0]
+    assert _refusal(capsys, held).endswith("or pass --overwrite to replace that run")
+
+
+def test_a_write_that_fails_without_a_file_name_names_the_run_folder(capsys, tmp_path):
+    import errno
+
+    with pytest.raises(SystemExit) as exited:
+        faults.exit_on_fault("mnist.py", OSError(errno.ENOSPC, "No space left on device"),
+                             tmp_path)
+    assert exited.value.code == faults.EXIT_STORAGE
+    assert capsys.readouterr().err.strip() == (
+        f"mnist.py: error: cannot write: No space left on device; the finished epochs are "
+        f"checkpointed in {tmp_path}: free space or fix the folder, then --resume {tmp_path}")

@@ -174,6 +174,8 @@ def ensure_new_run_dir(parser: argparse.ArgumentParser, out_dir: str | os.PathLi
     ran = bool(contents.outputs or contents.checkpoints or (out_dir / LOCK_FILE).is_file())
     a_run = ran and not contents.conflicts  # what --overwrite replaces
     if not overwrite:  # only the ways out that this folder allows
+        if (out_dir / LOCK_FILE).is_file():  # another run in it: that first
+            lock_run_dir(parser, out_dir, "--out-dir").release()
         finished = any((out_dir / name).is_file() for name in ("summary.json", "results.json"))
         ways = ["choose a new folder"] + (["pass --overwrite to replace that run"] if a_run
                                           else [])

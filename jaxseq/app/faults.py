@@ -72,8 +72,10 @@ def exit_on_fault(prog: str, error: BaseException, run_dir: object = None) -> No
         sys.exit(EXIT_STORAGE)
     if isinstance(error, OSError) and storage.storage_errno(error) is not None:
         where = f" {error.filename}" if getattr(error, "filename", None) else ""
+        kept = ("" if run_dir is None else f" in {run_dir}: free space or fix the folder, "
+                f"then --resume {run_dir}")
         print(f"{prog}: error: cannot write{where}: {error.strerror or error}; the "
-              f"finished epochs are checkpointed", file=sys.stderr, flush=True)
+              f"finished epochs are checkpointed{kept}", file=sys.stderr, flush=True)
         sys.exit(EXIT_STORAGE)
     if distributed.is_peer_failure(error):
         distributed.exit_peer_failed(prog, error, run_dir)

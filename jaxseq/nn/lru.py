@@ -95,8 +95,8 @@ class LRUCell(nn.RNNCellBase):
             raise ValueError(f"LRUCell's ring needs 0 <= r_min <= r_max <= 1 and r_min < 1 "
                              f"(eigenvalue moduli, inside the unit circle), got r_min="
                              f"{self.r_min!r}, r_max={self.r_max!r}")
-        if not self.max_phase > 0:
-            raise ValueError(f"LRUCell's max_phase must be > 0 (the largest initial "
+        if not 0 < self.max_phase < math.inf:
+            raise ValueError(f"LRUCell's max_phase must be finite and > 0 (the largest initial "
                              f"eigenvalue phase, radians), got {self.max_phase!r}")
         super().__post_init__()
 

@@ -93,15 +93,18 @@ def writing(what: str, path: str | os.PathLike, kept: str = "") -> Iterator[None
 
 @contextlib.contextmanager
 def quiet_orbax() -> Iterator[None]:
-    """Silence the absl logger (orbax logs a failed write as an ERROR with a traceback
-    before raising it) inside the block; the error itself still propagates."""
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+    """Silence the absl and asyncio loggers inside the block (orbax logs a failed write as
+    an ERROR with a traceback before raising it, its tasks as "exception never retrieved");
+    the error itself still propagates."""
+    loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _drain(held_back: io.StringIO, quiet: float = 0.25, limit: float = 3.0) -> None:
